@@ -1,0 +1,220 @@
+package oci
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// Options configure how berth reaches registries.
+type Options struct {
+	// DockerConfig is the path of a Docker config.json holding credentials
+	// and credential helpers. Empty means Docker's default location
+	// ($DOCKER_CONFIG/config.json, else ~/.docker/config.json).
+	DockerConfig string
+	// CAFile is a PEM bundle trusted in addition to the system roots.
+	CAFile string
+	// Insecure talks plain HTTP to the registry.
+	Insecure bool
+	// UserAgent is sent with every request.
+	UserAgent string
+}
+
+// Client reaches registries with one credential store, one TLS
+// configuration and one token cache, so that auth tokens are reused across
+// calls.
+type Client struct {
+	opts  Options
+	creds credentials.Store
+	http  *http.Client
+	auth  *auth.Client
+}
+
+// NewClient builds a Client. It reads the CA file and opens the credential
+// store but does not reach any registry.
+func NewClient(opts Options) (*Client, error) {
+	store, err := openStore(opts.DockerConfig)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = time.Minute
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", opts.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	hc := &http.Client{Transport: retry.NewTransport(tr)}
+	ua := opts.UserAgent
+	if ua == "" {
+		ua = "berth"
+	}
+	ac := &auth.Client{
+		Client:     hc,
+		Cache:      auth.NewCache(),
+		Credential: credentials.Credential(store),
+		Header:     http.Header{"User-Agent": {ua}},
+	}
+	return &Client{opts: opts, creds: store, http: hc, auth: ac}, nil
+}
+
+func openStore(path string) (credentials.Store, error) {
+	so := credentials.StoreOptions{AllowPlaintextPut: true, DetectDefaultNativeStore: true}
+	if path == "" {
+		s, err := credentials.NewStoreFromDocker(so)
+		if err != nil {
+			return nil, fmt.Errorf("open Docker credential store: %w", err)
+		}
+		return s, nil
+	}
+	s, err := credentials.NewStore(path, so)
+	if err != nil {
+		return nil, fmt.Errorf("open Docker config %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// repository returns an oras-go repository for ref sharing the client's
+// token cache.
+func (c *Client) repository(ref Reference) (*remote.Repository, error) {
+	repo, err := remote.NewRepository(ref.Repo())
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %v", ErrInvalidReference, ref, err)
+	}
+	repo.Client = c.auth
+	repo.PlainHTTP = c.opts.Insecure
+	return repo, nil
+}
+
+// Login checks the credentials against the registry and stores them in the
+// Docker config, like `docker login`.
+func (c *Client) Login(ctx context.Context, host, username, password string) error {
+	reg, err := remote.NewRegistry(host)
+	if err != nil {
+		return fmt.Errorf("%w %q: %v", ErrInvalidReference, host, err)
+	}
+	reg.PlainHTTP = c.opts.Insecure
+	reg.Client = &auth.Client{Client: c.http, Header: c.auth.Header, Cache: auth.NewCache()}
+	cred := auth.Credential{Username: username, Password: password}
+	if err := credentials.Login(ctx, c.creds, reg, cred); err != nil {
+		return classify(fmt.Errorf("log in to %s: %w", host, err))
+	}
+	return nil
+}
+
+// NameOptions are the go-containerregistry name options matching the client.
+func (c *Client) NameOptions() []name.Option {
+	if c.opts.Insecure {
+		return []name.Option{name.Insecure}
+	}
+	return nil
+}
+
+// RemoteOptions are go-containerregistry remote options sharing the client's
+// credentials and TLS settings, for code (cosign) built on that library.
+func (c *Client) RemoteOptions(ctx context.Context) []ggcrremote.Option {
+	return []ggcrremote.Option{
+		ggcrremote.WithContext(ctx),
+		ggcrremote.WithAuthFromKeychain(keychain{c.creds}),
+		ggcrremote.WithTransport(c.http.Transport),
+		ggcrremote.WithUserAgent(c.auth.Header.Get("User-Agent")),
+	}
+}
+
+// Name returns the go-containerregistry digest reference for ref, which must
+// carry a digest.
+func (c *Client) Name(ref Reference) (name.Digest, error) {
+	if ref.Digest == "" {
+		return name.Digest{}, fmt.Errorf("%w %s: a digest is required", ErrInvalidReference, ref)
+	}
+	d, err := name.NewDigest(ref.Repo()+"@"+ref.Digest, c.NameOptions()...)
+	if err != nil {
+		return name.Digest{}, fmt.Errorf("%w %s: %v", ErrInvalidReference, ref, err)
+	}
+	return d, nil
+}
+
+// keychain adapts the oras-go credential store to go-containerregistry.
+type keychain struct{ store credentials.Store }
+
+var _ authn.Keychain = keychain{}
+
+func (k keychain) Resolve(res authn.Resource) (authn.Authenticator, error) {
+	cred, err := k.store.Get(context.Background(), res.RegistryStr())
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", res.RegistryStr(), err)
+	}
+	if cred == auth.EmptyCredential {
+		return authn.Anonymous, nil
+	}
+	return authn.FromConfig(authn.AuthConfig{
+		Username:      cred.Username,
+		Password:      cred.Password,
+		IdentityToken: cred.RefreshToken,
+		RegistryToken: cred.AccessToken,
+	}), nil
+}
+
+// regError tags a registry error with one of the package's sentinels while
+// keeping the original error in the chain.
+type regError struct {
+	kind error
+	err  error
+}
+
+func (e *regError) Error() string   { return e.err.Error() }
+func (e *regError) Unwrap() []error { return []error{e.kind, e.err} }
+
+// classify maps registry errors to the package's sentinels and adds what to
+// do next for the common failures.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *regError
+	if errors.As(err, &re) {
+		return err
+	}
+	var resp *errcode.ErrorResponse
+	code := 0
+	if errors.As(err, &resp) {
+		code = resp.StatusCode
+	}
+	var uae x509.UnknownAuthorityError
+	switch {
+	case errors.Is(err, errdef.ErrNotFound) || code == http.StatusNotFound:
+		return &regError{kind: ErrNotFound, err: err}
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return &regError{kind: ErrUnauthorized, err: fmt.Errorf("%w (log in with `berth login HOST` or pass --docker-config)", err)}
+	case errors.As(err, &uae):
+		return fmt.Errorf("%w (the registry's certificate is not trusted: pass --ca-file with its CA)", err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w (is the registry running? check the host and port)", err)
+	}
+	return err
+}
