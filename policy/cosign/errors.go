@@ -1,0 +1,34 @@
+package cosign
+
+import "errors"
+
+// Sentinel errors returned (wrapped, with the reference and details) by this
+// package. Branch on them with errors.Is; the wrapped message is meant for
+// humans.
+var (
+	// ErrNoSignature means the registry answered but no signature exists for
+	// the digest: neither a sigstore bundle referrer (referrers API or the
+	// sha256-<hex> referrers fallback tag) nor a legacy sha256-<hex>.sig tag.
+	ErrNoSignature = errors.New("no signature found")
+
+	// ErrKeyMismatch means signatures exist for the digest but none of them
+	// verifies with any of the given public keys (unknown signer, rotated key
+	// not configured, or a corrupt/forged signature).
+	ErrKeyMismatch = errors.New("no signature verifies with the given key(s)")
+
+	// ErrDigestMismatch means a signature verifies with a trusted key but its
+	// signed claim names another digest: the signature was copied from another
+	// artifact (or the artifact was swapped under its signatures).
+	ErrDigestMismatch = errors.New("signature names a different digest")
+
+	// ErrInvalidKey means a key could not be used: not PEM, unsupported key
+	// type, or a private key that cannot be decrypted (wrong password).
+	ErrInvalidKey = errors.New("invalid key")
+
+	// ErrRegistry wraps registry I/O failures (unreachable, 401/403, 5xx,
+	// missing artifact, malformed responses). It is never used for
+	// "unsigned": when Verify returns it, the signature state is unknown.
+	// The underlying error (e.g. *transport.Error) stays reachable with
+	// errors.As.
+	ErrRegistry = errors.New("registry error")
+)
