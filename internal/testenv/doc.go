@@ -1,0 +1,11 @@
+// Package testenv starts the real servers berth's end-to-end tests run against.
+//
+// Nothing here is faked: [StartRegistry] runs Debian's docker-registry
+// (distribution 2.8) with TLS and htpasswd authentication, [BuildBerth]
+// builds the real berth command, [Run] and [StartProcess] run it, and
+// [GitRepo] makes a real Git repository with go-git.
+//
+// The system tools come from test/scripts/ensure-deps.sh, which `make test` runs
+// first. A missing tool fails the test with the command that installs it;
+// it is never a reason to skip.
+package testenv
