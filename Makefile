@@ -1,0 +1,49 @@
+# berth — see README.md. Every target installs what it needs on a fresh
+# Debian machine with Go when run as root (test/scripts/ensure-deps.sh), or says
+# exactly what to install.
+
+GO      ?= go
+BIN     ?= bin/berth
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/berth-dev/berth/internal/cli.Version=$(VERSION)
+# The end-to-end suites start real servers and build images; give them room.
+TEST_TIMEOUT ?= 60m
+
+.PHONY: all build test test-unit lint demo deps fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
+
+deps:
+	bash test/scripts/ensure-deps.sh
+
+# Unit and end-to-end tests, with the race detector. The end-to-end tests
+# start Debian's docker-registry with TLS and htpasswd themselves.
+test: deps lint
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Unit tests only (no real servers).
+test-unit:
+	$(GO) test -race -count=1 -short ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Fuzz every parser of untrusted input for a short while each.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzExtract -fuzztime=$(FUZZTIME) ./source/archive/
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./apply/devicestate/
+	$(GO) test -run='^$$' -fuzz=FuzzLockCompose -fuzztime=$(FUZZTIME) ./source/lock/
+
+# The main job end to end on this machine: a local registry, a Git
+# repository made from examples/, push + sign, verify, pull.
+demo: deps build
+	bash test/scripts/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,154 @@
+// Package cli implements berth's command line: each command parses its flags
+// and calls the packages that do the work.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/source/oci"
+)
+
+// Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
+var Version = "dev"
+
+// Main runs berth with args and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) && ee.err == nil {
+			return ee.code // the command already said what happened
+		}
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		if errors.As(err, &ee) {
+			return ee.code
+		}
+		return 1
+	}
+	return 0
+}
+
+// exitError carries a specific exit code; a nil err means the command has
+// already reported the outcome.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e exitError) Unwrap() error { return e.err }
+
+type globals struct {
+	stdout, stderr io.Writer
+	output         string
+	logLevel       string
+	logFormat      string
+	timeout        time.Duration
+
+	dockerConfig string
+	caFile       string
+	insecure     bool
+
+	log *slog.Logger
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "berth",
+		Short: "GitOps for devices, delivered through OCI registries",
+		Long: `berth publishes the desired state of devices from Git as signed OCI
+artifacts, and keeps devices converged on them.
+
+Publishing (in CI):   berth push ./fleet oci://registry.example.com/fleet/line-3:v1.0.0 --sign-key env://COSIGN_KEY
+Checking:             berth verify oci://registry.example.com/fleet/line-3:v1.0.0 --key cosign.pub
+Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 --key cosign.pub -o ./state`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.setup()
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.output, "output", "text", "output format: text or json")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "time limit for each registry operation")
+	pf.StringVar(&g.dockerConfig, "docker-config", "", "Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
+	pf.StringVar(&g.caFile, "ca-file", "", "PEM file of CA certificates to trust for the registry, in addition to the system ones")
+	pf.BoolVar(&g.insecure, "insecure", false, "talk plain HTTP to the registry (test and lab registries only)")
+
+	root.AddCommand(
+		newBuildCmd(g), newPushCmd(g), newSignCmd(g), newVerifyCmd(g), newPullCmd(g),
+		newTagCmd(g), newListCmd(g), newDiffCmd(g), newLoginCmd(g), newGenerateKeyCmd(g),
+	)
+	return root
+}
+
+func (g *globals) setup() error {
+	if g.output != "text" && g.output != "json" {
+		return fmt.Errorf("--output %q: use text or json", g.output)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch g.logFormat {
+	case "text":
+		g.log = slog.New(slog.NewTextHandler(g.stderr, opts))
+	case "json":
+		g.log = slog.New(slog.NewJSONHandler(g.stderr, opts))
+	default:
+		return fmt.Errorf("--log-format %q: use text or json", g.logFormat)
+	}
+	return nil
+}
+
+// client builds a registry client from the global flags.
+func (g *globals) client() (*oci.Client, error) {
+	return oci.NewClient(oci.Options{
+		DockerConfig: g.dockerConfig,
+		CAFile:       g.caFile,
+		Insecure:     g.insecure,
+		UserAgent:    "berth/" + Version,
+	})
+}
+
+// step returns a context bounded by --timeout for one registry operation.
+func (g *globals) step(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, g.timeout)
+}
+
+// print writes v as JSON with --output json, else calls text.
+func (g *globals) print(v any, text func(w io.Writer)) error {
+	if g.output == "json" {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	text(g.stdout)
+	return nil
+}

@@ -1,0 +1,84 @@
+// Package fetch pulls an artifact by digest and extracts it safely: the
+// layer is streamed from the registry through a digest-verifying, size-capped
+// reader straight into the extractor, and the result is switched in with a
+// rename only once every byte has been checked.
+package fetch
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/oci"
+)
+
+// Options control a pull.
+type Options struct {
+	// LayerMediaType picks the layer; empty means the Flux content layer,
+	// else the only tar+gzip layer.
+	LayerMediaType string
+	// Limits cap the extracted content.
+	Limits archive.Limits
+	// MaxLayerSize caps the compressed layer; 0 means Limits.MaxSize or the
+	// archive default.
+	MaxLayerSize int64
+	// Progress, when set, wraps the layer download reader.
+	Progress func(r io.Reader, size int64) io.Reader
+}
+
+// Result describes what was extracted.
+type Result struct {
+	Ref         oci.Reference     `json:"-"`
+	URL         string            `json:"url"`
+	Digest      string            `json:"digest"`
+	Layer       string            `json:"layer"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Files       int               `json:"files"`
+	Size        int64             `json:"size"`
+	Dir         string            `json:"dir"`
+}
+
+// Pull fetches the artifact ref names (ref must carry a digest: resolve a
+// tag once, verify that digest, then pull it) and extracts its layer into
+// dir, which must not exist. On any error dir does not exist afterwards.
+func Pull(ctx context.Context, c *oci.Client, ref oci.Reference, dir string, o Options) (*Result, error) {
+	if ref.Digest == "" {
+		return nil, fmt.Errorf("%w %s: pull by digest (resolve the tag first)", oci.ErrInvalidReference, ref)
+	}
+	_, m, err := c.Manifest(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := oci.SelectLayer(m, o.LayerMediaType)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	maxLayer := o.MaxLayerSize
+	if maxLayer == 0 {
+		maxLayer = o.Limits.MaxSize
+	}
+	rc, err := c.OpenBlob(ctx, ref, layer, maxLayer)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var r io.Reader = rc
+	if o.Progress != nil {
+		r = o.Progress(r, layer.Size)
+	}
+	res, err := archive.ExtractAtomic(ctx, r, dir, o.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("extract %s into %s: %w", ref, dir, err)
+	}
+	return &Result{
+		Ref:         ref,
+		URL:         ref.String(),
+		Digest:      ref.Digest,
+		Layer:       layer.Digest.String(),
+		Annotations: m.Annotations,
+		Files:       res.Files,
+		Size:        res.Size,
+		Dir:         dir,
+	}, nil
+}
