@@ -6,6 +6,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -69,6 +70,11 @@ func Pull(ctx context.Context, c *oci.Client, ref oci.Reference, dir string, o O
 	}
 	res, err := archive.ExtractAtomic(ctx, r, dir, o.Limits)
 	if err != nil {
+		// Bytes that fail to parse are often bytes that were altered: read
+		// the rest of the (size-capped) blob so that the report says so.
+		if _, derr := io.Copy(io.Discard, rc); errors.Is(derr, oci.ErrDigestMismatch) {
+			err = derr
+		}
 		return nil, fmt.Errorf("extract %s into %s: %w", ref, dir, err)
 	}
 	return &Result{

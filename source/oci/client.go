@@ -209,7 +209,7 @@ func classify(err error) error {
 	switch {
 	case errors.Is(err, errdef.ErrNotFound) || code == http.StatusNotFound:
 		return &regError{kind: ErrNotFound, err: err}
-	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+	case code == http.StatusUnauthorized || code == http.StatusForbidden || errors.Is(err, auth.ErrBasicCredentialNotFound):
 		return &regError{kind: ErrUnauthorized, err: fmt.Errorf("%w (log in with `berth login HOST` or pass --docker-config)", err)}
 	case errors.As(err, &uae):
 		return fmt.Errorf("%w (the registry's certificate is not trusted: pass --ca-file with its CA)", err)
