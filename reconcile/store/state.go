@@ -1,0 +1,186 @@
+// Package store keeps the agent's state on the device: the verified,
+// extracted revisions (content-addressed by manifest digest), the `current`
+// pointer of every source, and state.json. Every change is crash-safe: a
+// revision appears with one rename, `current` switches with one rename, and
+// state.json is written to a temporary file, synced and renamed.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Outcome is the result of one reconcile.
+type Outcome string
+
+// Outcomes recorded in state.json.
+const (
+	OutcomeApplied    Outcome = "applied"    // verified, switched in and applied
+	OutcomeUnchanged  Outcome = "unchanged"  // the digest is already applied
+	OutcomeFailed     Outcome = "failed"     // the appliers failed; see Error
+	OutcomeRefused    Outcome = "refused"    // signature, downgrade or archive check failed
+	OutcomeError      Outcome = "error"      // the registry could not be reached or answered an error
+	OutcomeRolledBack Outcome = "rolledback" // an explicit rollback was applied
+)
+
+// Revision is one artifact revision as the agent saw it.
+type Revision struct {
+	// Digest is the manifest digest the agent verified and pulled.
+	Digest string `json:"digest"`
+	// URL is the reference the digest was resolved from.
+	URL string `json:"url,omitempty"`
+	// Tag is the tag that resolved to Digest, when tracking tags.
+	Tag string `json:"tag,omitempty"`
+	// Version is the semantic version of Tag in semver mode.
+	Version string `json:"version,omitempty"`
+	// Created is the artifact's signed org.opencontainers.image.created.
+	Created time.Time `json:"created,omitzero"`
+	// Annotations are the manifest annotations (source, revision, ...).
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Mirror names the registry that served the content when it was not
+	// the source itself.
+	Mirror string `json:"mirror,omitempty"`
+	// Time is when this revision was switched in or attempted.
+	Time time.Time `json:"time"`
+	// Outcome and Error say how the attempt ended.
+	Outcome Outcome `json:"outcome"`
+	Error   string  `json:"error,omitempty"`
+	// Apps holds the appliers' per-app results.
+	Apps []AppStatus `json:"apps,omitempty"`
+}
+
+// AppStatus is what an applier reported for one app.
+type AppStatus struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"` // compose or helm
+	Outcome string `json:"outcome"`
+	Message string `json:"message,omitempty"`
+	// Detail is applier-specific (services and health, release status...).
+	Detail json.RawMessage `json:"detail,omitempty"`
+}
+
+// SourceState is everything the agent records about one source.
+type SourceState struct {
+	// Applied is the revision applied last with success; nil before the
+	// first success.
+	Applied *Revision `json:"applied,omitempty"`
+	// Last is the outcome of the latest reconcile, successful or not.
+	Last *Revision `json:"last,omitempty"`
+	// LastSuccess is when a reconcile last ended without error.
+	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	// Suspended stops reconciling until resumed.
+	Suspended bool `json:"suspended,omitempty"`
+	// Failures counts consecutive failed reconciles (for backoff).
+	Failures int `json:"failures,omitempty"`
+	// FailedDigest is the digest whose apply failed last; it is not retried
+	// before RetryAfter unless a new digest appears.
+	FailedDigest string    `json:"failedDigest,omitempty"`
+	RetryAfter   time.Time `json:"retryAfter,omitzero"`
+	// History lists switched-in revisions, newest first, bounded.
+	History []Revision `json:"history,omitempty"`
+}
+
+// State is the content of state.json.
+type State struct {
+	Sources map[string]*SourceState `json:"sources"`
+}
+
+// MaxHistory bounds SourceState.History.
+const MaxHistory = 50
+
+// Source returns the state of the named source, creating it.
+func (s *State) Source(name string) *SourceState {
+	if s.Sources == nil {
+		s.Sources = map[string]*SourceState{}
+	}
+	ss, ok := s.Sources[name]
+	if !ok {
+		ss = &SourceState{}
+		s.Sources[name] = ss
+	}
+	return ss
+}
+
+// Record appends r to the history (newest first), bounded by MaxHistory.
+func (ss *SourceState) Record(r Revision) {
+	ss.History = append([]Revision{r}, ss.History...)
+	if len(ss.History) > MaxHistory {
+		ss.History = ss.History[:MaxHistory]
+	}
+}
+
+// StateFile is the name of the state file in the state folder.
+const StateFile = "state.json"
+
+// ReadState reads stateDir/state.json; a missing file is an empty state.
+func ReadState(stateDir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, StateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &State{Sources: map[string]*SourceState{}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("read state %s: %w (move it aside to start afresh)", filepath.Join(stateDir, StateFile), err)
+	}
+	if st.Sources == nil {
+		st.Sources = map[string]*SourceState{}
+	}
+	return &st, nil
+}
+
+// WriteState writes state.json atomically: temporary file, fsync, rename,
+// fsync of the folder.
+func WriteState(stateDir string, st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(stateDir, StateFile), append(b, '\n'), 0o600)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
