@@ -1,5 +1,5 @@
 // Package cosign signs berth artifacts and verifies their signatures with
-// cosign keys, offline.
+// cosign keys or keyless (Fulcio certificates), offline.
 //
 // Signatures are bound to a manifest digest and stored next to the artifact
 // in its OCI registry, in the layouts cosign itself uses, so `cosign verify`
@@ -14,7 +14,15 @@
 //   - FormatLegacy: cosign's classic simple-signing payload in the
 //     sha256-<hex>.sig tag.
 //
-// No transparency log, TUF root, Fulcio or timestamp authority is involved:
-// trust is the public key(s) handed to Verify, and the only network peer is
-// the registry, reached through the caller's remote.Options.
+// Sign only signs with keys, and no transparency log, TUF root, Fulcio or
+// timestamp authority is involved. Verify trusts the public key(s) handed to
+// it. VerifyPolicy also accepts keyless signatures (both formats; cosign
+// keyless signing, e.g. from CI), checked against a sigstore
+// trusted_root.json (LoadTrustedRoot) and a list of allowed signer
+// identities (OIDC issuer and subject regexps): certificate chain,
+// transparency log entry, timestamps and SCTs as the trusted root
+// provides for them, all offline. AttachBundle stores a bundle signed
+// elsewhere. In every case the only network peer is the registry, reached
+// through the caller's remote.Options; keeping trusted_root.json current
+// (e.g. from Sigstore's TUF repository) is the caller's business.
 package cosign

@@ -13,12 +13,23 @@ var (
 
 	// ErrKeyMismatch means signatures exist for the digest but none of them
 	// verifies with any of the given public keys (unknown signer, rotated key
-	// not configured, or a corrupt/forged signature).
+	// not configured, or a corrupt/forged signature) nor, with a keyless
+	// Policy, is valid under the trusted root: a certificate from another
+	// CA / Sigstore instance, no acceptable transparency log entry, SCT or
+	// timestamp. This is "untrusted signer", keyed or keyless.
 	ErrKeyMismatch = errors.New("no signature verifies with the given key(s)")
 
-	// ErrDigestMismatch means a signature verifies with a trusted key but its
-	// signed claim names another digest: the signature was copied from another
-	// artifact (or the artifact was swapped under its signatures).
+	// ErrIdentityMismatch means a keyless signature is valid and chains to
+	// the trusted root (log entry, timestamps and all) but its certificate's
+	// issuer/subject matches none of the Policy's identities: signed by
+	// someone else with a legitimate certificate. The message says which
+	// subject and issuer were found and which were allowed.
+	ErrIdentityMismatch = errors.New("signature identity not allowed")
+
+	// ErrDigestMismatch means a signature verifies with a trusted key, or is
+	// keyless by an allowed identity, but its signed claim names another
+	// digest: the signature was copied from another artifact (or the
+	// artifact was swapped under its signatures).
 	ErrDigestMismatch = errors.New("signature names a different digest")
 
 	// ErrInvalidKey means a key could not be used: not PEM, unsupported key

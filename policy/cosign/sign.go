@@ -18,6 +18,7 @@ import (
 	intotov1 "github.com/in-toto/attestation/go/v1"
 	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	cremote "github.com/sigstore/cosign/v2/pkg/cosign/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	ocistatic "github.com/sigstore/cosign/v2/pkg/oci/static"
@@ -109,6 +110,57 @@ func Sign(ctx context.Context, digest name.Digest, sv signature.SignerVerifier, 
 	default:
 		return fmt.Errorf("sign: unknown format %v", format)
 	}
+}
+
+// AttachBundle stores a sigstore bundle made elsewhere as a referrer of
+// digest, exactly where and how Sign(FormatBundle) stores its own: for
+// instance a keyless bundle from `cosign sign --new-bundle-format` in CI,
+// which VerifyPolicy then checks against a trusted root. The artifact must
+// exist.
+//
+// bundleJSON must be a sigstore bundle v0.3 or later whose DSSE envelope
+// carries an in-toto statement with the cosign sign predicate type naming
+// digest. That is only a sanity check of the unverified content: the
+// signature itself is not verified here.
+func AttachBundle(ctx context.Context, digest name.Digest, bundleJSON []byte, ropts ...remote.Option) error {
+	if len(bundleJSON) > maxBundleSize {
+		return fmt.Errorf("attach: bundle is %d bytes (limit %d)", len(bundleJSON), maxBundleSize)
+	}
+	b := &sgbundle.Bundle{}
+	if err := b.UnmarshalJSON(bundleJSON); err != nil {
+		return fmt.Errorf("attach: parsing bundle: %w", err)
+	}
+	if !b.MinVersion("v0.3") {
+		return errors.New("attach: bundle version older than v0.3")
+	}
+	env := b.GetDsseEnvelope()
+	if env == nil || env.GetPayloadType() != ctypes.IntotoPayloadType {
+		return errors.New("attach: bundle holds no DSSE in-toto envelope")
+	}
+	var st intotov1.Statement
+	if err := protojson.Unmarshal(env.GetPayload(), &st); err != nil {
+		return fmt.Errorf("attach: bundle statement: %w", err)
+	}
+	if pt := st.GetPredicateType(); pt != ctypes.CosignSignPredicateType {
+		return fmt.Errorf("attach: bundle predicate type %q, want %q", pt, ctypes.CosignSignPredicateType)
+	}
+	alg, hexDigest, _ := strings.Cut(digest.DigestStr(), ":")
+	named := false
+	for _, s := range st.GetSubject() {
+		named = named || s.GetDigest()[alg] == hexDigest
+	}
+	if !named {
+		return fmt.Errorf("attach: bundle statement names %s, not %s", subjectDigests(&st), digest.DigestStr())
+	}
+	opts := remoteOptions(ctx, ropts)
+	desc, err := remote.Head(digest, opts...)
+	if err != nil {
+		return registryErr(fmt.Sprintf("looking up %s to attach a signature", digest), err)
+	}
+	if err := writeBundleReferrer(digest, desc, bundleJSON, opts); err != nil {
+		return registryErr(fmt.Sprintf("attaching signature bundle to %s", digest), err)
+	}
+	return nil
 }
 
 // signBundle follows cosign's signDigestBundle (cmd/cosign/cli/sign) for a
@@ -243,9 +295,19 @@ func signLegacy(ctx context.Context, digest name.Digest, sv signature.SignerVeri
 	if err != nil {
 		return fmt.Errorf("sign: %w", err)
 	}
+	return appendLegacySignature(digest, sig, mutate.WithDupeDetector(cremote.NewDupeDetector(sv)), opts)
+}
+
+// appendLegacySignature adds sig to digest's sha256-<hex>.sig image,
+// keeping the signatures already there.
+func appendLegacySignature(digest name.Digest, sig oci.Signature, sopt mutate.SignOption, opts []remote.Option) error {
 	oopts := ociOptions(opts)
 	se := ociremote.SignedUnknown(digest, oopts...)
-	newSE, err := mutate.AttachSignatureToEntity(se, sig, mutate.WithDupeDetector(cremote.NewDupeDetector(sv)))
+	var sopts []mutate.SignOption
+	if sopt != nil {
+		sopts = append(sopts, sopt)
+	}
+	newSE, err := mutate.AttachSignatureToEntity(se, sig, sopts...)
 	if err != nil {
 		return registryErr(fmt.Sprintf("reading existing signatures of %s", digest), err)
 	}

@@ -33,18 +33,27 @@ const maxBundleSize = 1 << 20
 // maxReasons bounds the per-signature details quoted in an error.
 const maxReasons = 5
 
-// Result describes the signature that satisfied Verify.
+// Result describes the signature that satisfied Verify or VerifyPolicy.
 type Result struct {
 	// Digest is the verified manifest digest.
 	Digest name.Digest
 	// Format is where the accepted signature was stored.
 	Format Format
-	// Key is the Name of the key that verified it.
+	// Key is the Name of the key that verified it; empty for a keyless
+	// signature.
 	Key string
+	// Identity is the keyless signer: the certificate's subject
+	// alternative name that matched a Policy Identity (e-mail, workflow
+	// URI, ...). Empty for a key signature.
+	Identity string
+	// Issuer is the keyless signer's OIDC issuer (certificate extension).
+	// Empty for a key signature.
+	Issuer string
 }
 
-// Verify checks that digest carries a signature made by one of keys. It does
-// not resolve tags: the caller resolves the reference once and passes the
+// Verify checks that digest carries a signature made by one of keys. It is
+// VerifyPolicy(ctx, digest, Policy{Keys: keys}, ropts...). It does not
+// resolve tags: the caller resolves the reference once and passes the
 // digest it is about to use.
 //
 // Both storage formats are searched: sigstore bundles among the digest's
@@ -55,7 +64,8 @@ type Result struct {
 // exactly this digest (simple-signing docker-manifest-digest, or the in-toto
 // statement subject with the cosign sign predicate type).
 //
-// Verification is offline: no transparency log, TUF or certificate checks.
+// Key verification is offline and trusts the key alone: no transparency
+// log, TUF or certificate checks (VerifyPolicy adds keyless signatures).
 //
 // Errors: ErrNoSignature, ErrKeyMismatch, ErrDigestMismatch, or ErrRegistry
 // when the registry could not be read and nothing verified.
@@ -63,32 +73,16 @@ func Verify(ctx context.Context, digest name.Digest, keys []Key, ropts ...remote
 	if len(keys) == 0 {
 		return nil, errors.New("verify: no public keys given")
 	}
-	for _, k := range keys {
-		if k.verifier == nil {
-			return nil, fmt.Errorf("%w: key %q was not loaded with LoadPublicKeys or ParsePublicKey", ErrInvalidKey, k.Name)
-		}
-	}
-	h, err := v1.NewHash(digest.DigestStr())
-	if err != nil {
-		return nil, fmt.Errorf("verify: %s: %w", digest, err)
-	}
-	opts := remoteOptions(ctx, ropts)
-	f := &findings{}
-
-	if res := verifyBundles(digest, h, keys, opts, f); res != nil {
-		return res, nil
-	}
-	if res := verifyLegacy(ctx, digest, h, keys, opts, f); res != nil {
-		return res, nil
-	}
-	return nil, f.err(digest, keys)
+	return VerifyPolicy(ctx, digest, Policy{Keys: keys}, ropts...)
 }
 
-// findings accumulates what Verify saw, to classify a failure.
+// findings accumulates what VerifyPolicy saw, to classify a failure.
 type findings struct {
 	bundles, legacy int      // signature candidates found
 	mismatched      int      // trusted signatures naming another digest
 	mismatches      []string // ... described (at most maxReasons)
+	idMismatched    int      // keyless signatures valid under the root by another identity
+	idMismatches    []string // ... described (at most maxReasons)
 	reasons         []string // why candidates failed (at most maxReasons)
 	registry        []error  // registry failures
 }
@@ -106,22 +100,36 @@ func (f *findings) mismatch(format string, args ...any) {
 	}
 }
 
-func (f *findings) err(digest name.Digest, keys []Key) error {
+func (f *findings) identityMismatch(format string, args ...any) {
+	f.idMismatched++
+	if len(f.idMismatches) < maxReasons {
+		f.idMismatches = append(f.idMismatches, fmt.Sprintf(format, args...))
+	}
+}
+
+// more says how many items a capped list left out.
+func more(n int, shown []string) string {
+	if n > len(shown) {
+		return fmt.Sprintf(" (and %d more)", n-len(shown))
+	}
+	return ""
+}
+
+func (f *findings) err(digest name.Digest, c *compiled) error {
 	switch {
 	case len(f.registry) > 0:
 		// A signature may hide behind the failure: do not claim "unsigned".
 		return fmt.Errorf("%w: cannot check signatures of %s (%d bundle(s) and %d .sig signature(s) seen, none verified): %w",
 			ErrRegistry, digest, f.bundles, f.legacy, joinedError(f.registry))
 	case f.mismatched > 0:
-		more := ""
-		if n := f.mismatched - len(f.mismatches); n > 0 {
-			more = fmt.Sprintf(" (and %d more)", n)
-		}
 		return fmt.Errorf("%w: %s: %s%s; a signature copied from another artifact is not valid for this one",
-			ErrDigestMismatch, digest, strings.Join(f.mismatches, "; "), more)
+			ErrDigestMismatch, digest, strings.Join(f.mismatches, "; "), more(f.mismatched, f.mismatches))
+	case f.idMismatched > 0:
+		return fmt.Errorf("%w: %s: %s%s; allowed identities: %s",
+			ErrIdentityMismatch, digest, strings.Join(f.idMismatches, "; "), more(f.idMismatched, f.idMismatches), c.kl.allowed)
 	case f.bundles+f.legacy > 0:
-		msg := fmt.Sprintf("%s: %d signature(s) found (%d bundle, %d .sig) but none verifies with key(s) %s",
-			digest, f.bundles+f.legacy, f.bundles, f.legacy, keyNames(keys))
+		msg := fmt.Sprintf("%s: %d signature(s) found (%d bundle, %d .sig) but none %s",
+			digest, f.bundles+f.legacy, f.bundles, f.legacy, c.describe())
 		if len(f.reasons) > 0 {
 			msg += " [" + strings.Join(f.reasons, "; ") + "]"
 		}
@@ -148,7 +156,7 @@ func (e joinedError) Error() string {
 func (e joinedError) Unwrap() []error { return e }
 
 // verifyBundles checks sigstore bundles attached as referrers of digest.
-func verifyBundles(digest name.Digest, h v1.Hash, keys []Key, opts []remote.Option, f *findings) *Result {
+func verifyBundles(digest name.Digest, h v1.Hash, c *compiled, opts []remote.Option, f *findings) *Result {
 	idx, err := remote.Referrers(digest, opts...)
 	if err != nil {
 		f.registry = append(f.registry, fmt.Errorf("listing referrers of %s: %w", digest, err))
@@ -185,23 +193,34 @@ func verifyBundles(digest name.Digest, h v1.Hash, keys []Key, opts []remote.Opti
 			continue // another attestation (SLSA, SBOM, ...) stored as a bundle
 		}
 		f.bundles++
-		for _, k := range keys {
-			res, err := k.verifyBundle(b, verify.WithArtifactDigest(h.Algorithm, want))
-			if err == nil {
-				if pt := res.Statement.GetPredicateType(); pt != ctypes.CosignSignPredicateType {
-					f.reason("bundle %s: predicate type %q", desc.Digest, pt)
-					continue
-				}
-				return &Result{Digest: digest, Format: FormatBundle, Key: k.Name}
-			}
-			// Valid signature over a statement about something else?
-			if res, uerr := k.verifyBundle(b, verify.WithoutArtifactUnsafe()); uerr == nil {
-				f.mismatch("bundle %s verifies with key %s but its statement names %s",
-					desc.Digest, k.Name, subjectDigests(res.Statement))
+		if res := c.verifyBundle(digest, desc, b, h, want, f); res != nil {
+			return res
+		}
+	}
+	return nil
+}
+
+// verifyBundle checks one signature bundle against the keys, then keyless.
+func (c *compiled) verifyBundle(digest name.Digest, desc v1.Descriptor, b *sgbundle.Bundle, h v1.Hash, want []byte, f *findings) *Result {
+	for _, k := range c.keys {
+		res, err := k.verifyBundle(b, verify.WithArtifactDigest(h.Algorithm, want))
+		if err == nil {
+			if pt := res.Statement.GetPredicateType(); pt != ctypes.CosignSignPredicateType {
+				f.reason("bundle %s: predicate type %q", desc.Digest, pt)
 				continue
 			}
-			f.reason("bundle %s, key %s: %v", desc.Digest, k.Name, err)
+			return &Result{Digest: digest, Format: FormatBundle, Key: k.Name}
 		}
+		// Valid signature over a statement about something else?
+		if res, uerr := k.verifyBundle(b, verify.WithoutArtifactUnsafe()); uerr == nil {
+			f.mismatch("bundle %s verifies with key %s but its statement names %s",
+				desc.Digest, k.Name, subjectDigests(res.Statement))
+			continue
+		}
+		f.reason("bundle %s, key %s: %v", desc.Digest, k.Name, err)
+	}
+	if c.kl != nil {
+		return c.kl.verifyBundle(digest, desc, b, h, want, f)
 	}
 	return nil
 }
@@ -340,7 +359,7 @@ func subjectDigests(st *intotov1.Statement) string {
 }
 
 // verifyLegacy checks the simple-signing signatures in the .sig tag.
-func verifyLegacy(ctx context.Context, digest name.Digest, h v1.Hash, keys []Key, opts []remote.Option, f *findings) *Result {
+func verifyLegacy(ctx context.Context, digest name.Digest, h v1.Hash, c *compiled, opts []remote.Option, f *findings) *Result {
 	oopts := ociOptions(opts)
 	tag, err := ociremote.SignatureTag(digest, oopts...)
 	if err != nil {
@@ -364,21 +383,33 @@ func verifyLegacy(ctx context.Context, digest name.Digest, h v1.Hash, keys []Key
 			continue
 		}
 		f.legacy++
-		for _, k := range keys {
-			co := legacyCheckOpts(k)
-			co.ClaimVerifier = cosign.SimpleClaimVerifier
-			_, err := cosign.VerifyImageSignature(ctx, sig, h, co)
-			if err == nil {
-				return &Result{Digest: digest, Format: FormatLegacy, Key: k.Name}
-			}
-			// Valid signature over a claim about something else?
-			if _, uerr := cosign.VerifyImageSignature(ctx, sig, h, legacyCheckOpts(k)); uerr == nil {
-				f.mismatch("%s signature %d verifies with key %s but claims %s",
-					tag.TagStr(), i, k.Name, claimedDigest(sig))
-				continue
-			}
-			f.reason("%s signature %d, key %s: %v", tag.TagStr(), i, k.Name, err)
+		if res := c.verifyLegacySig(ctx, digest, h, tag, i, sig, f); res != nil {
+			return res
 		}
+	}
+	return nil
+}
+
+// verifyLegacySig checks one .sig signature against the keys, then
+// keyless.
+func (c *compiled) verifyLegacySig(ctx context.Context, digest name.Digest, h v1.Hash, tag name.Tag, i int, sig oci.Signature, f *findings) *Result {
+	for _, k := range c.keys {
+		co := legacyCheckOpts(k)
+		co.ClaimVerifier = cosign.SimpleClaimVerifier
+		_, err := cosign.VerifyImageSignature(ctx, sig, h, co)
+		if err == nil {
+			return &Result{Digest: digest, Format: FormatLegacy, Key: k.Name}
+		}
+		// Valid signature over a claim about something else?
+		if _, uerr := cosign.VerifyImageSignature(ctx, sig, h, legacyCheckOpts(k)); uerr == nil {
+			f.mismatch("%s signature %d verifies with key %s but claims %s",
+				tag.TagStr(), i, k.Name, claimedDigest(sig))
+			continue
+		}
+		f.reason("%s signature %d, key %s: %v", tag.TagStr(), i, k.Name, err)
+	}
+	if c.kl != nil {
+		return c.kl.verifyLegacySig(ctx, digest, h, tag, i, sig, f)
 	}
 	return nil
 }
