@@ -49,3 +49,10 @@ demo: deps build
 
 clean:
 	rm -rf bin
+
+# Benchmarks of issue 3: berth against crane in the same run, figures
+# reported with b.ReportMetric (timings are never asserted). Needs about
+# 4 GiB of free disk in the temp dir; removes what it writes.
+.PHONY: bench
+bench: deps
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 60m ./test/bench/

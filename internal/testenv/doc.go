@@ -3,7 +3,11 @@
 // Nothing here is faked: [StartRegistry] runs Debian's docker-registry
 // (distribution 2.8) with TLS and htpasswd authentication, [BuildBerth]
 // builds the real berth command, [Run] and [StartProcess] run it, and
-// [GitRepo] makes a real Git repository with go-git.
+// [GitRepo] makes a real Git repository with go-git. [StartProxy] puts a
+// counting reverse proxy in front of a registry, and [SeedTags] writes
+// thousands of tags straight into the registry's storage. The one thing
+// the registry cannot do, paginating tags/list (distribution 2.8 ignores n
+// and last), the proxy does on request: see [Proxy.PaginateTags].
 //
 // The system tools come from test/scripts/ensure-deps.sh, which `make test` runs
 // first. A missing tool fails the test with the command that installs it;
