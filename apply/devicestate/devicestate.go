@@ -34,6 +34,8 @@ import (
 	"io/fs"
 	"path"
 	"time"
+
+	"github.com/berth-dev/berth/internal/yamlstrict"
 )
 
 const (
@@ -118,31 +120,11 @@ type Helm struct {
 	Timeout time.Duration
 }
 
-// Error is one problem of a desired state.
-type Error struct {
-	// File is the name given to Parse.
-	File string
-	// Line is the 1-based line of the offending node; 0 when the problem
-	// concerns the whole file.
-	Line int
-	// Field is the path of the offending field, such as apps[1].helm.chart;
-	// empty for the document itself.
-	Field string
-	// Msg says what is wrong.
-	Msg string
-}
-
-// Error returns "file:line: field: msg".
-func (e *Error) Error() string {
-	s := e.File
-	if e.Line > 0 {
-		s += fmt.Sprintf(":%d", e.Line)
-	}
-	if e.Field != "" {
-		s += ": " + e.Field
-	}
-	return s + ": " + e.Msg
-}
+// Error is one problem of a desired state: its File, Line (0 when the
+// problem concerns the whole file), Field path (such as
+// apps[1].helm.chart) and Msg. Its Error method returns
+// "file:line: field: msg".
+type Error = yamlstrict.Error
 
 // Load reads FileName at the root of fsys and parses it. When the file does
 // not exist the error wraps fs.ErrNotExist.

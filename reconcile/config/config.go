@@ -1,0 +1,347 @@
+// Package config loads and validates the agent's configuration file.
+//
+// The file, /etc/berth/agent.yaml by default, lists the sources a device
+// tracks and how the agent runs:
+//
+//	stateDir: /var/lib/berth          # default
+//	keepRevisions: 5                  # default 5, >= 1
+//	allowDowngrade: false
+//	listen: 127.0.0.1:9797            # also serve the local API on TCP
+//	socket: /var/lib/berth/berth.sock # default <stateDir>/berth.sock
+//	log: {format: text, level: info} # text|json, debug|info|warn|error
+//	extensions: [usbguard]            # extensions enabled on this device
+//	sources:
+//	  - name: line-3                  # a DNS label, unique
+//	    url: oci://registry.plant.local/fleet/line-3
+//	    ref: {semver: ">=1.4.0 <2.0.0"}  # or {tag: stable} or {digest: sha256:...}
+//	    # or, the Flux ImagePolicy model, instead of ref:
+//	    # filter: {pattern: '^main-[a-f0-9]+-(?P<ts>[0-9]+)$', extract: '$ts', order: numerical}
+//	    interval: 1m                  # default 5m, >= 1s
+//	    timeout: 30s                  # default 1m
+//	    jitter: 0.1                   # default 0.1, in [0, 0.5]
+//	    verify: {keys: [/etc/berth/cosign.pub]}
+//	    credentials: {dockerConfig: /etc/berth/docker/config.json}
+//	    caFile: /etc/berth/plant-ca.pem
+//	registries:
+//	  - source: ghcr.io/acme
+//	    mirrors: [registry.plant.local/acme]
+//	apply:
+//	  compose: {host: unix:///var/run/docker.sock}
+//	  helm: {kubeconfig: /etc/rancher/k3s/k3s.yaml}
+//
+// Parsing is strict: unknown fields, duplicate keys, values of the wrong
+// type and invalid values are errors, each located at a line of the file and
+// named by its field path, and all of them are reported at once:
+//
+//	agent.yaml:12: sources[0].ref: give exactly one of tag, digest or semver
+//
+// Relative paths in the file are taken relative to the file's folder. Files
+// the configuration names need not exist when it is parsed; Check verifies
+// that they do and that they are usable.
+package config
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/berth-dev/berth/internal/yamlstrict"
+	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/selector"
+)
+
+// Defaults and limits.
+const (
+	// DefaultPath is where the agent looks for its configuration.
+	DefaultPath = "/etc/berth/agent.yaml"
+	// MaxFileSize is the largest configuration Load reads.
+	MaxFileSize = 1 << 20
+	// DefaultStateDir is the state folder when stateDir is not set.
+	DefaultStateDir = "/var/lib/berth"
+	// SocketName is the API socket in the state folder when socket is not
+	// set.
+	SocketName = "berth.sock"
+	// DefaultKeepRevisions is the number of revisions kept per source.
+	DefaultKeepRevisions = 5
+	// DefaultLogFormat is the log format when log.format is not set.
+	DefaultLogFormat = "text"
+	// DefaultLogLevel is the log level when log.level is not set.
+	DefaultLogLevel = "info"
+	// DefaultInterval is a source's interval when it sets none.
+	DefaultInterval = 5 * time.Minute
+	// MinInterval is the shortest interval allowed.
+	MinInterval = time.Second
+	// DefaultTimeout is a source's timeout when it sets none.
+	DefaultTimeout = time.Minute
+	// MinTimeout is the shortest timeout allowed.
+	MinTimeout = time.Second
+	// DefaultJitter is a source's jitter when it sets none.
+	DefaultJitter = 0.1
+	// MaxJitter is the largest jitter allowed.
+	MaxJitter = 0.5
+	// DefaultComposeWaitTimeout is apply.compose.waitTimeout when not set.
+	DefaultComposeWaitTimeout = 5 * time.Minute
+	// maxSocketPath is the longest path a unix socket can be bound at on
+	// Linux (sun_path is 108 bytes, NUL included).
+	maxSocketPath = 107
+)
+
+// Error is one problem of a configuration: its File, Line (0 when the
+// problem concerns the whole file), Field path (such as sources[0].ref) and
+// Msg. Its Error method returns "file:line: field: msg".
+type Error = yamlstrict.Error
+
+// Config is a parsed and validated agent configuration, its defaults filled
+// in.
+type Config struct {
+	// File is the name the configuration was parsed under: the path given
+	// to Load.
+	File string
+	// StateDir holds revisions, state.json and the API socket. Default
+	// DefaultStateDir.
+	StateDir string
+	// KeepRevisions is how many revisions are kept per source for rollback,
+	// at least 1. Default DefaultKeepRevisions.
+	KeepRevisions int
+	// AllowDowngrade lets the agent apply a revision older than the applied
+	// one without an explicit rollback.
+	AllowDowngrade bool
+	// Listen is a TCP address (host:port) on which the local API is also
+	// served; empty: the unix socket only. The API has no authentication:
+	// keep it on a loopback or otherwise protected address.
+	Listen string
+	// Socket is the unix socket of the local API. Default
+	// <StateDir>/SocketName.
+	Socket string
+	// Log configures the agent's logs.
+	Log Log
+	// Extensions are the names of the extensions of the desired state that
+	// are enabled on this device.
+	Extensions []string
+	// Sources are the OCI repositories the device tracks, at least one,
+	// in file order.
+	Sources []Source
+	// Registries are mirror settings, in file order; several may name the
+	// same source, and their mirrors then compose in that order.
+	Registries []Registry
+	// Apply configures the appliers.
+	Apply Apply
+
+	// lines are the lines of the fields that name files, by field path, for
+	// the messages of Check.
+	lines map[string]int
+}
+
+// Log configures the agent's logs.
+type Log struct {
+	// Format is "text" or "json". Default DefaultLogFormat.
+	Format string
+	// Level is "debug", "info", "warn" or "error". Default DefaultLogLevel.
+	Level string
+}
+
+// Source is an OCI repository the agent tracks.
+type Source struct {
+	// Name is unique among sources: a DNS label of at most 63 characters.
+	Name string
+	// URL is oci://HOST[:PORT]/REPOSITORY, without tag or digest.
+	URL string
+	// Registry is the HOST[:PORT] of URL.
+	Registry string
+	// Repository is the REPOSITORY of URL.
+	Repository string
+	// Ref says what to track. Exactly one of Tag, Digest and Semver is set,
+	// unless Filter is set: then Tag and Digest are empty and Semver, if
+	// set, bounds the versions the filter extracts.
+	Ref Ref
+	// Filter, when set, picks the tag with the Flux ImagePolicy model.
+	Filter *Filter
+	// LayerSelector picks the layer to extract.
+	LayerSelector LayerSelector
+	// Interval between two reconciles, at least MinInterval. Default
+	// DefaultInterval.
+	Interval time.Duration
+	// Timeout bounds the registry calls of one reconcile. Default
+	// DefaultTimeout.
+	Timeout time.Duration
+	// Jitter is the fraction of Interval by which each wait is randomly
+	// shortened or lengthened, in [0, MaxJitter]. Default DefaultJitter.
+	Jitter float64
+	// Suspend stops the reconciles of the source at start.
+	Suspend bool
+	// Verify is the trust policy; nil only with InsecureSkipVerify.
+	Verify *Verify
+	// InsecureSkipVerify applies artifacts without checking signatures; it
+	// must be set explicitly when Verify is nil, and never with Verify.
+	InsecureSkipVerify bool
+	// Credentials for the registry.
+	Credentials Credentials
+	// CAFile is a PEM bundle of certificate authorities trusted for the
+	// registry's TLS certificate, besides the system's.
+	CAFile string
+	// Insecure reaches the registry over plain HTTP.
+	Insecure bool
+	// Limits cap what an extraction writes.
+	Limits Limits
+}
+
+// Ref is what a source tracks.
+type Ref struct {
+	// Tag is a tag, resolved to a digest at every reconcile.
+	Tag string
+	// Digest is a manifest digest, sha256:<64 hex>.
+	Digest string
+	// Semver is a Masterminds semver range; the highest version in range
+	// among the repository's tags is tracked. A -0 suffix, as in
+	// ">=1.4.0-0", admits pre-releases.
+	Semver string
+	// SemverFilter is a regular expression the tags must match to be
+	// considered; it needs Semver.
+	SemverFilter string
+}
+
+// Filter picks the tag with the Flux ImagePolicy model: the tags matching
+// Pattern, ordered by the value Extract takes out of them.
+type Filter struct {
+	// Pattern is a regular expression, with named groups for Extract.
+	Pattern string
+	// Extract is the value ordered, such as "$ts"; empty: the whole tag.
+	Extract string
+	// Order is "semver", "numerical" or "alphabetical"; "semver" when the
+	// ref sets a semver range.
+	Order string
+	// Direction is "asc" (the greatest value is the newest) or "desc".
+	// Default "asc".
+	Direction string
+}
+
+// LayerSelector picks the layer of the artifact to extract.
+type LayerSelector struct {
+	// MediaType of the layer; empty: the Flux content layer
+	// (application/vnd.cncf.flux.content.v1.tar+gzip), else the only
+	// tar+gzip layer.
+	MediaType string
+}
+
+// Verify is a source's trust policy: at least one of Keys and Keyless is
+// set, and a signature any of them accepts verifies.
+type Verify struct {
+	// Keys are PEM public key files (or env://VAR references).
+	Keys []string
+	// Keyless accepts Fulcio certificates issued to given identities.
+	Keyless *Keyless
+}
+
+// Keyless is the keyless (Fulcio certificate) part of a trust policy,
+// verified offline against a trusted root.
+type Keyless struct {
+	// TrustedRoot is a sigstore trusted_root.json file.
+	TrustedRoot string
+	// Identities are the signers accepted, at least one.
+	Identities []Identity
+}
+
+// Identity is a keyless signer: regular expressions matched against the
+// certificate's OIDC issuer and subject. They are not anchored for you.
+type Identity struct {
+	// Issuer matches the OIDC issuer.
+	Issuer string
+	// Subject matches the subject (e-mail, workflow URI...).
+	Subject string
+}
+
+// Credentials say how to authenticate to a registry.
+type Credentials struct {
+	// DockerConfig is a Docker config.json (auths, credHelpers,
+	// credsStore); empty: anonymous.
+	DockerConfig string
+}
+
+// Limits cap what an extraction writes.
+type Limits struct {
+	// MaxSize caps the bytes extracted. Default archive.DefaultMaxSize.
+	MaxSize int64
+	// MaxFiles caps the entries extracted. Default archive.DefaultMaxFiles.
+	MaxFiles int
+}
+
+// Registry lists mirrors of a registry or of part of one.
+type Registry struct {
+	// Source is a registry host, or host/path prefix, such as ghcr.io/acme.
+	Source string
+	// Mirrors serve the content of Source under the same paths, tried in
+	// order; each is a host or host/path prefix.
+	Mirrors []string
+	// AllowTags lets the mirrors resolve tags; otherwise they serve pulls
+	// by digest only, so that a stale mirror cannot roll a device back.
+	AllowTags bool
+	// SourceFallback tries Source itself when no mirror serves a request.
+	// Default true.
+	SourceFallback bool
+}
+
+// Apply configures the appliers.
+type Apply struct {
+	// Compose configures the Docker Compose applier.
+	Compose ComposeOptions
+	// Helm configures the Helm applier.
+	Helm HelmOptions
+}
+
+// ComposeOptions configure the Docker Compose applier.
+type ComposeOptions struct {
+	// Host is the Docker Engine, such as unix:///var/run/docker.sock;
+	// empty: Docker's defaults (DOCKER_HOST, else the local socket).
+	Host string
+	// WaitTimeout bounds the wait for the services to be running. Default
+	// DefaultComposeWaitTimeout.
+	WaitTimeout time.Duration
+	// EnvDir is a folder of environment files on the device, for values
+	// kept out of the artifact (the Compose applier defines its layout);
+	// empty: none.
+	EnvDir string
+}
+
+// HelmOptions configure the Helm applier.
+type HelmOptions struct {
+	// Kubeconfig is the cluster's kubeconfig; empty: Helm's defaults
+	// (KUBECONFIG, in-cluster, ~/.kube/config).
+	Kubeconfig string
+	// ValuesDir is a folder of values files on the device, for values kept
+	// out of the artifact (the Helm applier defines its layout); empty:
+	// none.
+	ValuesDir string
+}
+
+// SelectorPolicy returns the tag policy of s for selector.New: its semver
+// range and filter. It is meaningful only when s.Ref.Semver is set or
+// s.Filter is not nil; Parse has validated it then.
+func (s Source) SelectorPolicy() selector.Policy {
+	p := selector.Policy{Semver: s.Ref.Semver, SemverFilter: s.Ref.SemverFilter}
+	if f := s.Filter; f != nil {
+		p.Pattern, p.Extract, p.Order, p.Direction = f.Pattern, f.Extract, f.Order, f.Direction
+	}
+	return p
+}
+
+// defaultLimits are the limits of a source that sets none.
+var defaultLimits = Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles}
+
+// Load reads the configuration file at path and parses it. When the file
+// does not exist the error wraps fs.ErrNotExist.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("agent configuration: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read agent configuration %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, &Error{File: path, Msg: fmt.Sprintf("larger than %d bytes: is this the agent configuration?", MaxFileSize)}
+	}
+	return Parse(path, data)
+}

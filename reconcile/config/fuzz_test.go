@@ -1,0 +1,133 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/source/oci"
+	"github.com/berth-dev/berth/source/selector"
+)
+
+// FuzzParse checks that Parse never panics, that every error names the
+// file, and that what it accepts holds the documented invariants.
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*/*.yaml")
+	files = append(files, "testdata/full.yaml")
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(name, data)
+		if err != nil {
+			if c != nil {
+				t.Fatal("a config returned with an error")
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, name+":") {
+					t.Fatalf("error does not name the file: %q", line)
+				}
+			}
+			return
+		}
+		if len(c.Sources) == 0 || c.KeepRevisions < 1 || c.StateDir == "" || c.Socket == "" || len(c.Socket) > maxSocketPath {
+			t.Fatalf("invalid config: %+v", c)
+		}
+		names := map[string]bool{}
+		for _, s := range c.Sources {
+			if names[s.Name] || !labelRE.MatchString(s.Name) || len(s.Name) > 63 {
+				t.Fatalf("bad or duplicate name %q", s.Name)
+			}
+			names[s.Name] = true
+			ref, err := oci.ParseReference(s.URL)
+			if err != nil || ref.Tag != "" || ref.Digest != "" || ref.Registry != s.Registry || ref.Repository != s.Repository {
+				t.Fatalf("url %q: %+v, %v; config says %s %s", s.URL, ref, err, s.Registry, s.Repository)
+			}
+			modes := 0
+			for _, v := range []string{s.Ref.Tag, s.Ref.Digest, s.Ref.Semver} {
+				if v != "" {
+					modes++
+				}
+			}
+			if s.Filter == nil && modes != 1 || s.Filter != nil && (s.Ref.Tag != "" || s.Ref.Digest != "") {
+				t.Fatalf("source %s: ref %+v filter %+v", s.Name, s.Ref, s.Filter)
+			}
+			if s.Ref.Semver != "" || s.Filter != nil {
+				if _, err := selector.New(s.SelectorPolicy()); err != nil {
+					t.Fatalf("source %s: policy %+v: %v", s.Name, s.SelectorPolicy(), err)
+				}
+			}
+			if s.Interval < MinInterval || s.Timeout < MinTimeout || s.Jitter < 0 || s.Jitter > MaxJitter || s.Limits.MaxSize < 1 || s.Limits.MaxFiles < 1 {
+				t.Fatalf("source %s: %+v", s.Name, s)
+			}
+			if (s.Verify == nil) != s.InsecureSkipVerify {
+				t.Fatalf("source %s: verify %+v, insecureSkipVerify %v", s.Name, s.Verify, s.InsecureSkipVerify)
+			}
+			if v := s.Verify; v != nil {
+				if len(v.Keys) == 0 && v.Keyless == nil {
+					t.Fatalf("source %s: empty verify", s.Name)
+				}
+				if kl := v.Keyless; kl != nil && (kl.TrustedRoot == "" || len(kl.Identities) == 0) {
+					t.Fatalf("source %s: keyless %+v", s.Name, kl)
+				}
+			}
+		}
+		for _, r := range c.Registries {
+			if r.Source == "" || len(r.Mirrors) == 0 {
+				t.Fatalf("registry %+v", r)
+			}
+		}
+	})
+}
+
+// FuzzSourceFields puts fuzzed values in the fields of a valid source, so
+// that the checks of URLs, refs and filters are reached at every run: what
+// Parse accepts must be usable by the registry client and the selector.
+func FuzzSourceFields(f *testing.F) {
+	f.Add("oci://registry.example.com/fleet/a", "stable", "", "", "")
+	f.Add("oci://[::1]:5000/a", "", ">=1.0.0-0", "", "")
+	f.Add("oci://localhost:5000/a/b_c/d--e", "", "", `^main-(?P<ts>\d+)$`, "$ts")
+	f.Add("oci://r.example/A", "-x", "1.x.y", "(", "${ts")
+	f.Fuzz(func(t *testing.T, url, tag, semver, pattern, extract string) {
+		var b strings.Builder
+		b.WriteString("sources:\n  - name: a\n    url: " + strconv.Quote(url) + "\n")
+		if tag != "" || semver != "" || pattern == "" {
+			b.WriteString("    ref: {")
+			if tag != "" {
+				b.WriteString("tag: " + strconv.Quote(tag))
+			} else if semver != "" {
+				b.WriteString("semver: " + strconv.Quote(semver))
+			}
+			b.WriteString("}\n")
+		}
+		if pattern != "" {
+			b.WriteString("    filter: {pattern: " + strconv.Quote(pattern) + ", extract: " + strconv.Quote(extract) + ", order: alphabetical}\n")
+		}
+		b.WriteString("    insecureSkipVerify: true\n")
+		c, err := Parse(name, []byte(b.String()))
+		if err != nil {
+			return
+		}
+		s := c.Sources[0]
+		ref, err := oci.ParseReference(s.URL)
+		if err != nil || ref.Tag != "" || ref.Digest != "" || ref.Registry != s.Registry || ref.Repository != s.Repository {
+			t.Fatalf("url %q: %+v, %v; config says %s %s", s.URL, ref, err, s.Registry, s.Repository)
+		}
+		if s.Ref.Tag != "" {
+			if _, err := oci.ParseReference(s.URL + ":" + s.Ref.Tag); err != nil {
+				t.Fatalf("tag %q: %v", s.Ref.Tag, err)
+			}
+		}
+		if s.Ref.Semver != "" || s.Filter != nil {
+			if _, err := selector.New(s.SelectorPolicy()); err != nil {
+				t.Fatalf("policy %+v: %v", s.SelectorPolicy(), err)
+			}
+		}
+	})
+}
