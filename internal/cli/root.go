@@ -103,6 +103,8 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 	root.AddCommand(
 		newBuildCmd(g), newPushCmd(g), newSignCmd(g), newVerifyCmd(g), newPullCmd(g),
 		newTagCmd(g), newListCmd(g), newDiffCmd(g), newLoginCmd(g), newGenerateKeyCmd(g),
+		newAgentCmd(g), newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g),
+		newSuspendCmd(g, true), newSuspendCmd(g, false),
 	)
 	return root
 }

@@ -1,0 +1,446 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/reconcile/api"
+	"github.com/berth-dev/berth/reconcile/config"
+	"github.com/berth-dev/berth/reconcile/store"
+)
+
+const defaultAgentConfig = "/etc/berth/agent.yaml"
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var path string
+	var once, check bool
+	cmd := &cobra.Command{
+		Use:   "agent --config /etc/berth/agent.yaml",
+		Short: "Run the device agent: track, verify, fetch, switch and apply revisions",
+		Long: `Run the device agent. For every source in the configuration it resolves
+the tag, digest or semver range to one digest, verifies that digest's
+signature, refuses downgrades, pulls and extracts it beside the current
+revision, switches it in atomically and hands it to the appliers.
+
+It serves a local API on a unix socket (status, reconcile, suspend, rollback,
+metrics, registry webhooks) that the other device commands use, and tells
+systemd when it is ready (Type=notify).`,
+		Example: `  berth agent --config /etc/berth/agent.yaml
+  berth agent --config /etc/berth/agent.yaml --check-config
+  # reconcile every source once and exit non-zero if any failed (scripts, CI)
+  berth agent --config ./agent.yaml --once --output json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(path)
+			if err != nil {
+				return err
+			}
+			if check {
+				if err := cfg.Check(); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "%s: valid (%d sources)\n", path, len(cfg.Sources))
+				return nil
+			}
+			log := g.agentLogger(cfg)
+			agent, err := reconcile.New(cfg, reconcile.Options{Log: log, Version: Version})
+			if err != nil {
+				return err
+			}
+			if once {
+				res := agent.RunOnce(cmd.Context())
+				failed := 0
+				for _, r := range res {
+					if r.Error != "" {
+						failed++
+					}
+				}
+				if err := g.print(res, func(w io.Writer) { printResults(w, res) }); err != nil {
+					return err
+				}
+				if failed > 0 {
+					return exitError{code: 1, err: fmt.Errorf("%d of %d sources failed to reconcile", failed, len(res))}
+				}
+				return nil
+			}
+			return reconcile.Serve(cmd.Context(), agent, cfg, log)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", defaultAgentConfig, "agent configuration file")
+	cmd.Flags().BoolVar(&once, "once", false, "reconcile every source once and exit (non-zero if any failed)")
+	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration (and that the files it names are usable), then exit")
+	return cmd
+}
+
+// agentLogger honours the config's log settings over the flags.
+func (g *globals) agentLogger(cfg *config.Config) *slog.Logger {
+	level, format := g.logLevel, g.logFormat
+	if cfg.Log.Level != "" {
+		level = cfg.Log.Level
+	}
+	if cfg.Log.Format != "" {
+		format = cfg.Log.Format
+	}
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(g.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, opts))
+}
+
+func printResults(w io.Writer, res []api.ReconcileResult) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tOUTCOME\tDIGEST\tERROR")
+	for _, r := range res {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Source, r.Outcome, short(r.Digest), r.Error)
+	}
+	tw.Flush()
+}
+
+func short(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}
+
+// deviceFlags locate the agent for the device commands.
+type deviceFlags struct {
+	config   string
+	stateDir string
+	socket   string
+}
+
+func (d *deviceFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&d.config, "config", "c", defaultAgentConfig, "agent configuration file (to find the state folder and socket)")
+	cmd.Flags().StringVar(&d.stateDir, "state-dir", "", "the agent's state folder (default: from the config, else /var/lib/berth)")
+	cmd.Flags().StringVar(&d.socket, "socket", "", "the agent's API socket (default: <state-dir>/berth.sock)")
+}
+
+// locate returns the state folder and socket.
+func (d *deviceFlags) locate() (stateDir, socket string, err error) {
+	stateDir, socket = d.stateDir, d.socket
+	cfg, err := config.Load(d.config)
+	switch {
+	case err == nil:
+		if stateDir == "" {
+			stateDir = cfg.StateDir
+		}
+		if socket == "" {
+			socket = cfg.Socket
+		}
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return "", "", err
+	}
+	if stateDir == "" {
+		stateDir = config.DefaultStateDir
+	}
+	if socket == "" {
+		socket = filepath.Join(stateDir, "berth.sock")
+	}
+	return stateDir, socket, nil
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var d deviceFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what the agent applied for each source, and how the last reconcile went",
+		Example: `  berth status
+  berth status --output json | jq '.sources[].applied.digest'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			stateDir, socket, err := d.locate()
+			if err != nil {
+				return err
+			}
+			st, err := api.NewClient(socket).Status(cmd.Context())
+			if errors.Is(err, api.ErrNoAgent) {
+				g.log.Warn("no agent is running: showing the recorded state", "stateDir", stateDir)
+				st, err = statusFromFile(stateDir)
+			}
+			if err != nil {
+				return err
+			}
+			return g.print(st, func(w io.Writer) { printStatus(w, st) })
+		},
+	}
+	d.register(cmd)
+	return cmd
+}
+
+// statusFromFile builds a status from state.json when no agent runs.
+func statusFromFile(stateDir string) (*api.Status, error) {
+	state, err := store.ReadState(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	st := &api.Status{StateDir: stateDir}
+	for _, name := range sortedKeys(state.Sources) {
+		st.Sources = append(st.Sources, api.SourceStatus{Name: name, SourceState: *state.Sources[name]})
+	}
+	return st, nil
+}
+
+func printStatus(w io.Writer, st *api.Status) {
+	if len(st.Sources) == 0 {
+		fmt.Fprintln(w, "no sources")
+		return
+	}
+	for _, s := range st.Sources {
+		fmt.Fprintf(w, "source %s", s.Name)
+		if s.URL != "" {
+			fmt.Fprintf(w, "  %s (%s, every %s)", s.URL, s.Ref, s.Interval)
+		}
+		if s.Suspended {
+			fmt.Fprint(w, "  SUSPENDED")
+		}
+		fmt.Fprintln(w)
+		if a := s.Applied; a != nil {
+			fmt.Fprintf(w, "  applied:  %s", a.Digest)
+			if a.Version != "" {
+				fmt.Fprintf(w, " (version %s)", a.Version)
+			} else if a.Tag != "" {
+				fmt.Fprintf(w, " (tag %s)", a.Tag)
+			}
+			fmt.Fprintf(w, " at %s\n", a.Time.Format(time.RFC3339))
+			if r := a.Annotations["org.opencontainers.image.revision"]; r != "" {
+				fmt.Fprintf(w, "  revision: %s\n", r)
+			}
+		} else {
+			fmt.Fprintln(w, "  applied:  nothing yet")
+		}
+		if l := s.Last; l != nil {
+			fmt.Fprintf(w, "  last:     %s at %s", l.Outcome, l.Time.Format(time.RFC3339))
+			if l.Error != "" {
+				fmt.Fprintf(w, ": %s", l.Error)
+			}
+			fmt.Fprintln(w)
+		}
+		if !s.NextReconcile.IsZero() {
+			fmt.Fprintf(w, "  next:     %s\n", s.NextReconcile.Format(time.RFC3339))
+		}
+		if s.Applied != nil {
+			for _, app := range s.Applied.Apps {
+				fmt.Fprintf(w, "  app %s (%s): %s %s\n", app.Name, app.Kind, app.Outcome, app.Message)
+			}
+		}
+	}
+}
+
+func newHistoryCmd(g *globals) *cobra.Command {
+	var d deviceFlags
+	cmd := &cobra.Command{
+		Use:   "history SOURCE",
+		Short: "List the revisions a source switched to or refused, newest first",
+		Example: `  berth history line-3
+  berth history line-3 --output json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stateDir, socket, err := d.locate()
+			if err != nil {
+				return err
+			}
+			hist, err := api.NewClient(socket).History(cmd.Context(), args[0])
+			if errors.Is(err, api.ErrNoAgent) {
+				var state *store.State
+				if state, err = store.ReadState(stateDir); err == nil {
+					ss, ok := state.Sources[args[0]]
+					if !ok {
+						return fmt.Errorf("no source %q recorded in %s", args[0], stateDir)
+					}
+					hist = ss.History
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if hist == nil {
+				hist = []store.Revision{}
+			}
+			return g.print(hist, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TIME\tOUTCOME\tDIGEST\tVERSION/TAG\tREVISION\tERROR")
+				for _, r := range hist {
+					vt := r.Version
+					if vt == "" {
+						vt = r.Tag
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), r.Outcome, short(r.Digest), vt,
+						r.Annotations["org.opencontainers.image.revision"], firstLine(r.Error))
+				}
+				tw.Flush()
+			})
+		},
+	}
+	d.register(cmd)
+	return cmd
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+func newReconcileCmd(g *globals) *cobra.Command {
+	var d deviceFlags
+	var now bool
+	cmd := &cobra.Command{
+		Use:   "reconcile --now [SOURCE]",
+		Short: "Ask the running agent to reconcile now and wait for the result",
+		Example: `  berth reconcile --now            # every source
+  berth reconcile --now line-3`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !now {
+				return fmt.Errorf("pass --now to reconcile immediately (the agent reconciles on its interval otherwise)")
+			}
+			_, socket, err := d.locate()
+			if err != nil {
+				return err
+			}
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			res, err := api.NewClient(socket).Reconcile(cmd.Context(), name)
+			if errors.Is(err, api.ErrNoAgent) {
+				return fmt.Errorf("%w: start it (systemctl start berth) or run `berth agent --once`", err)
+			}
+			if err != nil {
+				return err
+			}
+			if err := g.print(res, func(w io.Writer) { printResults(w, res) }); err != nil {
+				return err
+			}
+			for _, r := range res {
+				if r.Error != "" {
+					return exitError{code: 1}
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&now, "now", false, "reconcile immediately")
+	d.register(cmd)
+	return cmd
+}
+
+func newRollbackCmd(g *globals) *cobra.Command {
+	var d deviceFlags
+	var to string
+	cmd := &cobra.Command{
+		Use:   "rollback SOURCE [--to DIGEST]",
+		Short: "Apply an earlier revision again (verified again) and suspend the source there",
+		Long: `Apply the previous applied revision of SOURCE, or the one given with --to,
+bypassing the downgrade check. Its signature is verified again. The source is
+then suspended so the next poll does not move it forward: run
+'berth resume SOURCE' once a fixed revision is published.`,
+		Example: `  berth rollback line-3
+  berth rollback line-3 --to sha256:4acbfe51243ddc3f4baf42fbe490a9cddb62df15b6ee601f9c256f22ce985f1d`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, socket, err := d.locate()
+			if err != nil {
+				return err
+			}
+			res, err := api.NewClient(socket).Rollback(cmd.Context(), args[0], to)
+			if errors.Is(err, api.ErrNoAgent) {
+				return fmt.Errorf("%w: rollback needs the running agent (systemctl start berth)", err)
+			}
+			if err != nil {
+				return err
+			}
+			if err := g.print(res, func(w io.Writer) {
+				if res.Error == "" {
+					fmt.Fprintf(w, "rolled %s back to %s; the source is suspended: `berth resume %s` to track it again\n", res.Source, res.Digest, res.Source)
+				}
+			}); err != nil {
+				return err
+			}
+			if res.Error != "" {
+				return fmt.Errorf("rollback of %s to %s failed: %s", res.Source, res.Digest, res.Error)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "digest to roll back to (default: the previous applied revision)")
+	d.register(cmd)
+	return cmd
+}
+
+func newSuspendCmd(g *globals, suspend bool) *cobra.Command {
+	var d deviceFlags
+	use, short, verb := "suspend SOURCE", "Stop reconciling a source (what runs keeps running)", "suspended"
+	example := "  berth suspend line-3"
+	if !suspend {
+		use, short, verb = "resume SOURCE", "Reconcile a suspended source again, starting now", "resumed"
+		example = "  berth resume line-3"
+	}
+	cmd := &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			stateDir, socket, err := d.locate()
+			if err != nil {
+				return err
+			}
+			c := api.NewClient(socket)
+			if suspend {
+				err = c.Suspend(cmd.Context(), args[0])
+			} else {
+				err = c.Resume(cmd.Context(), args[0])
+			}
+			if errors.Is(err, api.ErrNoAgent) {
+				// No agent: record the choice; the agent honours it at start.
+				err = setSuspended(stateDir, args[0], suspend)
+			}
+			if err != nil {
+				return err
+			}
+			return g.print(map[string]any{"source": args[0], "suspended": suspend}, func(w io.Writer) {
+				fmt.Fprintf(w, "%s %s\n", args[0], verb)
+			})
+		},
+	}
+	d.register(cmd)
+	return cmd
+}
+
+func setSuspended(stateDir, name string, suspend bool) error {
+	state, err := store.ReadState(stateDir)
+	if err != nil {
+		return err
+	}
+	state.Source(name).Suspended = suspend
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return err
+	}
+	return store.WriteState(stateDir, state)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,391 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/policy/cosign"
+	"github.com/berth-dev/berth/reconcile/api"
+	"github.com/berth-dev/berth/reconcile/config"
+	"github.com/berth-dev/berth/reconcile/metrics"
+	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/source/oci"
+	"github.com/berth-dev/berth/source/selector"
+)
+
+// Agent reconciles every configured source.
+type Agent struct {
+	cfg      *config.Config
+	store    *store.Store
+	appliers []Applier
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	version  string
+
+	mu      sync.Mutex // guards state and writes of state.json
+	state   *store.State
+	sources map[string]*source
+	order   []string
+}
+
+var _ api.Agent = (*Agent)(nil)
+
+// source is the runtime of one configured source.
+type source struct {
+	cfg      config.Source
+	ref      oci.Reference
+	client   *oci.Client
+	policy   cosign.Policy
+	selector *selector.Selector
+
+	run     sync.Mutex    // one reconcile at a time
+	trigger chan struct{} // wakes the loop for an immediate reconcile
+
+	mu          sync.Mutex // guards the fields below
+	next        time.Time
+	reconciling bool
+	attempted   bool
+}
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Appliers []Applier
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+	Version  string
+}
+
+// New opens the state folder, loads keys and trust roots, and prepares one
+// registry client per source. It reaches no registry.
+func New(cfg *config.Config, o Options) (*Agent, error) {
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	state, err := store.ReadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	a := &Agent{
+		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
+		state: state, sources: map[string]*source{},
+	}
+	for _, sc := range cfg.Sources {
+		s, err := a.newSource(sc)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", sc.Name, err)
+		}
+		a.sources[sc.Name] = s
+		a.order = append(a.order, sc.Name)
+		ss := state.Source(sc.Name)
+		if sc.Suspend {
+			ss.Suspended = true
+		}
+	}
+	return a, nil
+}
+
+func (a *Agent) newSource(sc config.Source) (*source, error) {
+	ref, err := oci.ParseReference(sc.URL)
+	if err != nil {
+		return nil, err
+	}
+	client, err := oci.NewClient(oci.Options{
+		DockerConfig:  sc.Credentials.DockerConfig,
+		CAFile:        sc.CAFile,
+		Insecure:      sc.Insecure,
+		UserAgent:     "berth-agent/" + a.version,
+		WrapTransport: a.metrics.InstrumentTransport,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &source{cfg: sc, ref: ref, client: client, trigger: make(chan struct{}, 1)}
+	if sc.Ref.Semver != "" || sc.Filter != nil {
+		if s.selector, err = selector.New(sc.SelectorPolicy()); err != nil {
+			return nil, err
+		}
+	}
+	if sc.Verify != nil {
+		if s.policy.Keys, err = cosign.LoadPublicKeys(sc.Verify.Keys...); err != nil {
+			return nil, err
+		}
+		if kl := sc.Verify.Keyless; kl != nil {
+			if s.policy.TrustedRoot, err = cosign.LoadTrustedRoot(kl.TrustedRoot); err != nil {
+				return nil, err
+			}
+			for _, id := range kl.Identities {
+				s.policy.Identities = append(s.policy.Identities, cosign.Identity{Issuer: id.Issuer, Subject: id.Subject})
+			}
+		}
+	}
+	return s, nil
+}
+
+// Run reconciles every source at its interval until ctx ends. ready is
+// called once every source has been attempted once.
+func (a *Agent) Run(ctx context.Context, ready func()) error {
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first sync.WaitGroup
+	first.Add(len(a.order))
+	for _, name := range a.order {
+		s := a.sources[name]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.loop(ctx, name, s, first.Done)
+		}()
+	}
+	go func() {
+		first.Wait()
+		if ready != nil && ctx.Err() == nil {
+			once.Do(ready)
+		}
+	}()
+	wg.Wait()
+	return nil
+}
+
+// RunOnce reconciles every source once and returns their results.
+func (a *Agent) RunOnce(ctx context.Context) []api.ReconcileResult {
+	var out []api.ReconcileResult
+	for _, name := range a.order {
+		out = append(out, a.reconcile(ctx, name, a.sources[name], request{}))
+	}
+	return out
+}
+
+func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func()) {
+	first := true
+	for {
+		var res api.ReconcileResult
+		if a.suspended(name) {
+			res = api.ReconcileResult{Source: name, Outcome: "suspended"}
+		} else {
+			res = a.reconcile(ctx, name, s, request{})
+		}
+		if first {
+			first = false
+			firstDone()
+		}
+		wait := a.nextWait(name, s, res)
+		s.mu.Lock()
+		s.next = time.Now().Add(wait)
+		s.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-s.trigger:
+			t.Stop()
+		}
+	}
+}
+
+// nextWait is the interval with jitter after a success, and an exponential
+// backoff capped at the interval after a failure.
+func (a *Agent) nextWait(name string, s *source, res api.ReconcileResult) time.Duration {
+	interval := s.cfg.Interval
+	a.mu.Lock()
+	failures := a.state.Source(name).Failures
+	a.mu.Unlock()
+	d := interval
+	if res.Outcome != string(store.OutcomeApplied) && res.Outcome != string(store.OutcomeUnchanged) && failures > 0 {
+		d = backoff(failures, interval)
+	}
+	return jitter(d, s.cfg.Jitter)
+}
+
+// backoff is 2s·2^(n-1), capped at max.
+func backoff(n int, max time.Duration) time.Duration {
+	d := 2 * time.Second
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	return min(d, max)
+}
+
+func jitter(d time.Duration, frac float64) time.Duration {
+	if frac <= 0 {
+		return d
+	}
+	delta := (rand.Float64()*2 - 1) * frac * float64(d)
+	return time.Duration(float64(d) + delta)
+}
+
+func (a *Agent) suspended(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state.Source(name).Suspended
+}
+
+// Trigger asks the loop of source to reconcile now, without waiting.
+func (a *Agent) trigger(name string) {
+	if s, ok := a.sources[name]; ok {
+		select {
+		case s.trigger <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ReconcileNow reconciles source (or every source for "") at once and
+// waits for the result. A suspended source is reported, not reconciled.
+func (a *Agent) ReconcileNow(ctx context.Context, name string) ([]api.ReconcileResult, error) {
+	names := a.order
+	if name != "" {
+		if _, ok := a.sources[name]; !ok {
+			return nil, fmt.Errorf("%w %q (configured: %v)", api.ErrUnknownSource, name, a.order)
+		}
+		names = []string{name}
+	}
+	var out []api.ReconcileResult
+	for _, n := range names {
+		if a.suspended(n) {
+			out = append(out, api.ReconcileResult{Source: n, Outcome: "suspended", Error: "source is suspended: berth resume " + n})
+			continue
+		}
+		out = append(out, a.reconcile(ctx, n, a.sources[n], request{force: true}))
+	}
+	return out, nil
+}
+
+// Suspend stops or resumes reconciling a source; the choice survives a
+// restart.
+func (a *Agent) Suspend(name string, suspend bool) error {
+	if _, ok := a.sources[name]; !ok {
+		return fmt.Errorf("%w %q", api.ErrUnknownSource, name)
+	}
+	a.mu.Lock()
+	a.state.Source(name).Suspended = suspend
+	err := store.WriteState(a.cfg.StateDir, a.state)
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	a.log.Info("source suspended", "source", name, "suspended", suspend)
+	if !suspend {
+		a.trigger(name)
+	}
+	return nil
+}
+
+// Rollback applies an earlier revision of source (the previous applied one
+// when digest is ""), verified again, and suspends the source so that the
+// next poll does not move it forward again.
+func (a *Agent) Rollback(ctx context.Context, name, digest string) (api.ReconcileResult, error) {
+	s, ok := a.sources[name]
+	if !ok {
+		return api.ReconcileResult{}, fmt.Errorf("%w %q", api.ErrUnknownSource, name)
+	}
+	if digest == "" {
+		a.mu.Lock()
+		ss := a.state.Source(name)
+		var cur string
+		if ss.Applied != nil {
+			cur = ss.Applied.Digest
+		}
+		for _, r := range ss.History {
+			if (r.Outcome == store.OutcomeApplied || r.Outcome == store.OutcomeRolledBack) && r.Digest != cur {
+				digest = r.Digest
+				break
+			}
+		}
+		a.mu.Unlock()
+		if digest == "" {
+			return api.ReconcileResult{}, fmt.Errorf("%w: %s has no earlier applied revision: give one with --to DIGEST", ErrNoRollback, name)
+		}
+	}
+	res := a.reconcile(ctx, name, s, request{force: true, digest: digest, rollback: true})
+	if res.Error != "" {
+		return res, nil
+	}
+	if err := a.Suspend(name, true); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// NotifyRepository triggers the sources that track host/repository, for a
+// registry's push notification.
+func (a *Agent) NotifyRepository(_ context.Context, host, repository, _, _ string) []string {
+	var hit []string
+	for _, name := range a.order {
+		s := a.sources[name]
+		if s.ref.Registry == host && s.ref.Repository == repository && !a.suspended(name) {
+			a.trigger(name)
+			hit = append(hit, name)
+		}
+	}
+	return hit
+}
+
+// Ready is nil once every source has been attempted since the agent
+// started.
+func (a *Agent) Ready() error {
+	var waiting []string
+	for _, name := range a.order {
+		s := a.sources[name]
+		s.mu.Lock()
+		done := s.attempted
+		s.mu.Unlock()
+		if !done && !a.suspended(name) {
+			waiting = append(waiting, name)
+		}
+	}
+	if len(waiting) > 0 {
+		return fmt.Errorf("not reconciled yet: %v", waiting)
+	}
+	return nil
+}
+
+// Status reports every source's configuration and recorded state.
+func (a *Agent) Status() api.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := api.Status{Version: a.version, StateDir: a.cfg.StateDir}
+	for _, name := range a.order {
+		s := a.sources[name]
+		s.mu.Lock()
+		next, busy := s.next, s.reconciling
+		s.mu.Unlock()
+		ss := *a.state.Source(name)
+		ss.History = slices.Clone(ss.History)
+		st.Sources = append(st.Sources, api.SourceStatus{
+			Name: name, URL: s.cfg.URL, Ref: describeRef(s.cfg), Interval: s.cfg.Interval.String(),
+			NextReconcile: next, Reconciling: busy, SourceState: ss,
+		})
+	}
+	return st
+}
+
+func describeRef(sc config.Source) string {
+	switch {
+	case sc.Ref.Digest != "":
+		return "digest " + sc.Ref.Digest
+	case sc.Ref.Tag != "":
+		return "tag " + sc.Ref.Tag
+	case sc.Filter != nil:
+		return fmt.Sprintf("filter %s (%s)", sc.Filter.Pattern, sc.Filter.Order)
+	default:
+		return "semver " + sc.Ref.Semver
+	}
+}
+
+// ErrNoRollback is returned when there is no revision to roll back to; the
+// API answers it with 409 Conflict.
+var ErrNoRollback = fmt.Errorf("%w: nothing to roll back to", api.ErrConflict)

@@ -1,0 +1,34 @@
+package reconcile
+
+import (
+	"context"
+
+	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/reconcile/store"
+)
+
+// Revision is a verified, extracted revision handed to the appliers.
+type Revision struct {
+	// Source is the name of the source the revision belongs to.
+	Source string
+	// Digest is the artifact's manifest digest.
+	Digest string
+	// Dir is the extracted artifact; it does not change while applied.
+	Dir string
+	// State is the artifact's berth.yaml, or nil when it has none.
+	State *devicestate.DeviceState
+	// Extensions are the extensions this device enables.
+	Extensions []string
+}
+
+// Applier converges the device on a revision: the Compose and Helm
+// backends implement it.
+type Applier interface {
+	// Kind names the applier in status and logs ("compose", "helm").
+	Kind() string
+	// Apply converges the apps of rev this applier handles, and removes
+	// the apps prev had that rev no longer lists. prev is nil on the first
+	// apply. On error the applier leaves the device on prev as far as it
+	// can and reports per-app outcomes.
+	Apply(ctx context.Context, rev Revision, prev *Revision) ([]store.AppStatus, error)
+}

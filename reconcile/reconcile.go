@@ -1,0 +1,394 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/policy/cosign"
+	"github.com/berth-dev/berth/reconcile/api"
+	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/fetch"
+	"github.com/berth-dev/berth/source/oci"
+	"github.com/berth-dev/berth/source/selector"
+)
+
+// request shapes one reconcile.
+type request struct {
+	force    bool   // ignore the failed-digest backoff
+	digest   string // reconcile to this digest instead of resolving
+	rollback bool   // explicit rollback: downgrades allowed
+}
+
+// stepError carries the outcome a failed step maps to.
+type stepError struct {
+	outcome store.Outcome
+	err     error
+}
+
+func (e *stepError) Error() string { return e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+func fail(o store.Outcome, format string, args ...any) error {
+	return &stepError{outcome: o, err: fmt.Errorf(format, args...)}
+}
+
+// errUnchanged means the resolved digest is already applied.
+var errUnchanged = errors.New("unchanged")
+
+// errBackingOff means the digest failed before and its backoff has not
+// expired: nothing was attempted.
+var errBackingOff = errors.New("backing off")
+
+// reconcile runs one reconcile of a source and records its outcome.
+func (a *Agent) reconcile(ctx context.Context, name string, s *source, req request) api.ReconcileResult {
+	s.run.Lock()
+	defer s.run.Unlock()
+	s.mu.Lock()
+	s.reconciling = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.reconciling, s.attempted = false, true
+		s.mu.Unlock()
+	}()
+
+	start := time.Now()
+	rev, err := a.attempt(ctx, name, s, req)
+	outcome := store.OutcomeApplied
+	if req.rollback {
+		outcome = store.OutcomeRolledBack
+	}
+	var se *stepError
+	switch {
+	case errors.Is(err, errUnchanged):
+		outcome, err = store.OutcomeUnchanged, nil
+	case errors.Is(err, errBackingOff):
+		a.log.Debug("digest failed before, backing off", "source", name, "digest", rev.Digest)
+		return api.ReconcileResult{Source: name, Outcome: "backoff", Digest: rev.Digest, Error: err.Error()}
+	case errors.As(err, &se):
+		outcome = se.outcome
+	case err != nil:
+		outcome = store.OutcomeError
+	}
+	rev.Outcome = outcome
+	if err != nil {
+		rev.Error = err.Error()
+	}
+	a.record(name, s, rev)
+	a.metrics.ObserveReconcile(name, string(outcome), time.Since(start))
+
+	log := a.log.With("source", name, "digest", rev.Digest, "outcome", outcome, "duration", time.Since(start).Round(time.Millisecond))
+	switch outcome {
+	case store.OutcomeUnchanged:
+		log.Debug("reconciled")
+	case store.OutcomeApplied, store.OutcomeRolledBack:
+		log.Info("reconciled", "tag", rev.Tag, "version", rev.Version, "revision", rev.Annotations[ocispec.AnnotationRevision])
+	default:
+		log.Warn("reconcile failed", "error", rev.Error)
+	}
+	return api.ReconcileResult{Source: name, Outcome: string(outcome), Digest: rev.Digest, Error: rev.Error}
+}
+
+// record stores the outcome in state.json (only when something changed:
+// steady polls do not write to the device's disk) and collects old
+// revisions.
+func (a *Agent) record(name string, s *source, rev store.Revision) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ss := a.state.Source(name)
+	now := time.Now().UTC()
+	quiet := rev.Outcome == store.OutcomeUnchanged && ss.Failures == 0 && ss.Last != nil && ss.Last.Outcome == store.OutcomeUnchanged
+	switch rev.Outcome {
+	case store.OutcomeApplied, store.OutcomeRolledBack:
+		r := rev
+		ss.Applied = &r
+		ss.Record(rev)
+		ss.Failures, ss.FailedDigest, ss.RetryAfter, ss.LastSuccess = 0, "", time.Time{}, now
+		a.metrics.SetLastSuccess(name, now)
+		a.metrics.SetApplied(name, rev.Digest, rev.Version, rev.Annotations[ocispec.AnnotationRevision])
+	case store.OutcomeUnchanged:
+		ss.Failures, ss.FailedDigest, ss.RetryAfter, ss.LastSuccess = 0, "", time.Time{}, now
+		a.metrics.SetLastSuccess(name, now)
+	case store.OutcomeFailed, store.OutcomeRefused:
+		ss.Record(rev)
+		ss.Failures++
+		ss.FailedDigest, ss.RetryAfter = rev.Digest, now.Add(backoff(ss.Failures, s.cfg.Interval))
+	default:
+		ss.Failures++
+	}
+	r := rev
+	ss.Last = &r
+	if quiet {
+		return
+	}
+	if rev.Outcome == store.OutcomeApplied || rev.Outcome == store.OutcomeRolledBack {
+		if removed, err := a.store.GC(a.state, a.cfg.KeepRevisions); err != nil {
+			a.log.Warn("garbage collection of old revisions failed", "error", err)
+		} else if len(removed) > 0 {
+			a.log.Info("removed old revisions", "digests", removed)
+		}
+	}
+	if err := store.WriteState(a.cfg.StateDir, a.state); err != nil {
+		a.log.Error("could not record the outcome", "source", name, "error", err)
+	}
+}
+
+// attempt is one reconcile, step by step. Every step that fails before the
+// switch leaves the applied revision untouched.
+func (a *Agent) attempt(ctx context.Context, name string, s *source, req request) (store.Revision, error) {
+	rev := store.Revision{URL: s.ref.String(), Time: time.Now().UTC()}
+	if s.cfg.InsecureSkipVerify {
+		a.log.Warn("SIGNATURE VERIFICATION IS OFF for this source (insecureSkipVerify): anything pushed to the repository will be applied", "source", name)
+	}
+
+	// 1. Resolve to one digest.
+	digest, tag, version, err := a.resolve(ctx, s, req)
+	if err != nil {
+		return rev, err
+	}
+	rev.Digest, rev.Tag, rev.Version = digest, tag, version
+	ref := s.ref.WithTag(tag).WithDigest(digest)
+	rev.URL = ref.String()
+
+	a.mu.Lock()
+	ss := a.state.Source(name)
+	var applied *store.Revision
+	if ss.Applied != nil {
+		r := *ss.Applied
+		applied = &r
+	}
+	failedDigest, retryAfter := ss.FailedDigest, ss.RetryAfter
+	a.mu.Unlock()
+	current, err := a.store.Current(name)
+	if err != nil {
+		return rev, err
+	}
+
+	// 2. Already applied: nothing to do.
+	if !req.rollback && applied != nil && applied.Digest == digest && current == digest {
+		unchanged := *applied
+		unchanged.Time, unchanged.Apps = rev.Time, nil
+		return unchanged, errUnchanged
+	}
+	if !req.force && digest == failedDigest && time.Now().Before(retryAfter) {
+		return rev, fmt.Errorf("%w: %s failed at the last attempt; next try after %s or when a new digest appears", errBackingOff, digest, retryAfter.Format(time.RFC3339))
+	}
+
+	// 3. Verify that exact digest.
+	if !s.cfg.InsecureSkipVerify {
+		if err := a.verify(ctx, name, s, ref); err != nil {
+			return rev, err
+		}
+	}
+
+	// 4. Read the (now trusted) manifest and refuse downgrades.
+	mctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	_, m, err := s.client.Manifest(mctx, ref)
+	cancel()
+	if err != nil {
+		if errors.Is(err, oci.ErrTooLarge) || errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrNoLayer) {
+			return rev, fail(store.OutcomeRefused, "%w", err)
+		}
+		return rev, err
+	}
+	rev.Annotations = m.Annotations
+	if c := m.Annotations[ocispec.AnnotationCreated]; c != "" {
+		if t, err := time.Parse(time.RFC3339, c); err == nil {
+			rev.Created = t.UTC()
+		}
+	}
+	if !req.rollback && !a.cfg.AllowDowngrade && applied != nil {
+		if err := downgrade(applied, rev); err != nil {
+			return rev, err
+		}
+	}
+
+	// 5. Pull by digest into the store, unless already there.
+	dir, err := a.store.RevisionDir(digest)
+	if err != nil {
+		return rev, fail(store.OutcomeRefused, "%w", err)
+	}
+	if !a.store.Has(digest) {
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		_, err := fetch.Extract(pctx, s.client, ref, m, dir, fetch.Options{
+			LayerMediaType: s.cfg.LayerSelector.MediaType,
+			Limits:         archive.Limits{MaxSize: s.cfg.Limits.MaxSize, MaxFiles: s.cfg.Limits.MaxFiles},
+		})
+		cancel()
+		if err != nil {
+			if refusedContent(err) {
+				return rev, fail(store.OutcomeRefused, "%w", err)
+			}
+			return rev, err
+		}
+	}
+
+	// 6. Read the desired state it carries.
+	ds, err := loadState(dir)
+	if err != nil {
+		return rev, fail(store.OutcomeRefused, "%s: %w", ref, err)
+	}
+	if err := a.checkExtensions(ds); err != nil {
+		return rev, fail(store.OutcomeRefused, "%s: %w", ref, err)
+	}
+
+	// 7. Switch it in, apply, and switch back if the appliers fail.
+	if err := a.store.Switch(name, digest); err != nil {
+		return rev, err
+	}
+	next := Revision{Source: name, Digest: digest, Dir: dir, State: ds, Extensions: a.cfg.Extensions}
+	var prev *Revision
+	if current != "" && current != digest && a.store.Has(current) {
+		pdir, _ := a.store.RevisionDir(current)
+		pds, _ := loadState(pdir)
+		prev = &Revision{Source: name, Digest: current, Dir: pdir, State: pds, Extensions: a.cfg.Extensions}
+	}
+	apps, err := a.apply(ctx, next, prev)
+	rev.Apps = apps
+	if err != nil {
+		if prev != nil {
+			if serr := a.store.Switch(name, prev.Digest); serr != nil {
+				err = errors.Join(err, fmt.Errorf("switch back to %s: %w", prev.Digest, serr))
+			}
+		}
+		return rev, fail(store.OutcomeFailed, "apply %s: %w", ref, err)
+	}
+	return rev, nil
+}
+
+// resolve turns the source's reference into one digest: a configured
+// digest costs no request, a tag one HEAD, a range or filter a tag listing
+// and one HEAD.
+func (a *Agent) resolve(ctx context.Context, s *source, req request) (digest, tag, version string, err error) {
+	if req.digest != "" {
+		return req.digest, "", "", nil
+	}
+	if s.cfg.Ref.Digest != "" {
+		return s.cfg.Ref.Digest, "", "", nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	tag = s.cfg.Ref.Tag
+	if s.selector != nil {
+		tags, err := s.client.Tags(rctx, s.ref)
+		if err != nil {
+			return "", "", "", err
+		}
+		sel, err := s.selector.Select(tags)
+		if err != nil {
+			return "", "", "", fmt.Errorf("%s: %w", s.ref, err)
+		}
+		tag, version = sel.Tag, sel.Version
+	}
+	desc, err := s.client.Resolve(rctx, s.ref.WithTag(tag))
+	if err != nil {
+		return "", tag, version, err
+	}
+	return desc.Digest.String(), tag, version, nil
+}
+
+func (a *Agent) verify(ctx context.Context, name string, s *source, ref oci.Reference) error {
+	d, err := s.client.Name(ref)
+	if err != nil {
+		return fail(store.OutcomeRefused, "%w", err)
+	}
+	vctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if _, err := cosign.VerifyPolicy(vctx, d, s.policy, s.client.RemoteOptions(vctx)...); err != nil {
+		if errors.Is(err, cosign.ErrRegistry) {
+			return fmt.Errorf("verify %s: %w", ref, err)
+		}
+		a.metrics.VerificationFailed(name, verifyReason(err))
+		return fail(store.OutcomeRefused, "verify %s: %w", ref, err)
+	}
+	return nil
+}
+
+func verifyReason(err error) string {
+	for _, r := range []struct {
+		err    error
+		reason string
+	}{
+		{cosign.ErrNoSignature, "unsigned"},
+		{cosign.ErrDigestMismatch, "digest_mismatch"},
+		{cosign.ErrIdentityMismatch, "identity_mismatch"},
+		{cosign.ErrKeyMismatch, "key_mismatch"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "other"
+}
+
+// downgrade refuses a revision older than the applied one: a lower version
+// in semver mode, or an older signed creation time in any mode.
+func downgrade(applied *store.Revision, rev store.Revision) error {
+	if applied.Version != "" && rev.Version != "" {
+		if c, err := selector.CompareVersions(rev.Version, applied.Version); err == nil && c < 0 {
+			return fail(store.OutcomeRefused, "downgrade refused: %s (%s) is older than the applied %s (%s); use `berth rollback` or set allowDowngrade", rev.Version, rev.Digest, applied.Version, applied.Digest)
+		}
+	}
+	if !rev.Created.IsZero() && !applied.Created.IsZero() && rev.Created.Before(applied.Created) {
+		return fail(store.OutcomeRefused, "downgrade refused: %s was created %s, before the applied %s (%s); use `berth rollback` or set allowDowngrade",
+			rev.Digest, rev.Created.Format(time.RFC3339), applied.Digest, applied.Created.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// refusedContent reports whether a pull failed because of what the
+// artifact holds rather than because of the network.
+func refusedContent(err error) bool {
+	for _, target := range []error{
+		oci.ErrDigestMismatch, oci.ErrTooLarge, oci.ErrNoLayer,
+		archive.ErrUnsafePath, archive.ErrLinkOutside, archive.ErrHardLink, archive.ErrSpecialFile,
+		archive.ErrDuplicateEntry, archive.ErrTooLarge, archive.ErrTooManyFiles, archive.ErrInvalidArchive,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// loadState reads berth.yaml from an extracted revision; nil when the
+// artifact has none (a plain Flux artifact).
+func loadState(dir string) (*devicestate.DeviceState, error) {
+	ds, err := devicestate.Load(os.DirFS(dir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return ds, err
+}
+
+func (a *Agent) checkExtensions(ds *devicestate.DeviceState) error {
+	for _, e := range a.cfg.Extensions {
+		if ds == nil || !slices.ContainsFunc(ds.Extensions, func(x devicestate.App) bool { return x.Name == e }) {
+			return fmt.Errorf("the agent enables extension %q but this revision's berth.yaml does not define it: fix the agent config or the desired state", e)
+		}
+	}
+	return nil
+}
+
+// apply hands the revision to every applier and gathers their results.
+func (a *Agent) apply(ctx context.Context, rev Revision, prev *Revision) ([]store.AppStatus, error) {
+	var apps []store.AppStatus
+	var errs []error
+	for _, ap := range a.appliers {
+		st, err := ap.Apply(ctx, rev, prev)
+		apps = append(apps, st...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ap.Kind(), err))
+		}
+	}
+	return apps, errors.Join(errs...)
+}
