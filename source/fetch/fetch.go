@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/berth-dev/berth/source/archive"
 	"github.com/berth-dev/berth/source/oci"
 )
@@ -51,6 +53,12 @@ func Pull(ctx context.Context, c *oci.Client, ref oci.Reference, dir string, o O
 	if err != nil {
 		return nil, err
 	}
+	return Extract(ctx, c, ref, m, dir, o)
+}
+
+// Extract is Pull for a caller that already fetched (and checked) the
+// manifest of ref.
+func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.Manifest, dir string, o Options) (*Result, error) {
 	layer, err := oci.SelectLayer(m, o.LayerMediaType)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)

@@ -34,6 +34,9 @@ type Options struct {
 	Insecure bool
 	// UserAgent is sent with every request.
 	UserAgent string
+	// WrapTransport, when set, wraps the HTTP transport (to count or log
+	// registry requests).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Client reaches registries with one credential store, one TLS
@@ -69,7 +72,11 @@ func NewClient(opts Options) (*Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	hc := &http.Client{Transport: retry.NewTransport(tr)}
+	var rt http.RoundTripper = tr
+	if opts.WrapTransport != nil {
+		rt = opts.WrapTransport(rt)
+	}
+	hc := &http.Client{Transport: retry.NewTransport(rt)}
 	ua := opts.UserAgent
 	if ua == "" {
 		ua = "berth"
