@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -158,12 +159,11 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
-// RunOnce reconciles every source once and returns their results.
+// RunOnce reconciles every source once and returns their results. It is an
+// explicit request, like ReconcileNow: the failed-digest backoff does not
+// apply, and suspended sources are reported, not reconciled.
 func (a *Agent) RunOnce(ctx context.Context) []api.ReconcileResult {
-	var out []api.ReconcileResult
-	for _, name := range a.order {
-		out = append(out, a.reconcile(ctx, name, a.sources[name], request{}))
-	}
+	out, _ := a.ReconcileNow(ctx, "")
 	return out
 }
 
@@ -180,6 +180,9 @@ func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func
 			first = false
 			firstDone()
 		}
+		// Reconciles allocate (verification, extraction) and then the agent
+		// idles for an interval: hand the freed memory back to the device.
+		debug.FreeOSMemory()
 		wait := a.nextWait(name, s, res)
 		s.mu.Lock()
 		s.next = time.Now().Add(wait)

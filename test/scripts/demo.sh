@@ -101,5 +101,30 @@ if "$BERTH" verify "oci://$REG/fleet/line-3:v1.0.1" --key cosign.pub --ca-file c
   echo "demo: an unsigned artifact verified!" >&2; exit 1
 fi
 
-say "Done: pushed, signed, verified and pulled through a TLS registry with auth"
+say "A device tracking >=1.0.0 <2.0.0: the newest in range (v1.0.1) is refused until it is signed"
+mkdir -p device
+cat > device/agent.yaml <<YAML
+stateDir: $WORK/device/state
+sources:
+  - name: line-3
+    url: oci://$REG/fleet/line-3
+    ref: {semver: ">=1.0.0 <2.0.0"}
+    interval: 1m
+    verify: {keys: [$WORK/cosign.pub]}
+    credentials: {dockerConfig: $DOCKER_CONFIG/config.json}
+    caFile: $WORK/ca.pem
+YAML
+run "$BERTH" agent --config device/agent.yaml --check-config
+if run "$BERTH" agent --config device/agent.yaml --once; then
+  echo "demo: the agent applied v1.0.1, which nobody signed!" >&2; exit 1
+fi
+echo "(refused: v1.0.1 is the newest in range but unsigned; nothing was switched in)"
+"$BERTH" sign "oci://$REG/fleet/line-3:v1.0.1" --sign-key "$WORK/cosign.key" --ca-file ca.pem
+run "$BERTH" agent --config device/agent.yaml --once
+run "$BERTH" status --config device/agent.yaml
+run "$BERTH" history line-3 --config device/agent.yaml
+echo "the device's current revision: $(readlink device/state/sources/line-3/current)"
+ls device/state/sources/line-3/current/
+
+say "Done: pushed, signed, verified, pulled, and applied on a device through a TLS registry with auth"
 echo "work folder: $WORK"
