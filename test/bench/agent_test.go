@@ -66,16 +66,19 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(5 * time.Second) // settle: the idle state is what counts
-	agent := rssMiB(b, cmd.Process.Pid)
-	registry := registryRSS(b)
+	agent := rssMiB(b, cmd.Process.Pid, "VmRSS:")
+	registry := registryRSS(b, e.reg.ConfigFile)
 	b.ReportMetric(agent, "agent-idle-rss-MiB")
+	// Heap and stacks vs the binary's code and data pages.
+	b.ReportMetric(rssMiB(b, cmd.Process.Pid, "RssAnon:"), "agent-anon-MiB")
+	b.ReportMetric(rssMiB(b, cmd.Process.Pid, "RssFile:"), "agent-file-MiB")
 	b.ReportMetric(registry, "registry-idle-rss-MiB")
 	b.ReportMetric(agent/registry, "ratio-vs-registry")
 	b.ReportMetric(agent/30, "ratio-vs-30MiB-target")
 }
 
-// rssMiB reads VmRSS of a process.
-func rssMiB(b *testing.B, pid int) float64 {
+// rssMiB reads a memory field (VmRSS:, RssAnon:, RssFile:) of a process.
+func rssMiB(b *testing.B, pid int, field string) float64 {
 	b.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -84,7 +87,7 @@ func rssMiB(b *testing.B, pid int) float64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			if err != nil {
 				b.Fatal(err)
@@ -92,22 +95,22 @@ func rssMiB(b *testing.B, pid int) float64 {
 			return kb / 1024
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 
-// registryRSS finds the docker-registry process of this benchmark.
-func registryRSS(b *testing.B) float64 {
+// registryRSS finds the docker-registry process serving configFile.
+func registryRSS(b *testing.B, configFile string) float64 {
 	b.Helper()
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		cmdline, err := os.ReadFile(p)
-		if err != nil || !strings.Contains(string(cmdline), "docker-registry") {
+		if err != nil || !strings.Contains(string(cmdline), "docker-registry") || !strings.Contains(string(cmdline), configFile) {
 			continue
 		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if os.Getppid() != 0 && pid > 0 {
-			return rssMiB(b, pid)
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err == nil {
+			return rssMiB(b, pid, "VmRSS:")
 		}
 	}
 	b.Fatal("docker-registry process not found")
