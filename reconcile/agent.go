@@ -28,8 +28,9 @@ type Agent struct {
 	log      *slog.Logger
 	version  string
 
-	mu      sync.Mutex // guards state and writes of state.json
+	mu      sync.Mutex // guards state, inUse and writes of state.json
 	state   *store.State
+	inUse   map[string]int // digests being extracted or switched in: kept by GC
 	sources map[string]*source
 	order   []string
 }
@@ -80,7 +81,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
-		state: state, sources: map[string]*source{},
+		state: state, sources: map[string]*source{}, inUse: map[string]int{},
 	}
 	for _, sc := range cfg.Sources {
 		s, err := a.newSource(sc)
@@ -138,6 +139,15 @@ func (a *Agent) newSource(sc config.Source) (*source, error) {
 // called once every source has been attempted once.
 func (a *Agent) Run(ctx context.Context, ready func()) error {
 	var wg sync.WaitGroup
+	for _, ap := range a.appliers {
+		if w, ok := ap.(Watcher); ok {
+			wg.Go(func() {
+				if err := w.Watch(ctx, a.appliedRevisions, a.minInterval()); err != nil && ctx.Err() == nil {
+					a.log.Error("drift watch stopped", "applier", ap.Kind(), "error", err)
+				}
+			})
+		}
+	}
 	var once sync.Once
 	var first sync.WaitGroup
 	first.Add(len(a.order))
@@ -392,3 +402,35 @@ func describeRef(sc config.Source) string {
 // ErrNoRollback is returned when there is no revision to roll back to; the
 // API answers it with 409 Conflict.
 var ErrNoRollback = fmt.Errorf("%w: nothing to roll back to", api.ErrConflict)
+
+// appliedRevisions returns the revision `current` points at for every
+// source, for the appliers' drift watchers.
+func (a *Agent) appliedRevisions() []Revision {
+	var out []Revision
+	for _, name := range a.order {
+		d, err := a.store.Current(name)
+		if err != nil || d == "" {
+			continue
+		}
+		dir, err := a.store.RevisionDir(d)
+		if err != nil {
+			continue
+		}
+		ds, err := loadState(dir)
+		if err != nil {
+			continue
+		}
+		out = append(out, Revision{Source: name, Digest: d, Dir: dir, State: ds, Extensions: a.cfg.Extensions})
+	}
+	return out
+}
+
+func (a *Agent) minInterval() time.Duration {
+	m := time.Duration(0)
+	for _, s := range a.sources {
+		if m == 0 || s.cfg.Interval < m {
+			m = s.cfg.Interval
+		}
+	}
+	return m
+}

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"time"
 
 	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/reconcile/store"
@@ -31,4 +32,12 @@ type Applier interface {
 	// apply. On error the applier leaves the device on prev as far as it
 	// can and reports per-app outcomes.
 	Apply(ctx context.Context, rev Revision, prev *Revision) ([]store.AppStatus, error)
+}
+
+// Watcher is an Applier that also corrects drift between reconciles: what
+// runs is brought back to the applied revisions when changed by hand.
+type Watcher interface {
+	// Watch runs until ctx ends; applied returns the revisions currently
+	// applied, one per source.
+	Watch(ctx context.Context, applied func() []Revision, interval time.Duration) error
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -131,7 +132,7 @@ func (a *Agent) record(name string, s *source, rev store.Revision) {
 		return
 	}
 	if rev.Outcome == store.OutcomeApplied || rev.Outcome == store.OutcomeRolledBack {
-		if removed, err := a.store.GC(a.state, a.cfg.KeepRevisions); err != nil {
+		if removed, err := a.store.GC(a.state, a.cfg.KeepRevisions, slices.Collect(maps.Keys(a.inUse))...); err != nil {
 			a.log.Warn("garbage collection of old revisions failed", "error", err)
 		} else if len(removed) > 0 {
 			a.log.Info("removed old revisions", "digests", removed)
@@ -212,7 +213,11 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 		}
 	}
 
-	// 5. Pull by digest into the store, unless already there.
+	// 5. Pull by digest into the store, unless already there. Another
+	// source's garbage collection must not remove it until it is recorded.
+	a.hold(digest, 1)
+	defer a.hold(digest, -1)
+
 	dir, err := a.store.RevisionDir(digest)
 	if err != nil {
 		return rev, fail(store.OutcomeRefused, "%w", err)
@@ -255,10 +260,14 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 	apps, err := a.apply(ctx, next, prev)
 	rev.Apps = apps
 	if err != nil {
+		var serr error
 		if prev != nil {
-			if serr := a.store.Switch(name, prev.Digest); serr != nil {
-				err = errors.Join(err, fmt.Errorf("switch back to %s: %w", prev.Digest, serr))
-			}
+			serr = a.store.Switch(name, prev.Digest)
+		} else if current == "" {
+			serr = a.store.Clear(name) // nothing was applied before
+		}
+		if serr != nil {
+			err = errors.Join(err, fmt.Errorf("switch back: %w", serr))
 		}
 		return rev, fail(store.OutcomeFailed, "apply %s: %w", ref, err)
 	}
@@ -390,5 +399,48 @@ func (a *Agent) apply(ctx context.Context, rev Revision, prev *Revision) ([]stor
 			errs = append(errs, fmt.Errorf("%s: %w", ap.Kind(), err))
 		}
 	}
+	apps = append(apps, a.unhandled(rev)...)
 	return apps, errors.Join(errs...)
+}
+
+// unhandled reports the apps of rev that no configured applier handles, so
+// that status shows them rather than pretending they run.
+func (a *Agent) unhandled(rev Revision) []store.AppStatus {
+	if rev.State == nil {
+		return nil
+	}
+	kinds := map[string]bool{}
+	for _, ap := range a.appliers {
+		kinds[ap.Kind()] = true
+	}
+	var out []store.AppStatus
+	add := func(app devicestate.App) {
+		kind := "compose"
+		if app.Helm != nil {
+			kind = "helm"
+		}
+		if !kinds[kind] {
+			out = append(out, store.AppStatus{Name: app.Name, Kind: kind, Outcome: "skipped",
+				Message: fmt.Sprintf("not applied: the agent configuration has no apply.%s block", kind)})
+		}
+	}
+	for _, app := range rev.State.Apps {
+		add(app)
+	}
+	for _, ext := range rev.State.Extensions {
+		if slices.Contains(rev.Extensions, ext.Name) {
+			add(ext)
+		}
+	}
+	return out
+}
+
+// hold marks digest as in use (n=1) or releases it (n=-1).
+func (a *Agent) hold(digest string, n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.inUse[digest] += n
+	if a.inUse[digest] <= 0 {
+		delete(a.inUse, digest)
+	}
 }

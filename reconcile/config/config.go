@@ -81,7 +81,7 @@ const (
 	// MaxJitter is the largest jitter allowed.
 	MaxJitter = 0.5
 	// DefaultComposeWaitTimeout is apply.compose.waitTimeout when not set.
-	DefaultComposeWaitTimeout = 5 * time.Minute
+	DefaultComposeWaitTimeout = 2 * time.Minute
 	// maxSocketPath is the longest path a unix socket can be bound at on
 	// Linux (sun_path is 108 bytes, NUL included).
 	maxSocketPath = 107
@@ -291,6 +291,9 @@ type Apply struct {
 
 // ComposeOptions configure the Docker Compose applier.
 type ComposeOptions struct {
+	// Enabled is true when the configuration has an apply.compose block:
+	// only then does the agent apply Compose apps.
+	Enabled bool
 	// Host is the Docker Engine, such as unix:///var/run/docker.sock;
 	// empty: Docker's defaults (DOCKER_HOST, else the local socket).
 	Host string
@@ -305,6 +308,9 @@ type ComposeOptions struct {
 
 // HelmOptions configure the Helm applier.
 type HelmOptions struct {
+	// Enabled is true when the configuration has an apply.helm block: only
+	// then does the agent apply Helm apps.
+	Enabled bool
 	// Kubeconfig is the cluster's kubeconfig; empty: Helm's defaults
 	// (KUBECONFIG, in-cluster, ~/.kube/config).
 	Kubeconfig string

@@ -102,7 +102,7 @@ func TestParseMinimal(t *testing.T) {
 			Verify:     &Verify{Keys: []string{"/etc/berth/cosign.pub"}},
 			Limits:     Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles},
 		}},
-		Apply: Apply{Compose: ComposeOptions{WaitTimeout: 5 * time.Minute}},
+		Apply: Apply{Compose: ComposeOptions{WaitTimeout: 2 * time.Minute}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %#v\nwant %#v", c, want)
@@ -219,8 +219,8 @@ func TestParseFull(t *testing.T) {
 			{Source: "docker.io", Mirrors: []string{"registry.plant.local/dockerhub"}, SourceFallback: true},
 		},
 		Apply: Apply{
-			Compose: ComposeOptions{Host: "unix:///var/run/docker.sock", WaitTimeout: 2 * time.Minute, EnvDir: "/etc/berth/env"},
-			Helm:    HelmOptions{Kubeconfig: "/etc/rancher/k3s/k3s.yaml", ValuesDir: "/etc/berth/values"},
+			Compose: ComposeOptions{Enabled: true, Host: "unix:///var/run/docker.sock", WaitTimeout: 2 * time.Minute, EnvDir: "/etc/berth/env"},
+			Helm:    HelmOptions{Enabled: true, Kubeconfig: "/etc/rancher/k3s/k3s.yaml", ValuesDir: "/etc/berth/values"},
 		},
 	}
 	if !reflect.DeepEqual(c, want) {

@@ -227,6 +227,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	}
 	if af, _ := p.mapping(f, "", "apply", "compose", "helm"); af != nil {
 		if cf, _ := p.mapping(af, "apply", "compose", "host", "waitTimeout", "envDir"); cf != nil {
+			c.Apply.Compose.Enabled = true
 			if n, s, ok := p.str(cf, "apply.compose", "host"); ok {
 				if p.dockerHost(n, "apply.compose.host", s) {
 					c.Apply.Compose.Host = s
@@ -240,6 +241,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 			p.fileField(cf, "apply.compose", "envDir", &c.Apply.Compose.EnvDir)
 		}
 		if hf, _ := p.mapping(af, "apply", "helm", "kubeconfig", "valuesDir"); hf != nil {
+			c.Apply.Helm.Enabled = true
 			p.fileField(hf, "apply.helm", "kubeconfig", &c.Apply.Helm.Kubeconfig)
 			p.fileField(hf, "apply.helm", "valuesDir", &c.Apply.Helm.ValuesDir)
 		}

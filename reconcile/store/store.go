@@ -133,10 +133,23 @@ func (s *Store) Switch(source, d string) error {
 	return syncDir(dir)
 }
 
-// GC removes revisions that are neither current for any source nor among
-// the keep newest distinct digests of any source's history.
-func (s *Store) GC(st *State, keep int) ([]string, error) {
+// Clear removes the `current` pointer of source: nothing is applied.
+func (s *Store) Clear(source string) error {
+	dir := filepath.Join(s.dir, "sources", source)
+	if err := os.Remove(filepath.Join(dir, "current")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear current revision of %s: %w", source, err)
+	}
+	return syncDir(dir)
+}
+
+// GC removes revisions that are neither current for any source, nor among
+// the keep newest distinct digests of any source's history, nor in inUse
+// (revisions being switched in right now).
+func (s *Store) GC(st *State, keep int, inUse ...string) ([]string, error) {
 	live := map[string]bool{}
+	for _, d := range inUse {
+		live[d] = true
+	}
 	for name, ss := range st.Sources {
 		if d, err := s.Current(name); err == nil && d != "" {
 			live[d] = true
