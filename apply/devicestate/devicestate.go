@@ -168,7 +168,7 @@ func (c *Compose) ConfigFiles(fsys fs.FS) ([]string, error) {
 		var errs []error
 		for _, f := range c.Files {
 			p := path.Join(c.Path, f)
-			if err := regularFile(fsys, p); err != nil {
+			if err := RegularFile(fsys, p); err != nil {
 				errs = append(errs, fmt.Errorf("compose file %w", err))
 				continue
 			}
@@ -182,7 +182,7 @@ func (c *Compose) ConfigFiles(fsys fs.FS) ([]string, error) {
 	var found []string
 	for _, n := range composeNames {
 		p := path.Join(c.Path, n)
-		if regularFile(fsys, p) == nil {
+		if RegularFile(fsys, p) == nil {
 			found = append(found, p)
 		}
 	}
@@ -196,8 +196,9 @@ func (c *Compose) ConfigFiles(fsys fs.FS) ([]string, error) {
 	}
 }
 
-// regularFile checks that p is a regular file of fsys.
-func regularFile(fsys fs.FS, p string) error {
+// RegularFile checks that p is a regular file of fsys, with an error that
+// names it otherwise.
+func RegularFile(fsys fs.FS, p string) error {
 	fi, err := fs.Stat(fsys, p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -457,7 +457,7 @@ func (l *locker) scanHelm(u unit) {
 		})
 	}
 	if h.Path != "" {
-		if err := regularFile(l.fsys, path.Join(h.Path, "Chart.yaml")); err != nil {
+		if err := devicestate.RegularFile(l.fsys, path.Join(h.Path, "Chart.yaml")); err != nil {
 			l.fail(u, devicestate.FileName, lineOf(hn, "path"), "", "", "", fmt.Errorf("chart folder %q has no Chart.yaml: %w", h.Path, err))
 		}
 	}
@@ -475,7 +475,7 @@ func (l *locker) scanHelm(u unit) {
 
 // checkValues checks that a values file exists and is a YAML mapping.
 func checkValues(fsys fs.FS, p string) error {
-	if err := regularFile(fsys, p); err != nil {
+	if err := devicestate.RegularFile(fsys, p); err != nil {
 		return fmt.Errorf("values file %w", err)
 	}
 	data, err := readFile(fsys, p, maxComposeSize)
@@ -797,18 +797,4 @@ func readFile(fsys fs.FS, p string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%q is larger than %d bytes", p, max)
 	}
 	return data, nil
-}
-
-// regularFile checks that p is a regular file of fsys.
-func regularFile(fsys fs.FS, p string) error {
-	fi, err := fs.Stat(fsys, p)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%q does not exist", p)
-	case err != nil:
-		return fmt.Errorf("%q: %w", p, err)
-	case !fi.Mode().IsRegular():
-		return fmt.Errorf("%q is not a regular file", p)
-	}
-	return nil
 }
