@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/berth-dev/berth/internal/cli.Version=$(VERSION)
 # The end-to-end suites start real servers and build images; give them room.
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build test test-unit lint demo deps fuzz clean
+.PHONY: all build test test-unit lint demo deps dockerd fuzz clean
 
 all: build
 
@@ -19,10 +19,19 @@ build:
 deps:
 	bash test/scripts/ensure-deps.sh
 
+# A Docker Engine for the tests and the demo: the one on $DOCKER_HOST or
+# /var/run/docker.sock, else (as root) a dockerd started in the background
+# with its data in /var/lib/berth-test/docker, left running for the next run
+# (`bash test/scripts/dockerd.sh stop` ends it).
+dockerd: deps
+	bash test/scripts/dockerd.sh start
+
 # Unit and end-to-end tests, with the race detector. The end-to-end tests
-# start Debian's docker-registry with TLS and htpasswd themselves.
-test: deps lint
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+# start Debian's docker-registry with TLS and htpasswd themselves, and use
+# the Docker Engine `dockerd` provides through DOCKER_HOST.
+test: deps lint dockerd
+	host=$$(bash test/scripts/dockerd.sh host) && \
+	  DOCKER_HOST=$$host $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Unit tests only (no real servers).
 test-unit:
@@ -44,8 +53,8 @@ fuzz:
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.
-demo: deps build
-	bash test/scripts/demo.sh
+demo: deps build dockerd
+	host=$$(bash test/scripts/dockerd.sh host) && DOCKER_HOST=$$host bash test/scripts/demo.sh
 
 clean:
 	rm -rf bin

@@ -91,8 +91,9 @@ func buildBerth() (string, error) {
 	return out, nil
 }
 
-// goBuild runs `go build -o out pkg` in the module at root.
-func goBuild(root, pkg, out string) error {
+// goBuild runs `go build -o out pkg` in the module at root, with env
+// (KEY=VALUE) added to the environment.
+func goBuild(root, pkg, out string, env ...string) error {
 	gobin, err := goCommand()
 	if err != nil {
 		return err
@@ -101,6 +102,9 @@ func goBuild(root, pkg, out string) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, pkg)
 	cmd.Dir = root
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var output bytes.Buffer
 	cmd.Stdout = &output
 	cmd.Stderr = &output

@@ -9,6 +9,12 @@
 // the registry cannot do, paginating tags/list (distribution 2.8 ignores n
 // and last), the proxy does on request: see [Proxy.PaginateTags].
 //
+// [Docker] connects to the real Docker Engine on DOCKER_HOST (plain HTTP
+// over its socket, no client library) for the Compose tests: list, stop and
+// remove containers, volumes and networks by label, pull with credentials.
+// [BuildHello] and [PushImage] make the images they run: a static binary in
+// an image FROM scratch, since nothing can be pulled from a public registry.
+//
 // The system tools come from test/scripts/ensure-deps.sh, which `make test` runs
 // first. A missing tool fails the test with the command that installs it;
 // it is never a reason to skip.

@@ -36,6 +36,8 @@ func helperMain(mode string, args []string) int {
 		fmt.Println("ready")
 		time.Sleep(time.Hour)
 		return 0
+	case "fake-dockerd", "fake-dockerd-fail": // see dockerd_script_test.go
+		return fakeDockerd(mode, args)
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

@@ -14,6 +14,9 @@
 # :5000. The install below forbids maintainer scripts from starting any
 # service (policy-rc.d), and the tests never use port 5000: they start their
 # own `docker-registry serve` on a free loopback port (internal/testenv).
+# Debian's docker.io (dockerd, with containerd and runc) is installed the
+# same way, its service not started: test/scripts/dockerd.sh starts a
+# dockerd of its own for `make test` and `make demo` when none runs.
 set -euo pipefail
 
 # DEPS is the one list of what the project needs from the system, one entry a
@@ -28,6 +31,10 @@ DEPS=(
   "git git"
   "make make"
   "apache2-utils htpasswd" # the demo's registry password file
+  # The Docker Engine the Compose applier's tests and the demo run against.
+  # Proof is dockerd: a docker CLI alone (say in /usr/local/bin) is no engine.
+  "docker.io /usr/sbin/dockerd" # brings containerd, runc, tini (docker-init)
+  "iptables /usr/sbin/iptables" # dockerd's bridge networking and port mapping
 )
 
 mode=install
@@ -35,7 +42,7 @@ case "${1:-}" in
   "") ;;
   --check) mode=check ;;
   --list) mode=list ;;
-  -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "ensure-deps: unknown argument: $1 (use --check, --list or no argument)" >&2; exit 2 ;;
 esac
 
