@@ -175,7 +175,8 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 	}
 
 	// 2. Already applied: nothing to do.
-	if !req.rollback && applied != nil && applied.Digest == digest && current == digest {
+	rev.Extensions = a.cfg.Extensions
+	if !req.rollback && applied != nil && applied.Digest == digest && current == digest && slices.Equal(applied.Extensions, rev.Extensions) {
 		unchanged := *applied
 		unchanged.Time, unchanged.Apps = rev.Time, nil
 		return unchanged, errUnchanged

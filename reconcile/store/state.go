@@ -42,6 +42,9 @@ type Revision struct {
 	Created time.Time `json:"created,omitzero"`
 	// Annotations are the manifest annotations (source, revision, ...).
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// Extensions are the extensions the device enabled when it applied
+	// this revision: a change re-applies the same digest.
+	Extensions []string `json:"extensions,omitempty"`
 	// Mirror names the registry that served the content when it was not
 	// the source itself.
 	Mirror string `json:"mirror,omitempty"`
