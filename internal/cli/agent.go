@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/apply/compose"
 	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
@@ -55,7 +57,12 @@ systemd when it is ready (Type=notify).`,
 				return nil
 			}
 			log := g.agentLogger(cfg)
-			agent, err := reconcile.New(cfg, reconcile.Options{Log: log, Version: Version})
+			appliers, closeAppliers, err := newAppliers(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			defer closeAppliers()
+			agent, err := reconcile.New(cfg, reconcile.Options{Appliers: appliers, Log: log, Version: Version})
 			if err != nil {
 				return err
 			}
@@ -82,6 +89,33 @@ systemd when it is ready (Type=notify).`,
 	cmd.Flags().BoolVar(&once, "once", false, "reconcile every source once and exit (non-zero if any failed)")
 	cmd.Flags().BoolVar(&check, "check-config", false, "validate the configuration (and that the files it names are usable), then exit")
 	return cmd
+}
+
+// newAppliers creates the appliers the configuration enables.
+func newAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]reconcile.Applier, func(), error) {
+	var out []reconcile.Applier
+	closers := []func() error{}
+	if o := cfg.Apply.Compose; o.Enabled {
+		// Image pulls use the first source credentials given: one Docker
+		// config per device is the usual layout.
+		var dockerConfig string
+		for _, s := range cfg.Sources {
+			if s.Credentials.DockerConfig != "" {
+				dockerConfig = s.Credentials.DockerConfig
+				break
+			}
+		}
+		ca, err := compose.New(ctx, compose.Options{Host: o.Host, WaitTimeout: o.WaitTimeout, EnvDir: o.EnvDir, DockerConfig: dockerConfig, Log: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("compose applier: %w", err)
+		}
+		out, closers = append(out, ca), append(closers, ca.Close)
+	}
+	return out, func() {
+		for _, c := range closers {
+			_ = c()
+		}
+	}, nil
 }
 
 // agentLogger honours the config's log settings over the flags.

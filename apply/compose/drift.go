@@ -1,0 +1,348 @@
+package compose
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+
+	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/reconcile"
+)
+
+// Drift correction limits.
+const (
+	// defaultMaxRestores restores of one project within defaultRestoreWindow
+	// make it flapping: it is then left alone until the window has passed.
+	defaultMaxRestores   = 5
+	defaultRestoreWindow = 10 * time.Minute
+	// defaultDebounce gathers the events of one incident (a `docker rm -f`
+	// sends kill, die and destroy) into one check.
+	defaultDebounce = 500 * time.Millisecond
+	// DefaultDriftInterval is Watch's re-check interval when given none.
+	DefaultDriftInterval = time.Minute
+)
+
+// DriftState is what drift correction did to one project, for status.
+type DriftState struct {
+	Source string `json:"source"`
+	App    string `json:"app"`
+	// Restores counts the restores since the agent started.
+	Restores int `json:"restores"`
+	// LastRestore is when the project was last restored.
+	LastRestore time.Time `json:"lastRestore,omitzero"`
+	// LastReason says what drifted, last time drift was found.
+	LastReason string `json:"lastReason,omitempty"`
+	// LastError is the error of the last restore, empty if it succeeded.
+	LastError string `json:"lastError,omitempty"`
+	// Flapping is set when the project needed more restores than allowed
+	// within the window: it is not restored again until the window passes.
+	Flapping bool `json:"flapping"`
+}
+
+type driftRecord struct {
+	state  DriftState
+	recent []time.Time // restores within the window
+}
+
+// appTarget is what a project was last converged to by this Applier: an
+// app of a revision.
+type appTarget struct {
+	rev reconcile.Revision
+	app devicestate.App
+}
+
+// setTargets records what the apps of a source were left on by Apply.
+func (a *Applier) setTargets(source string, m map[string]appTarget) {
+	a.driftMu.Lock()
+	defer a.driftMu.Unlock()
+	a.targets[source] = m
+}
+
+// currentTarget is what the app of a source was last converged to, nil when
+// unknown or down.
+func (a *Applier) currentTarget(source, app string) *appTarget {
+	a.driftMu.Lock()
+	defer a.driftMu.Unlock()
+	if t, ok := a.targets[source][app]; ok {
+		return &t
+	}
+	return nil
+}
+
+// targetsOf returns what the projects of rev's source must be restored to:
+// what this Applier last converged them to when it has applied the source
+// since it started (this includes the apps of a failed revision that
+// succeeded, and the rollbacks of the others), otherwise the apps rev
+// deploys.
+func (a *Applier) targetsOf(rev reconcile.Revision) []appTarget {
+	a.driftMu.Lock()
+	m, ok := a.targets[rev.Source]
+	a.driftMu.Unlock()
+	var out []appTarget
+	if ok {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			out = append(out, m[k])
+		}
+		return out
+	}
+	for _, app := range desiredApps(rev) {
+		out = append(out, appTarget{rev: rev, app: app})
+	}
+	return out
+}
+
+// Drift returns the drift corrections so far, by project name.
+func (a *Applier) Drift() map[string]DriftState {
+	a.driftMu.Lock()
+	defer a.driftMu.Unlock()
+	now := time.Now()
+	out := make(map[string]DriftState, len(a.drift))
+	for name, r := range a.drift {
+		st := r.state
+		st.Flapping = st.Flapping && a.recentRestores(r, now) >= a.maxRestores
+		out[name] = st
+	}
+	return out
+}
+
+// recentRestores drops the restores older than the window and counts the
+// others. driftMu is held.
+func (a *Applier) recentRestores(r *driftRecord, now time.Time) int {
+	r.recent = slices.DeleteFunc(r.recent, func(t time.Time) bool { return now.Sub(t) >= a.restoreWindow })
+	return len(r.recent)
+}
+
+// allowRestore records that project drifted for reason and says whether it
+// may be restored now.
+func (a *Applier) allowRestore(project string, t appTarget, reason string) bool {
+	a.driftMu.Lock()
+	defer a.driftMu.Unlock()
+	r, ok := a.drift[project]
+	if !ok {
+		r = &driftRecord{state: DriftState{Source: t.rev.Source, App: t.app.Name}}
+		a.drift[project] = r
+	}
+	now := time.Now()
+	r.state.LastReason = reason
+	if a.recentRestores(r, now) >= a.maxRestores {
+		if !r.state.Flapping {
+			r.state.Flapping = true
+			a.log.Warn("compose: app is flapping: not restoring it any more until the window passes",
+				"source", t.rev.Source, "app", t.app.Name, "project", project, "reason", reason,
+				"restores", len(r.recent), "window", a.restoreWindow, "until", r.recent[0].Add(a.restoreWindow))
+		}
+		return false
+	}
+	r.state.Flapping = false
+	r.recent = append(r.recent, now)
+	r.state.Restores++
+	r.state.LastRestore = now
+	return true
+}
+
+func (a *Applier) restoreDone(project string, err error) {
+	a.driftMu.Lock()
+	defer a.driftMu.Unlock()
+	if r, ok := a.drift[project]; ok {
+		r.state.LastError = ""
+		if err != nil {
+			r.state.LastError = err.Error()
+		}
+	}
+}
+
+// Watch keeps the applied projects as their revision says until ctx is
+// done. applied returns the revision applied on every source. Watch
+// subscribes to the engine's events (a container of berth's stopping,
+// dying, being killed or removed) and also re-checks every interval (default
+// DefaultDriftInterval). A project with a container missing, stopped, or
+// whose LabelConfigHash differs from what its app produces (changed by hand)
+// is restored with the same up as Apply; the services whose hash differs
+// are recreated even when Compose's own hash still matches. Projects are
+// restored to what this Applier last converged them to (see targetsOf). A
+// source that an Apply is converging is left alone. A project restored more
+// than 5 times in 10 minutes is flapping: Watch logs it and leaves it alone
+// until the window has passed. Watch returns ctx's error.
+func (a *Applier) Watch(ctx context.Context, applied func() []reconcile.Revision, interval time.Duration) error {
+	if interval <= 0 {
+		interval = DefaultDriftInterval
+	}
+	kick := make(chan struct{}, 1)
+	go a.watchEvents(ctx, kick)
+
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+
+	busy := a.checkAll(ctx, applied)
+	for {
+		if busy {
+			// A source was being applied: look again soon.
+			debounce.Reset(a.debounce)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-kick:
+			debounce.Reset(a.debounce)
+			busy = false
+			continue
+		case <-debounce.C:
+		case <-ticker.C:
+		}
+		busy = a.checkAll(ctx, applied)
+	}
+}
+
+// watchEvents sends on kick whenever a berth container stops, dies, is
+// killed or removed, resubscribing when the stream breaks.
+func (a *Applier) watchEvents(ctx context.Context, kick chan<- struct{}) {
+	f := make(client.Filters).
+		Add("type", string(events.ContainerEventType)).
+		Add("label", LabelSource).
+		Add("event", string(events.ActionDie), string(events.ActionStop), string(events.ActionDestroy), string(events.ActionKill))
+	backoff := time.Second
+	for ctx.Err() == nil {
+		res := a.docker.Events(ctx, client.EventsListOptions{Filters: f})
+		ok := true
+		for ok {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-res.Messages:
+				backoff = time.Second
+				a.log.Debug("compose: container event", "action", m.Action, "container", m.Actor.Attributes["name"], "project", m.Actor.Attributes["com.docker.compose.project"])
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			case err := <-res.Err:
+				if ctx.Err() != nil {
+					return
+				}
+				a.log.Warn("compose: docker events interrupted; drift is checked every interval meanwhile", "err", err, "retry", backoff)
+				ok = false
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Minute)
+		// Whatever happened while unsubscribed is caught by this check.
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// checkAll checks the projects of every applied revision once. It reports
+// whether a source was skipped because an Apply holds it.
+func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revision) (busy bool) {
+	for _, rev := range applied() {
+		if ctx.Err() != nil {
+			return false
+		}
+		mu := a.lock(rev.Source)
+		if !mu.TryLock() {
+			busy = true
+			continue
+		}
+		for _, t := range a.targetsOf(rev) {
+			a.checkApp(ctx, t)
+		}
+		mu.Unlock()
+	}
+	return busy
+}
+
+// checkApp restores the project of t when it drifted. The source's lock is
+// held.
+func (a *Applier) checkApp(ctx context.Context, t appTarget) {
+	name := ProjectName(t.rev.Source, t.app.Name)
+	log := a.log.With("source", t.rev.Source, "app", t.app.Name, "project", name, "revision", t.rev.Digest)
+	ap, err := a.load(ctx, t.rev, t.app)
+	if err != nil {
+		log.Warn("compose: drift check: cannot load the applied project", "err", err)
+		return
+	}
+	cs, err := a.containers(ctx, name)
+	if err != nil {
+		log.Warn("compose: drift check failed", "err", err)
+		return
+	}
+	reason, force := drifted(ap, cs)
+	if reason == "" {
+		return
+	}
+	if !a.allowRestore(name, t, reason) {
+		return
+	}
+	log.Info("compose: restoring drifted app", "reason", reason, "recreate", force)
+	err = a.ensureImages(ctx, ap.project)
+	if err == nil {
+		err = a.up(ctx, ap, force)
+	}
+	if err == nil {
+		if err = a.wait(ctx, ap.project); err != nil {
+			err = a.describeFailure(ctx, ap.project, err)
+		}
+	}
+	a.restoreDone(name, err)
+	if err != nil {
+		log.Warn("compose: restoring drifted app failed", "reason", reason, "err", err)
+		return
+	}
+	log.Info("compose: restored drifted app", "reason", reason)
+}
+
+// drifted compares a project's containers with what it should be. It
+// returns why it drifted ("" when it did not) and the services whose
+// containers were changed by hand.
+func drifted(ap *appProject, cs []ctr) (reason string, force []string) {
+	var reasons []string
+	p := ap.project
+	for _, svc := range p.ServiceNames() {
+		s := p.Services[svc]
+		n := 0
+		changed := false
+		for i := range cs {
+			c := &cs[i]
+			if c.service != svc {
+				continue
+			}
+			n++
+			switch {
+			case c.labels[LabelConfigHash] != ap.hashes[svc]:
+				reasons = append(reasons, fmt.Sprintf("container %s of service %q was changed (config hash differs)", c.name, svc))
+				changed = true
+			case c.state == container.StateExited && c.exitCode == 0 && oneShot(p, svc):
+			case c.state == container.StateExited || c.state == container.StateDead || c.state == container.StateCreated:
+				reasons = append(reasons, fmt.Sprintf("container %s of service %q is %s", c.name, svc, c.state))
+			}
+		}
+		if changed {
+			force = append(force, svc)
+		}
+		if want := s.GetScale(); n < want {
+			reasons = append(reasons, fmt.Sprintf("service %q has %d of %d containers", svc, n, want))
+		}
+	}
+	for i := range cs {
+		if _, ok := p.Services[cs[i].service]; !ok {
+			reasons = append(reasons, fmt.Sprintf("container %s belongs to no service of the app", cs[i].name))
+		}
+	}
+	return strings.Join(reasons, "; "), force
+}

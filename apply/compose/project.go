@@ -1,0 +1,195 @@
+package compose
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/dotenv"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/docker/compose/v5/pkg/api"
+
+	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/reconcile"
+)
+
+// ProjectName is the Compose project of an app of a source:
+// berth-<source>-<app>, lowercased, every character other than [a-z0-9_-]
+// replaced by '-'. Source and app names are DNS labels, so this is normally
+// just the concatenation; Apply refuses to touch a project of that name
+// that another source or app owns.
+func ProjectName(source, app string) string {
+	s := strings.ToLower("berth-" + source + "-" + app)
+	b := []byte(s)
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' && c != '-' {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// appProject is an app's project loaded from a revision, labelled and ready
+// to be brought up.
+type appProject struct {
+	project *types.Project
+	// hashes are the LabelConfigHash of every service.
+	hashes map[string]string
+}
+
+// revisionDirPlaceholder replaces the revision folder in what is hashed, so
+// that the hash does not depend on where the revision is extracted.
+const revisionDirPlaceholder = "${BERTH_REVISION_DIR}"
+
+// load loads the project of app from rev.Dir with compose-go, the way the
+// Compose CLI does, and labels it. The interpolation environment is the
+// device's env file for the app, and nothing else.
+func (a *Applier) load(ctx context.Context, rev reconcile.Revision, app devicestate.App) (*appProject, error) {
+	if app.Compose == nil {
+		return nil, fmt.Errorf("app %q has no compose section", app.Name)
+	}
+	name := ProjectName(rev.Source, app.Name)
+	root, err := filepath.Abs(rev.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("revision folder %s: %w", rev.Dir, err)
+	}
+	files, err := app.Compose.ConfigFiles(os.DirFS(root))
+	if err != nil {
+		return nil, fmt.Errorf("revision %s: %w", rev.Digest, err)
+	}
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = filepath.Join(root, filepath.FromSlash(f))
+	}
+	workDir := filepath.Join(root, filepath.FromSlash(app.Compose.Path))
+
+	envFile := filepath.Join(a.opts.EnvDir, app.Name+".env")
+	envData, err := os.ReadFile(envFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		envFile, envData = "", nil
+	case err != nil:
+		return nil, fmt.Errorf("read the env file of app %q: %w", app.Name, err)
+	}
+	env := map[string]string{}
+	if envFile != "" {
+		env, err = dotenv.UnmarshalBytesWithLookup(envData, func(string) (string, bool) { return "", false })
+		if err != nil {
+			return nil, fmt.Errorf("env file %s: %w", envFile, err)
+		}
+	}
+
+	po, err := cli.NewProjectOptions(paths,
+		cli.WithWorkingDirectory(workDir),
+		cli.WithName(name),
+		// Like the CLI: resolve the services' environment after loading.
+		cli.WithoutEnvironmentResolution,
+	)
+	if err != nil {
+		return nil, fmt.Errorf("compose project %s: %w", name, err)
+	}
+	// Set directly rather than with cli.WithEnvFiles, which falls back to
+	// a .env of the working folder: the artifact's .env is never read.
+	po.Environment = env
+	project, err := po.LoadProject(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load compose project of app %q from %s (revision %s): %w", app.Name, app.Compose.Path, rev.Digest, err)
+	}
+	project, err = project.WithServicesEnvironmentResolved(true)
+	if err != nil {
+		return nil, fmt.Errorf("load compose project of app %q: %w", app.Name, err)
+	}
+	project = project.WithoutUnnecessaryResources()
+
+	ap := &appProject{project: project, hashes: map[string]string{}}
+	for sname, s := range project.Services {
+		if s.Image == "" {
+			return nil, fmt.Errorf("app %q: service %q has no image: berth does not build images on devices; set image: (the publishing side pins it to a digest)", app.Name, sname)
+		}
+		// Images are made present before up (see ensureImages): Compose
+		// itself must neither build nor pull.
+		s.Build = nil
+		s.PullPolicy = types.PullPolicyNever
+		h, err := serviceHash(s, root, envData)
+		if err != nil {
+			return nil, fmt.Errorf("app %q: service %q: %w", app.Name, sname, err)
+		}
+		ap.hashes[sname] = h
+		if s.Labels == nil {
+			s.Labels = types.Labels{}
+		}
+		s.Labels[LabelConfigHash] = h
+		// What the Compose CLI sets (without these, Start finds no
+		// container to start), and berth's own labels. Custom labels are
+		// not part of Compose's configuration hash.
+		s.CustomLabels = map[string]string{
+			api.ProjectLabel:     project.Name,
+			api.ServiceLabel:     sname,
+			api.VersionLabel:     api.ComposeVersion,
+			api.WorkingDirLabel:  project.WorkingDir,
+			api.ConfigFilesLabel: strings.Join(project.ComposeFiles, ","),
+			api.OneoffLabel:      "False",
+			LabelSource:          rev.Source,
+			LabelApp:             app.Name,
+			LabelRevision:        rev.Digest,
+		}
+		if envFile != "" {
+			s.CustomLabels[api.EnvironmentFileLabel] = envFile
+		}
+		project.Services[sname] = s
+	}
+	for k, n := range project.Networks {
+		if !n.External {
+			n.CustomLabels = n.CustomLabels.Add(LabelSource, rev.Source).Add(LabelApp, app.Name)
+			project.Networks[k] = n
+		}
+	}
+	for k, v := range project.Volumes {
+		if !v.External {
+			v.CustomLabels = v.CustomLabels.Add(LabelSource, rev.Source).Add(LabelApp, app.Name)
+			project.Volumes[k] = v
+		}
+	}
+	return ap, nil
+}
+
+// serviceHash is LabelConfigHash: the sha256 of the service's
+// configuration as Compose hashes it (without build, pull policy, scale
+// and depends_on), the revision folder replaced by a placeholder, and of
+// the env file's content.
+func serviceHash(s types.ServiceConfig, root string, envData []byte) (string, error) {
+	s.Build = nil
+	s.PullPolicy = ""
+	s.Scale = nil
+	if s.Deploy != nil {
+		d := *s.Deploy
+		d.Replicas = nil
+		s.Deploy = &d
+	}
+	s.DependsOn = nil
+	s.Profiles = nil
+	if _, ok := s.Labels[LabelConfigHash]; ok {
+		s.Labels = maps.Clone(s.Labels)
+		delete(s.Labels, LabelConfigHash)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", err
+	}
+	b = bytes.ReplaceAll(b, []byte(root), []byte(revisionDirPlaceholder))
+	h := sha256.New()
+	h.Write(b)
+	h.Write([]byte{0})
+	h.Write(envData)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
