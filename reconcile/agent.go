@@ -366,11 +366,22 @@ func (a *Agent) Ready() error {
 	return nil
 }
 
-// Status reports every source's configuration and recorded state.
+// Status reports every source's configuration and recorded state, and the
+// appliers' live reports.
 func (a *Agent) Status() api.Status {
+	st := api.Status{Version: a.version, StateDir: a.cfg.StateDir}
+	for _, ap := range a.appliers {
+		if r, ok := ap.(Reporter); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if st.Appliers == nil {
+				st.Appliers = map[string]any{}
+			}
+			st.Appliers[ap.Kind()] = r.Report(ctx)
+			cancel()
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := api.Status{Version: a.version, StateDir: a.cfg.StateDir}
 	for _, name := range a.order {
 		s := a.sources[name]
 		s.mu.Lock()

@@ -41,3 +41,9 @@ type Watcher interface {
 	// applied, one per source.
 	Watch(ctx context.Context, applied func() []Revision, interval time.Duration) error
 }
+
+// Reporter is an Applier that reports the live state of what it applied,
+// for `berth status`.
+type Reporter interface {
+	Report(ctx context.Context) any
+}

@@ -2,6 +2,7 @@ package compose
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -345,4 +346,37 @@ func drifted(ap *appProject, cs []ctr) (reason string, force []string) {
 		}
 	}
 	return strings.Join(reasons, "; "), force
+}
+
+// ProjectReport is the live state of one managed project.
+type ProjectReport struct {
+	Source string          `json:"source"`
+	App    string          `json:"app"`
+	Detail json.RawMessage `json:"detail,omitempty"`
+	Drift  *DriftState     `json:"drift,omitempty"`
+}
+
+// Report returns the live state of every project this applier converged,
+// keyed by project name, with its drift record, for `berth status`.
+func (a *Applier) Report(ctx context.Context) any {
+	drift := a.Drift()
+	a.driftMu.Lock()
+	var reports []ProjectReport
+	for source, apps := range a.targets {
+		for app := range apps {
+			r := ProjectReport{Source: source, App: app}
+			if d, ok := drift[ProjectName(source, app)]; ok {
+				r.Drift = &d
+			}
+			reports = append(reports, r)
+		}
+	}
+	a.driftMu.Unlock()
+	out := map[string]ProjectReport{}
+	for _, r := range reports {
+		name := ProjectName(r.Source, r.App)
+		r.Detail = a.detail(ctx, name)
+		out[name] = r
+	}
+	return out
 }

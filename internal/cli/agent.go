@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -232,6 +233,7 @@ func statusFromFile(stateDir string) (*api.Status, error) {
 }
 
 func printStatus(w io.Writer, st *api.Status) {
+	live := liveCompose(st)
 	if len(st.Sources) == 0 {
 		fmt.Fprintln(w, "no sources")
 		return
@@ -271,7 +273,7 @@ func printStatus(w io.Writer, st *api.Status) {
 		}
 		if s.Applied != nil {
 			for _, app := range s.Applied.Apps {
-				fmt.Fprintf(w, "  app %s (%s): %s %s\n", app.Name, app.Kind, app.Outcome, app.Message)
+				printApp(w, s.Name, app, live)
 			}
 		}
 	}
@@ -477,4 +479,57 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// liveCompose decodes the Compose applier's live report, if any.
+func liveCompose(st *api.Status) map[string]compose.ProjectReport {
+	raw, ok := st.Appliers["compose"]
+	if !ok {
+		return nil
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil
+	}
+	var out map[string]compose.ProjectReport
+	if json.Unmarshal(b, &out) != nil {
+		return nil
+	}
+	return out
+}
+
+// printApp prints one app: its last apply result and, for Compose apps,
+// the services as they run now (or as they were applied, without an agent).
+func printApp(w io.Writer, source string, app store.AppStatus, live map[string]compose.ProjectReport) {
+	fmt.Fprintf(w, "  app %s (%s): %s", app.Name, app.Kind, app.Outcome)
+	if app.Message != "" {
+		fmt.Fprintf(w, ": %s", firstLine(app.Message))
+	}
+	fmt.Fprintln(w)
+	detail := app.Detail
+	when := "at apply"
+	if r, ok := live[compose.ProjectName(source, app.Name)]; ok {
+		if len(r.Detail) > 0 {
+			detail, when = r.Detail, "now"
+		}
+		if d := r.Drift; d != nil && d.Restores > 0 {
+			fmt.Fprintf(w, "    drift: %d restores, last %s (%s)", d.Restores, d.LastRestore.Format(time.RFC3339), d.LastReason)
+			if d.Flapping {
+				fmt.Fprint(w, " FLAPPING: restores paused")
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	var d compose.Detail
+	if len(detail) == 0 || json.Unmarshal(detail, &d) != nil {
+		return
+	}
+	fmt.Fprintf(w, "    project %s (%s):\n", d.Project, when)
+	for _, svc := range d.Services {
+		health := ""
+		if svc.Health != "" {
+			health = ", " + svc.Health
+		}
+		fmt.Fprintf(w, "      %s: %s%s  %s\n", svc.Name, svc.State, health, svc.Image)
+	}
 }

@@ -35,6 +35,9 @@ type Status struct {
 	StateDir string `json:"stateDir"`
 	// Sources lists the configured sources, in configuration order.
 	Sources []SourceStatus `json:"sources"`
+	// Appliers holds each applier's live report (what runs, drift
+	// corrections), by kind.
+	Appliers map[string]any `json:"appliers,omitempty"`
 }
 
 // SourceStatus is the configuration and state of one source.

@@ -13,6 +13,12 @@ REG_PID=
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 cleanup() {
+  # The demo's app: containers and network of the project berth-line-3-web.
+  if command -v docker >/dev/null 2>&1; then
+    ids=$(docker ps -aq --filter label=com.docker.compose.project=berth-line-3-web 2>/dev/null || true)
+    [[ -n $ids ]] && docker rm -f $ids >/dev/null 2>&1
+    docker network rm berth-line-3-web_default >/dev/null 2>&1 || true
+  fi
   [[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -113,6 +119,8 @@ sources:
     verify: {keys: [$WORK/cosign.pub]}
     credentials: {dockerConfig: $DOCKER_CONFIG/config.json}
     caFile: $WORK/ca.pem
+apply:
+  compose: {waitTimeout: 1m}    # apply Compose apps on this machine's Docker Engine
 YAML
 run "$BERTH" agent --config device/agent.yaml --check-config
 if run "$BERTH" agent --config device/agent.yaml --once; then
@@ -124,7 +132,10 @@ run "$BERTH" agent --config device/agent.yaml --once
 run "$BERTH" status --config device/agent.yaml
 run "$BERTH" history line-3 --config device/agent.yaml
 echo "the device's current revision: $(readlink device/state/sources/line-3/current)"
-ls device/state/sources/line-3/current/
+
+say "The app runs on the Docker Engine (${DOCKER_HOST:-local socket}), pinned by digest and healthy"
+run curl -fsS http://127.0.0.1:8088/
 
 say "Done: pushed, signed, verified, pulled, and applied on a device through a TLS registry with auth"
+echo "(the demo's container is removed on exit; run the steps by hand to keep it)"
 echo "work folder: $WORK"
