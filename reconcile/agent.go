@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/memtrim"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
@@ -186,13 +186,16 @@ func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func
 		} else {
 			res = a.reconcile(ctx, name, s, request{})
 		}
+		// Start-up and applies touch much code and memory that the idle agent
+		// does not need again: hand it back to the device. Steady polls
+		// leave nothing worth trimming.
+		if first || res.Outcome != string(store.OutcomeUnchanged) {
+			memtrim.Trim()
+		}
 		if first {
 			first = false
 			firstDone()
 		}
-		// Reconciles allocate (verification, extraction) and then the agent
-		// idles for an interval: hand the freed memory back to the device.
-		debug.FreeOSMemory()
 		wait := a.nextWait(name, s, res)
 		s.mu.Lock()
 		s.next = time.Now().Add(wait)
