@@ -11,7 +11,8 @@
 // is ever read from the artifact.
 //
 // Apply converges the apps in order. For each app it makes sure the images
-// are present (pulling the pinned references that are missing, see pull),
+// are present (pulling the pinned references that are missing, through the
+// registry mirrors of Options.Registries, see ensureImages and pull),
 // runs the equivalent of `docker compose up -d --remove-orphans` (containers
 // whose configuration diverged are recreated, the others are left alone),
 // then waits until every container runs and, where it has a healthcheck, is
@@ -49,6 +50,7 @@ import (
 	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/source/mirror"
 )
 
 // Labels berth sets on the containers, networks and volumes it manages.
@@ -65,6 +67,10 @@ const (
 	// LabelConfigHash is the hash of the effective configuration of the
 	// container's service (see Applier.Apply).
 	LabelConfigHash = "dev.berth.config-hash"
+	// LabelImageMirror is the registry mirror that served the image the
+	// container was created from (see Options.Registries); absent when the
+	// image came from its own registry. It is not part of any hash.
+	LabelImageMirror = "dev.berth.image-mirror"
 )
 
 // Defaults of Options.
@@ -98,6 +104,14 @@ type Options struct {
 	// credHelpers, credsStore) for image pulls. Empty: Docker's default
 	// location ($DOCKER_CONFIG/config.json, else ~/.docker/config.json).
 	DockerConfig string
+	// Registries are the registry mirrors images are pulled through (the
+	// agent configuration's registries:, in file order; see package
+	// mirror). An image is pulled from the first endpoint that serves it,
+	// and the service then runs the reference that was pulled (the mirror's,
+	// same digest); the configuration hash is always that of the reference
+	// written in the compose file. Empty: every image comes from its own
+	// registry.
+	Registries []mirror.Set
 	// Log receives what the applier does; nil discards it.
 	Log *slog.Logger
 }
@@ -109,6 +123,8 @@ type Applier struct {
 	log    *slog.Logger
 	docker client.APIClient
 	svc    api.Compose
+	// mirrors resolves Options.Registries; nil without any.
+	mirrors *mirror.Resolver
 
 	credsOnce sync.Once
 	creds     credentials.Store
@@ -148,6 +164,13 @@ func New(ctx context.Context, o Options) (*Applier, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var mirrors *mirror.Resolver
+	if len(o.Registries) > 0 {
+		var err error
+		if mirrors, err = mirror.New(o.Registries); err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
+	}
 	// The client negotiates the API version with the engine on its first
 	// request (Debian's 20.10 speaks 1.41).
 	dc, err := client.New(client.WithTLSClientConfigFromEnv(), client.WithHost(o.Host), client.WithUserAgent("berth"))
@@ -164,6 +187,7 @@ func New(ctx context.Context, o Options) (*Applier, error) {
 		log:           log,
 		docker:        dc,
 		svc:           svc,
+		mirrors:       mirrors,
 		locks:         map[string]*sync.Mutex{},
 		drift:         map[string]*driftRecord{},
 		targets:       map[string]map[string]appTarget{},

@@ -102,7 +102,7 @@ func TestPullFromRegistry(t *testing.T) {
 	}
 	defer a2.Close()
 	other := host + "/berth-ctest/" + runID + "/absent@" + digest.String()
-	err = a2.pull(ctx, other)
+	_, err = a2.pull(ctx, other)
 	t.Logf("pull without credentials: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "pull "+other) {
 		t.Errorf("pull without credentials: %v", err)

@@ -35,6 +35,9 @@ type ServiceStatus struct {
 	State     string `json:"state"`
 	Health    string `json:"health"` // empty without a healthcheck
 	Image     string `json:"image"`
+	// Source is the registry mirror that served Image (LabelImageMirror);
+	// empty when the image came from its own registry.
+	Source string `json:"source"`
 }
 
 // ctr is what the wait and the status need of a container.
@@ -296,7 +299,7 @@ func (a *Applier) detail(ctx context.Context, project string) json.RawMessage {
 	cs, err := a.containers(ctx, project)
 	if err == nil {
 		for _, c := range cs {
-			d.Services = append(d.Services, ServiceStatus{Name: c.service, Container: c.name, State: string(c.state), Health: string(c.health), Image: c.image})
+			d.Services = append(d.Services, ServiceStatus{Name: c.service, Container: c.name, State: string(c.state), Health: string(c.health), Image: c.image, Source: c.labels[LabelImageMirror]})
 		}
 	}
 	b, _ := json.Marshal(d)

@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/source/mirror"
 )
 
 const defaultAgentConfig = "/etc/berth/agent.yaml"
@@ -106,7 +107,11 @@ func newAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]r
 				break
 			}
 		}
-		ca, err := compose.New(ctx, compose.Options{Host: o.Host, WaitTimeout: o.WaitTimeout, EnvDir: o.EnvDir, DockerConfig: dockerConfig, Log: log})
+		var registries []mirror.Set
+		for _, r := range cfg.Registries {
+			registries = append(registries, mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback})
+		}
+		ca, err := compose.New(ctx, compose.Options{Host: o.Host, WaitTimeout: o.WaitTimeout, EnvDir: o.EnvDir, DockerConfig: dockerConfig, Registries: registries, Log: log})
 		if err != nil {
 			return nil, nil, fmt.Errorf("compose applier: %w", err)
 		}
@@ -530,6 +535,10 @@ func printApp(w io.Writer, source string, app store.AppStatus, live map[string]c
 		if svc.Health != "" {
 			health = ", " + svc.Health
 		}
-		fmt.Fprintf(w, "      %s: %s%s  %s\n", svc.Name, svc.State, health, svc.Image)
+		via := ""
+		if svc.Source != "" {
+			via = " (via mirror " + svc.Source + ")"
+		}
+		fmt.Fprintf(w, "      %s: %s%s  %s%s\n", svc.Name, svc.State, health, svc.Image, via)
 	}
 }
