@@ -72,7 +72,15 @@ func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.M
 		return nil, err
 	}
 	defer rc.Close()
-	var r io.Reader = rc
+	// Receiving and hashing the blob run beside decompressing and writing
+	// it: two stages on two cores instead of one after the other.
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.CopyBuffer(pw, rc, make([]byte, 1<<20))
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close() // stops the copy when extraction ends early
+	var r io.Reader = pr
 	if o.Progress != nil {
 		r = o.Progress(r, layer.Size)
 	}
@@ -80,7 +88,7 @@ func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.M
 	if err != nil {
 		// Bytes that fail to parse are often bytes that were altered: read
 		// the rest of the (size-capped) blob so that the report says so.
-		if _, derr := io.Copy(io.Discard, rc); errors.Is(derr, oci.ErrDigestMismatch) {
+		if _, derr := io.Copy(io.Discard, pr); errors.Is(derr, oci.ErrDigestMismatch) {
 			err = derr
 		}
 		return nil, fmt.Errorf("extract %s into %s: %w", ref, dir, err)
