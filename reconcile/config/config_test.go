@@ -513,3 +513,29 @@ func selfSignedPEM(t *testing.T) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestMirrorHostNeedsRegistryName: a bare word is a Docker Hub repository to
+// Docker, not a registry, so it is refused with a message saying why.
+func TestMirrorHostNeedsRegistryName(t *testing.T) {
+	for _, tc := range []struct {
+		mirror string
+		ok     bool
+	}{
+		{"registry.plant.local/acme", true},
+		{"plant:5000/acme", true},
+		{"localhost/acme", true},
+		{"10.0.0.5/acme", true},
+		{"[::1]:5000/acme", true},
+		{"plant/acme", false},
+		{"plant", false},
+	} {
+		cfg := "sources:\n  - name: a\n    url: oci://r.example.com/x\n    ref: {tag: v1}\n    insecureSkipVerify: true\nregistries:\n  - source: ghcr.io/acme\n    mirrors: [\"" + tc.mirror + "\"]\n"
+		_, err := Parse("agent.yaml", []byte(cfg))
+		if tc.ok && err != nil {
+			t.Errorf("mirror %q: %v", tc.mirror, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "does not name a registry host")) {
+			t.Errorf("mirror %q: err = %v, want a clear refusal", tc.mirror, err)
+		}
+	}
+}

@@ -680,6 +680,9 @@ func (p *parser) prefix(n *yaml.Node, path, s string) bool {
 		msg = "must be a host or host/path prefix, without credentials, tag or digest"
 	case m == nil || len(s) > 255:
 		msg = fmt.Sprintf("%q is not a registry host or host/path prefix such as ghcr.io/acme or registry.local:5000/acme (the path is lowercase, without tag or trailing /)", s)
+	case !strings.ContainsAny(m[prefixRE.SubexpIndex("host")], ".:[") && m[prefixRE.SubexpIndex("host")] != "localhost" && m[prefixRE.SubexpIndex("port")] == "":
+		// Docker reads such a name as a repository on Docker Hub.
+		msg = fmt.Sprintf("%q does not name a registry host: give a domain (registry.plant.local), an IP, a port (plant:5000) or localhost", s)
 	default:
 		return p.hostPort(n, path, m[prefixRE.SubexpIndex("host")], m[prefixRE.SubexpIndex("port")])
 	}
