@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,7 +73,7 @@ systemd when it is ready (Type=notify).`,
 				res := agent.RunOnce(cmd.Context())
 				failed := 0
 				for _, r := range res {
-					if r.Error != "" {
+					if r.Failed() {
 						failed++
 					}
 				}
@@ -231,7 +232,7 @@ func statusFromFile(stateDir string) (*api.Status, error) {
 		return nil, err
 	}
 	st := &api.Status{StateDir: stateDir}
-	for _, name := range sortedKeys(state.Sources) {
+	for _, name := range slices.Sorted(maps.Keys(state.Sources)) {
 		st.Sources = append(st.Sources, api.SourceStatus{Name: name, SourceState: *state.Sources[name]})
 	}
 	return st, nil
@@ -370,7 +371,7 @@ func newReconcileCmd(g *globals) *cobra.Command {
 				return err
 			}
 			for _, r := range res {
-				if r.Error != "" {
+				if r.Failed() {
 					return exitError{code: 1}
 				}
 			}
@@ -475,15 +476,6 @@ func setSuspended(stateDir, name string, suspend bool) error {
 		return err
 	}
 	return store.WriteState(stateDir, state)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // liveCompose decodes the Compose applier's live report, if any.

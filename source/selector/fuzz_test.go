@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/source/oci"
 )
 
 func mustCompile(t *testing.T, expr string) *regexp.Regexp {
@@ -52,7 +54,7 @@ func FuzzSelect(f *testing.F) {
 			}
 			return
 		}
-		if !slices.Contains(tags, got.Tag) || IsSignatureTag(got.Tag) {
+		if !slices.Contains(tags, got.Tag) || oci.IsSignatureTag(got.Tag) {
 			t.Fatalf("picked %q out of %q", got.Tag, tags)
 		}
 		if got.Version != "" {

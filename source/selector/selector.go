@@ -43,6 +43,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/Masterminds/semver/v3"
+
+	"github.com/berth-dev/berth/source/oci"
 )
 
 // Orders and directions of a Policy.
@@ -343,26 +345,6 @@ func extractRef(s string) (name string, num, n int, ok bool) {
 	return name, num, n, true
 }
 
-// IsSignatureTag reports whether tag is one cosign writes next to an
-// artifact: sha256-<64 hex> (also the OCI referrers fallback tag), or that
-// followed by .sig, .att or .sbom.
-func IsSignatureTag(tag string) bool {
-	const prefix, hexLen = "sha256-", 64
-	if len(tag) < len(prefix)+hexLen || tag[:len(prefix)] != prefix {
-		return false
-	}
-	for _, c := range []byte(tag[len(prefix) : len(prefix)+hexLen]) {
-		if ('0' > c || c > '9') && ('a' > c || c > 'f') {
-			return false
-		}
-	}
-	switch tag[len(prefix)+hexLen:] {
-	case "", ".sig", ".att", ".sbom":
-		return true
-	}
-	return false
-}
-
 // candidate is a tag that passed the policy's filters.
 type candidate struct {
 	tag, value string
@@ -426,7 +408,7 @@ func (s *Selector) Select(tags []string) (Selection, error) {
 	var best candidate
 	found := false
 	for _, tag := range tags {
-		if IsSignatureTag(tag) {
+		if oci.IsSignatureTag(tag) {
 			st.signatures++
 			continue
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/source/oci"
 )
 
 const hex64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -530,7 +532,7 @@ func TestIsSignatureTag(t *testing.T) {
 		"latest":                           false,
 		"":                                 false,
 	} {
-		if got := IsSignatureTag(tag); got != want {
+		if got := oci.IsSignatureTag(tag); got != want {
 			t.Errorf("IsSignatureTag(%q) = %v", tag, got)
 		}
 	}
