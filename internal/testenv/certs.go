@@ -15,8 +15,8 @@ import (
 )
 
 // writeTLSFiles generates a CA and a server certificate it signs, valid for
-// 127.0.0.1, ::1 and localhost, and writes them as PEM files.
-func writeTLSFiles(caFile, certFile, keyFile string) (*x509.CertPool, error) {
+// 127.0.0.1, ::1, localhost and extraIPs, and writes them as PEM files.
+func writeTLSFiles(caFile, certFile, keyFile string, extraIPs ...net.IP) (*x509.CertPool, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -52,7 +52,7 @@ func writeTLSFiles(caFile, certFile, keyFile string) (*x509.CertPool, error) {
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, extraIPs...),
 		DNSNames:     []string{"localhost"},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)

@@ -42,6 +42,10 @@ type RegistryOptions struct {
 	// NoAuth turns authentication off. Username and Password are then empty
 	// and DockerConfig holds no credentials.
 	NoAuth bool
+	// IP is the address to listen on; default 127.0.0.1. A test that puts
+	// a client in another network namespace (see NewNetns) listens on the
+	// host end of its veth pair. The certificate is valid for it too.
+	IP string
 }
 
 // Registry is a running Debian docker-registry (distribution 2.8) on
@@ -121,7 +125,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	}
 	if !opts.Plain {
 		r.CAFile = filepath.Join(dir, "certs", "ca.pem")
-		pool, err := writeTLSFiles(r.CAFile, r.certFile(), r.keyFile())
+		pool, err := writeTLSFiles(r.CAFile, r.certFile(), r.keyFile(), net.ParseIP(r.ip()))
 		if err != nil {
 			t.Fatalf("testenv: generate registry TLS files: %v", err)
 		}
@@ -151,7 +155,7 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	// another one then.
 	const attempts = 5
 	for i := 1; ; i++ {
-		port, err := freePort()
+		port, err := freePortOn(r.ip())
 		if err != nil {
 			t.Fatalf("testenv: find a free port: %v", err)
 		}
@@ -169,8 +173,17 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	}
 }
 
-// Host is the registry's "127.0.0.1:PORT", as used in references.
-func (r *Registry) Host() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
+// Host is the registry's "127.0.0.1:PORT" (or "IP:PORT"), as used in
+// references.
+func (r *Registry) Host() string { return net.JoinHostPort(r.ip(), strconv.Itoa(r.port)) }
+
+// ip is the address the registry listens on.
+func (r *Registry) ip() string {
+	if r.opts.IP != "" {
+		return r.opts.IP
+	}
+	return "127.0.0.1"
+}
 
 // Port is the port the registry listens on; it is kept across Stop and Start.
 func (r *Registry) Port() int { return r.port }
@@ -477,8 +490,11 @@ func findRegistryBinary() string {
 }
 
 // freePort returns a port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort() (int, error) { return freePortOn("127.0.0.1") }
+
+// freePortOn returns a port of ip that was free a moment ago.
+func freePortOn(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return 0, err
 	}
