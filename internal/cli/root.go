@@ -105,6 +105,7 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 		newTagCmd(g), newListCmd(g), newDiffCmd(g), newLoginCmd(g), newGenerateKeyCmd(g),
 		newAgentCmd(g), newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g),
 		newSuspendCmd(g, true), newSuspendCmd(g, false),
+		newMirrorCmd(g),
 	)
 	return root
 }
