@@ -18,6 +18,7 @@
 //	      digest: sha256:…            # written by the lock step
 //	      namespace: metrics
 //	      valuesFiles: [apps/metrics/values.yaml]
+//	      maxHistory: 5               # release revisions kept
 //	extensions:
 //	  usbguard: {compose: {path: extensions/usbguard}}
 //
@@ -50,6 +51,11 @@ const (
 	MaxFileSize = 1 << 20
 	// DefaultTimeout is the Helm timeout of an app that sets none.
 	DefaultTimeout = 5 * time.Minute
+	// DefaultMaxHistory is the Helm release history bound of an app that
+	// sets none.
+	DefaultMaxHistory = 5
+	// MaxMaxHistory is the largest maxHistory accepted.
+	MaxMaxHistory = 1000
 )
 
 // DeviceState is a parsed and validated berth.yaml.
@@ -118,6 +124,9 @@ type Helm struct {
 	Wait bool
 	// Timeout of an install or upgrade; default DefaultTimeout.
 	Timeout time.Duration
+	// MaxHistory bounds the revisions of the release kept in its history
+	// (Helm's --history-max); default DefaultMaxHistory.
+	MaxHistory int
 }
 
 // Error is one problem of a desired state: its File, Line (0 when the

@@ -109,8 +109,9 @@ func TestParseFull(t *testing.T) {
 				ValuesFiles: []string{"apps/metrics/values.yaml"},
 				Wait:        false,
 				Timeout:     90 * time.Second,
+				MaxHistory:  3,
 			}},
-			{Name: "ui", Helm: &Helm{Path: "charts/ui", ReleaseName: "ui", Wait: true, Timeout: DefaultTimeout}},
+			{Name: "ui", Helm: &Helm{Path: "charts/ui", ReleaseName: "ui", Wait: true, Timeout: DefaultTimeout, MaxHistory: DefaultMaxHistory}},
 			{Name: "api", Compose: &Compose{Path: "apps/api", Files: []string{"compose.yaml", "compose.prod.yaml"}}},
 		},
 		Extensions: []App{
@@ -121,6 +122,7 @@ func TestParseFull(t *testing.T) {
 				ReleaseName: "vpn",
 				Wait:        true,
 				Timeout:     DefaultTimeout,
+				MaxHistory:  DefaultMaxHistory,
 			}},
 		},
 	}
@@ -290,7 +292,7 @@ func FuzzParse(f *testing.F) {
 			}
 			names[a.Name] = true
 			if h := a.Helm; h != nil {
-				if (h.Chart == "") == (h.Path == "") || h.Timeout <= 0 || (h.Chart != "" && h.Version == "") {
+				if (h.Chart == "") == (h.Path == "") || h.Timeout <= 0 || (h.Chart != "" && h.Version == "") || h.MaxHistory < 1 || h.MaxHistory > MaxMaxHistory {
 					t.Fatalf("app %q: invalid helm %+v", a.Name, h)
 				}
 			}

@@ -183,11 +183,11 @@ var (
 
 // helm parses a Helm app; at is its key, where missing fields are reported.
 func (p *parser) helm(n *yaml.Node, path, app string, at *yaml.Node) *Helm {
-	f := p.Mapping(n, path, "chart", "version", "digest", "path", "namespace", "releaseName", "values", "valuesFiles", "wait", "timeout")
+	f := p.Mapping(n, path, "chart", "version", "digest", "path", "namespace", "releaseName", "values", "valuesFiles", "wait", "timeout", "maxHistory")
 	if f == nil {
 		return nil
 	}
-	h := &Helm{ReleaseName: app, Wait: true, Timeout: DefaultTimeout}
+	h := &Helm{ReleaseName: app, Wait: true, Timeout: DefaultTimeout, MaxHistory: DefaultMaxHistory}
 	str := func(name string) (*yaml.Node, string, bool) {
 		fv, ok := f[name]
 		if !ok {
@@ -268,6 +268,15 @@ func (p *parser) helm(n *yaml.Node, path, app string, at *yaml.Node) *Helm {
 			p.Errorf(tn, yamlstrict.Join(path, "timeout"), "must be positive, got %q", t)
 		default:
 			h.Timeout = d
+		}
+	}
+	if m, ok := f["maxHistory"]; ok {
+		if v, ok := p.Int(m.Val, yamlstrict.Join(path, "maxHistory")); ok {
+			if v < 1 || v > MaxMaxHistory {
+				p.Errorf(m.Val, yamlstrict.Join(path, "maxHistory"), "must be between 1 and %d, got %d", MaxMaxHistory, v)
+			} else {
+				h.MaxHistory = int(v)
+			}
 		}
 	}
 	return h

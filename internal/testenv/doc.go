@@ -15,6 +15,11 @@
 // [BuildHello] and [PushImage] make the images they run: a static binary in
 // an image FROM scratch, since nothing can be pulled from a public registry.
 //
+// [StartKube] runs a real kube-apiserver (built and cached by
+// test/scripts/kube-apiserver.sh) on Debian's etcd, with token
+// authentication, RBAC and an audit log that [Kube.Writes] reads to count
+// the write requests of a user. There is no kubelet: pods never run.
+//
 // The system tools come from test/scripts/ensure-deps.sh, which `make test` runs
 // first. A missing tool fails the test with the command that installs it;
 // it is never a reason to skip.

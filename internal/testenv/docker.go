@@ -474,6 +474,22 @@ func (d *DockerEngine) ImagePresent(t testing.TB, ref string) bool {
 	return d.Do(t, http.MethodGet, "/images/"+ref+"/json", nil, nil) != http.StatusNotFound
 }
 
+// ImagesLabelled returns the IDs of the local images whose labels match
+// labelFilter (as Containers), so that a test can remove the images it
+// built (RemoveImage(t, id+"?force=1")) and no other test's.
+func (d *DockerEngine) ImagesLabelled(t testing.TB, labelFilter map[string]string) []string {
+	t.Helper()
+	var imgs []struct {
+		ID string `json:"Id"`
+	}
+	d.Do(t, http.MethodGet, "/images/json?filters="+labelFilters(labelFilter), nil, &imgs)
+	ids := make([]string, 0, len(imgs))
+	for _, img := range imgs {
+		ids = append(ids, img.ID)
+	}
+	return ids
+}
+
 // RemoveImage removes the local image reference ref (untagging it; the
 // image goes when no reference is left and no container uses it). One that
 // is not there is fine.

@@ -35,6 +35,8 @@ DEPS=(
   # Proof is dockerd: a docker CLI alone (say in /usr/local/bin) is no engine.
   "docker.io /usr/sbin/dockerd" # brings containerd, runc, tini (docker-init)
   "iptables /usr/sbin/iptables" # dockerd's bridge networking and port mapping
+  "iproute2 /usr/sbin/ip" # network namespaces of the air-gap tests
+  "etcd-server /usr/bin/etcd" # the store of the Helm tests' kube-apiserver
 )
 
 mode=install

@@ -1,0 +1,622 @@
+package helm
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/kube"
+	"helm.sh/helm/v3/pkg/release"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/resource"
+	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/reconcile"
+)
+
+// Drift correction limits.
+const (
+	// defaultMaxRestores restores of one release within
+	// defaultRestoreWindow make it flapping: it is then left alone until
+	// the window has passed.
+	defaultMaxRestores   = 5
+	defaultRestoreWindow = 10 * time.Minute
+	// DefaultDriftInterval is Watch's interval when given none.
+	DefaultDriftInterval = time.Minute
+	// maxReasonPaths bounds the changed fields named per object.
+	maxReasonPaths = 5
+)
+
+// Helm's ownership metadata, which it sets on every object of a release.
+const (
+	helmManagedByLabel       = "app.kubernetes.io/managed-by"
+	helmReleaseNameAnno      = "meta.helm.sh/release-name"
+	helmReleaseNamespaceAnno = "meta.helm.sh/release-namespace"
+)
+
+// ApplyResult is the outcome of the last Apply of a release.
+type ApplyResult struct {
+	// Revision is the digest of the berth revision applied.
+	Revision string    `json:"revision"`
+	Outcome  string    `json:"outcome"`
+	Message  string    `json:"message,omitempty"`
+	Time     time.Time `json:"time"`
+}
+
+// DriftState is what drift correction found and did on one release, for
+// status.
+type DriftState struct {
+	Source string `json:"source"`
+	App    string `json:"app"`
+	// LastCheck is when the release was last compared with the cluster.
+	LastCheck time.Time `json:"lastCheck,omitzero"`
+	// Drifted lists what differed at the last check that found drift:
+	// objects deleted, or changed in fields the chart sets.
+	Drifted []string `json:"drifted,omitempty"`
+	// Restores counts the restores since the agent started.
+	Restores int `json:"restores"`
+	// LastRestore is when the release was last restored.
+	LastRestore time.Time `json:"lastRestore,omitzero"`
+	// LastError is the error of the last restore or check, empty if it
+	// succeeded.
+	LastError string `json:"lastError,omitempty"`
+	// Flapping is set when the release needed more restores than allowed
+	// within the window: it is not restored again until the window passes.
+	Flapping bool `json:"flapping"`
+}
+
+type driftRecord struct {
+	state  DriftState
+	recent []time.Time // restores within the window
+}
+
+// appTarget is what a release was last converged to by this Applier: an
+// app of a revision.
+type appTarget struct {
+	rev reconcile.Revision
+	app devicestate.App
+}
+
+// setTargets records what the apps of a source were left on by Apply.
+func (a *Applier) setTargets(source string, m map[string]appTarget) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.targets[source] = m
+}
+
+// currentTarget is what the app of a source was last converged to, nil when
+// unknown or not deployed.
+func (a *Applier) currentTarget(source, app string) *appTarget {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if t, ok := a.targets[source][app]; ok {
+		return &t
+	}
+	return nil
+}
+
+// knowsSource reports whether this Applier deployed Helm apps of source.
+func (a *Applier) knowsSource(source string) bool {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return len(a.targets[source]) > 0
+}
+
+// resultEntry is the last apply result of a release, with its app.
+type resultEntry struct {
+	res    ApplyResult
+	source string
+	app    devicestate.App
+}
+
+// setResult records the outcome of an apply of a release.
+func (a *Applier) setResult(key string, rev reconcile.Revision, app devicestate.App, outcome, msg string) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.results[key] = resultEntry{
+		res:    ApplyResult{Revision: rev.Digest, Outcome: outcome, Message: msg, Time: time.Now().UTC()},
+		source: rev.Source,
+		app:    app,
+	}
+}
+
+// forget drops what is recorded about a release that was uninstalled.
+func (a *Applier) forget(key string) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	delete(a.results, key)
+	delete(a.drift, key)
+}
+
+// targetsOf returns what the releases of rev's source must be kept on:
+// what this Applier last converged them to when it has applied the source
+// since it started, otherwise the apps rev deploys.
+func (a *Applier) targetsOf(rev reconcile.Revision) []appTarget {
+	a.stateMu.Lock()
+	m, ok := a.targets[rev.Source]
+	a.stateMu.Unlock()
+	var out []appTarget
+	if ok {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			out = append(out, m[k])
+		}
+		return out
+	}
+	for _, app := range desiredApps(rev) {
+		out = append(out, appTarget{rev: rev, app: app})
+	}
+	return out
+}
+
+// Drift returns the drift records so far, by release key
+// ("namespace/name").
+func (a *Applier) Drift() map[string]DriftState {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	now := time.Now()
+	out := make(map[string]DriftState, len(a.drift))
+	for k, r := range a.drift {
+		st := r.state
+		st.Drifted = slices.Clone(st.Drifted)
+		st.Flapping = st.Flapping && a.recentRestores(r, now) >= a.maxRestores
+		out[k] = st
+	}
+	return out
+}
+
+// recentRestores drops the restores older than the window and counts the
+// others. stateMu is held.
+func (a *Applier) recentRestores(r *driftRecord, now time.Time) int {
+	r.recent = slices.DeleteFunc(r.recent, func(t time.Time) bool { return now.Sub(t) >= a.restoreWindow })
+	return len(r.recent)
+}
+
+// record returns the drift record of a release, made on first use.
+// stateMu is held.
+func (a *Applier) record(key string, t appTarget) *driftRecord {
+	r, ok := a.drift[key]
+	if !ok {
+		r = &driftRecord{state: DriftState{Source: t.rev.Source, App: t.app.Name}}
+		a.drift[key] = r
+	}
+	return r
+}
+
+// checked records a check of a release that found drifted (nil: none) or
+// failed with err.
+func (a *Applier) checked(key string, t appTarget, drifted []string, err error) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	r := a.record(key, t)
+	r.state.LastCheck = time.Now().UTC()
+	if len(drifted) > 0 {
+		r.state.Drifted = drifted
+	}
+	if err != nil {
+		r.state.LastError = err.Error()
+	}
+}
+
+// allowRestore says whether the release may be restored now, and counts
+// the restore.
+func (a *Applier) allowRestore(key string, t appTarget, reason string) bool {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	r := a.record(key, t)
+	now := time.Now()
+	if a.recentRestores(r, now) >= a.maxRestores {
+		if !r.state.Flapping {
+			r.state.Flapping = true
+			a.log.Warn("helm: release is flapping: not restoring it any more until the window passes",
+				"source", t.rev.Source, "app", t.app.Name, "release", key, "reason", reason,
+				"restores", len(r.recent), "window", a.restoreWindow, "until", r.recent[0].Add(a.restoreWindow))
+		}
+		return false
+	}
+	r.state.Flapping = false
+	r.recent = append(r.recent, now)
+	r.state.Restores++
+	r.state.LastRestore = now.UTC()
+	return true
+}
+
+func (a *Applier) restoreDone(key string, err error) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if r, ok := a.drift[key]; ok {
+		r.state.LastError = ""
+		if err != nil {
+			r.state.LastError = err.Error()
+		}
+	}
+}
+
+// Watch keeps the releases of the applied revisions as their deployed
+// revision says until ctx is done. applied returns the revision applied on
+// every source. Every interval (default DefaultDriftInterval, and once at
+// the start) it compares each release's objects (from the manifest of its
+// deployed Helm revision, with Helm's ownership metadata) with the live
+// ones: an object deleted, or whose live state differs in a field the
+// chart sets, is drift. Fields the chart does not set (defaults, what
+// controllers write, status) are not compared. A drifted release is
+// restored the way Helm upgrades: deleted objects are created again, and
+// the changed fields are patched back (a three-way patch of the manifest
+// against the live object, that leaves the other fields alone). A release
+// that is gone altogether is installed again from the revision's app. A
+// source that an Apply is converging is left alone until the next
+// interval. A release restored more than 5 times in 10 minutes is flapping:
+// Watch logs it and leaves it alone until the window has passed. Checks
+// only read; only restores write. Watch returns ctx's error.
+func (a *Applier) Watch(ctx context.Context, applied func() []reconcile.Revision, interval time.Duration) error {
+	if interval <= 0 {
+		interval = DefaultDriftInterval
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		a.checkAll(ctx, applied)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// checkAll checks the releases of every applied revision once, skipping
+// the sources an Apply holds.
+func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revision) {
+	for _, rev := range applied() {
+		if ctx.Err() != nil {
+			return
+		}
+		mu := a.lock(rev.Source)
+		if !mu.TryLock() {
+			continue
+		}
+		for _, t := range a.targetsOf(rev) {
+			if ctx.Err() != nil {
+				break
+			}
+			a.checkRelease(ctx, t)
+		}
+		mu.Unlock()
+	}
+}
+
+// checkRelease restores the release of t when it drifted. The source's
+// lock is held.
+func (a *Applier) checkRelease(ctx context.Context, t appTarget) {
+	h := t.app.Helm
+	ns, name := a.namespace(h), h.ReleaseName
+	key := releaseKey(ns, name)
+	log := a.log.With("source", t.rev.Source, "app", t.app.Name, "release", key)
+	cfg, _, err := a.actionConfig(ns, h.MaxHistory)
+	if err != nil {
+		log.Warn("helm: drift check failed", "err", err)
+		return
+	}
+	hist, err := cfg.Releases.History(name)
+	if err != nil && !isNotFound(err) {
+		log.Warn("helm: drift check: cannot read the release", "err", err)
+		a.checked(key, t, nil, err)
+		return
+	}
+	if len(hist) == 0 {
+		// Uninstalled by hand: install it again.
+		reason := "release " + key + " was uninstalled"
+		a.checked(key, t, []string{reason}, nil)
+		if !a.allowRestore(key, t, reason) {
+			return
+		}
+		log.Info("helm: restoring drifted release", "reason", reason)
+		_, _, err := a.applyApp(ctx, t.rev, nil, t.app)
+		a.restoreDone(key, err)
+		if err != nil {
+			log.Warn("helm: restoring drifted release failed", "reason", reason, "err", err)
+		}
+		return
+	}
+	last := latest(hist)
+	if last.Labels[LabelSource] != t.rev.Source || last.Labels[LabelApp] != t.app.Name {
+		return // not ours: Apply reports it
+	}
+	rel := latestDeployed(hist)
+	if rel == nil || last.Info.Status.IsPending() {
+		return // failed or in progress: Apply's business
+	}
+	resources, drifted, err := a.driftOf(ctx, cfg, rel)
+	a.checked(key, t, drifted, err)
+	if err != nil {
+		log.Warn("helm: drift check failed", "err", err)
+		return
+	}
+	if len(drifted) == 0 {
+		return
+	}
+	reason := strings.Join(drifted, "; ")
+	if !a.allowRestore(key, t, reason) {
+		return
+	}
+	log.Info("helm: restoring drifted release", "helmRevision", rel.Version, "drifted", reason)
+	_, err = cfg.KubeClient.Update(resources, resources, false)
+	if err != nil {
+		err = fmt.Errorf("restore release %s revision %d: %w", key, rel.Version, err)
+	}
+	a.restoreDone(key, err)
+	if err != nil {
+		log.Warn("helm: restoring drifted release failed", "err", err)
+		return
+	}
+	log.Info("helm: restored drifted release", "helmRevision", rel.Version)
+}
+
+// driftOf compares the objects of a release revision with the live ones.
+// It returns the objects (with Helm's ownership metadata, ready for
+// KubeClient.Update) and what drifted, one entry per object.
+func (a *Applier) driftOf(ctx context.Context, cfg *action.Configuration, rel *release.Release) (kube.ResourceList, []string, error) {
+	_ = ctx // resource helpers take no context
+	resources, err := cfg.KubeClient.Build(strings.NewReader(rel.Manifest), false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the manifest of revision %d: %w", rel.Version, err)
+	}
+	if err := resources.Visit(ownershipVisitor(rel.Name, rel.Namespace)); err != nil {
+		return nil, nil, err
+	}
+	var drifted []string
+	for _, info := range resources {
+		live, err := resource.NewHelper(info.Client, info.Mapping).Get(info.Namespace, info.Name)
+		if apierrors.IsNotFound(err) {
+			drifted = append(drifted, objectName(info)+" was deleted")
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("get %s: %w", objectName(info), err)
+		}
+		paths := changedFields(canonical(info.Object), canonical(live))
+		if len(paths) > maxReasonPaths {
+			paths = append(paths[:maxReasonPaths], fmt.Sprintf("and %d more", len(paths)-maxReasonPaths))
+		}
+		if len(paths) > 0 {
+			drifted = append(drifted, fmt.Sprintf("%s was changed (%s)", objectName(info), strings.Join(paths, ", ")))
+		}
+	}
+	return resources, drifted, nil
+}
+
+// ownershipVisitor sets the metadata Helm puts on every object of a
+// release, as its install and upgrade do.
+func ownershipVisitor(name, namespace string) resource.VisitorFunc {
+	return func(info *resource.Info, err error) error {
+		if err != nil {
+			return err
+		}
+		acc, err := meta.Accessor(info.Object)
+		if err != nil {
+			return fmt.Errorf("%s: %w", objectName(info), err)
+		}
+		labels := acc.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[helmManagedByLabel] = "Helm"
+		acc.SetLabels(labels)
+		ann := acc.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[helmReleaseNameAnno] = name
+		ann[helmReleaseNamespaceAnno] = namespace
+		acc.SetAnnotations(ann)
+		return nil
+	}
+}
+
+// canonical returns an object as a JSON-like map, normalised through its
+// Go type when the scheme knows its kind (quantities, int-or-strings and
+// the like then compare as the API server writes them).
+func canonical(obj runtime.Object) map[string]any {
+	var m map[string]any
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		m = u.Object
+	} else if c, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj); err == nil {
+		m = c
+	} else {
+		return nil
+	}
+	gvk := obj.GetObjectKind().GroupVersionKind()
+	if typed, err := scheme.Scheme.New(gvk); err == nil {
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(m, typed); err == nil {
+			if c, err := runtime.DefaultUnstructuredConverter.ToUnstructured(typed); err == nil {
+				return c
+			}
+		}
+	}
+	return m
+}
+
+// changedFields compares the fields a rendered object sets (want) with the
+// live object (got): it returns the paths whose live value differs. Of the
+// metadata only labels and annotations count, and status never does; a
+// field want leaves null, empty or zero matches a missing one.
+func changedFields(want, got map[string]any) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		switch k {
+		case "apiVersion", "kind", "status":
+			continue
+		case "metadata":
+			wm, _ := want[k].(map[string]any)
+			gm, _ := got[k].(map[string]any)
+			for _, mk := range []string{"labels", "annotations"} {
+				diffValue(wm[mk], gm[mk], "metadata."+mk, &out)
+			}
+			continue
+		}
+		diffValue(want[k], got[k], k, &out)
+	}
+	return out
+}
+
+// diffValue appends to out the paths under path where got differs from the
+// subset want.
+func diffValue(want, got any, path string, out *[]string) {
+	switch w := want.(type) {
+	case nil:
+		return
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			if len(w) == 0 && got == nil {
+				return
+			}
+			*out = append(*out, path)
+			return
+		}
+		for _, k := range slices.Sorted(maps.Keys(w)) {
+			diffValue(w[k], g[k], fieldPath(path, k), out)
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok {
+			if len(w) == 0 && got == nil {
+				return
+			}
+			*out = append(*out, path)
+			return
+		}
+		if len(g) != len(w) {
+			*out = append(*out, path)
+			return
+		}
+		for i := range w {
+			diffValue(w[i], g[i], fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	default:
+		if got == nil && isZero(w) {
+			return
+		}
+		if !scalarEqual(w, got) {
+			*out = append(*out, path)
+		}
+	}
+}
+
+func fieldPath(path, k string) string {
+	if strings.ContainsAny(k, "./") {
+		k = "[" + k + "]"
+		if path == "" {
+			return k
+		}
+		return path + k
+	}
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+func isZero(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return x == ""
+	case bool:
+		return !x
+	}
+	f, ok := number(v)
+	return ok && f == 0
+}
+
+func scalarEqual(a, b any) bool {
+	if fa, ok := number(a); ok {
+		fb, ok := number(b)
+		return ok && fa == fb
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case int:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case float32:
+		return float64(x), true
+	case float64:
+		return x, true
+	}
+	return 0, false
+}
+
+// ReleaseReport is the live state of one managed release, for `berth
+// status`.
+type ReleaseReport struct {
+	Source string `json:"source"`
+	App    string `json:"app"`
+	Detail
+	// LastApply is the outcome of the last Apply of the release.
+	LastApply *ApplyResult `json:"lastApply,omitempty"`
+	// Drift is what drift correction found and did.
+	Drift *DriftState `json:"drift,omitempty"`
+	// Error says why the live state could not be read.
+	Error string `json:"error,omitempty"`
+}
+
+// Report returns the live state of every release this applier converged,
+// keyed by "namespace/release", with its last apply result and drift
+// record, for `berth status`.
+func (a *Applier) Report(ctx context.Context) any {
+	drift := a.Drift()
+	type item struct {
+		source string
+		app    devicestate.App
+	}
+	items := map[string]item{}
+	a.stateMu.Lock()
+	for key, e := range a.results {
+		items[key] = item{e.source, e.app}
+	}
+	for source, apps := range a.targets {
+		for _, t := range apps {
+			items[releaseKey(a.namespace(t.app.Helm), t.app.Helm.ReleaseName)] = item{source, t.app}
+		}
+	}
+	results := maps.Clone(a.results)
+	a.stateMu.Unlock()
+
+	out := map[string]ReleaseReport{}
+	for key, it := range items {
+		h := it.app.Helm
+		ns, name := a.namespace(h), h.ReleaseName
+		r := ReleaseReport{Source: it.source, App: it.app.Name, Detail: Detail{Release: name, Namespace: ns}}
+		if e, ok := results[key]; ok {
+			res := e.res
+			r.LastApply = &res
+		}
+		if d, ok := drift[key]; ok {
+			r.Drift = &d
+		}
+		if cfg, _, err := a.actionConfig(ns, 0); err != nil {
+			r.Error = err.Error()
+		} else if hist, err := cfg.Releases.History(name); err != nil && !isNotFound(err) {
+			r.Error = err.Error()
+		} else {
+			fillDetail(&r.Detail, latest(hist))
+		}
+		out[key] = r
+	}
+	_ = ctx // Helm's storage takes no context
+	return out
+}
