@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/berth-dev/berth/internal/cli.Version=$(VERSION)
 # The end-to-end suites start real servers and build images; give them room.
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build test test-unit lint demo deps dockerd fuzz clean
+.PHONY: all build test test-unit lint demo deps dockerd kube-apiserver fuzz clean
 
 all: build
 
@@ -29,9 +29,15 @@ dockerd: deps
 # Unit and end-to-end tests, with the race detector. The end-to-end tests
 # start Debian's docker-registry with TLS and htpasswd themselves, and use
 # the Docker Engine `dockerd` provides through DOCKER_HOST.
-test: deps lint dockerd
+test: deps lint dockerd kube-apiserver
 	host=$$(bash test/scripts/dockerd.sh host) && \
 	  DOCKER_HOST=$$host $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The kube-apiserver the Helm tests run (with Debian's etcd): built once from
+# k8s.io/kubernetes through the Go module proxy, then cached in
+# ~/.cache/berth-test (test/scripts/kube-apiserver.sh).
+kube-apiserver:
+	bash test/scripts/kube-apiserver.sh
 
 # Unit tests only (no real servers).
 test-unit:
@@ -50,11 +56,20 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./apply/devicestate/
 	$(GO) test -run='^$$' -fuzz='^FuzzLockCompose$$' -fuzztime=$(FUZZTIME) ./source/lock/
 	$(GO) test -run='^$$' -fuzz='^FuzzLockState$$' -fuzztime=$(FUZZTIME) ./source/lock/
+	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/bundle/
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.
 demo: deps build dockerd
 	host=$$(bash test/scripts/dockerd.sh host) && DOCKER_HOST=$$host bash test/scripts/demo.sh
+
+# The same flow for a Kubernetes device, with examples/helm-hello: the agent
+# installs and upgrades a Helm release on a kube-apiserver with Debian's etcd
+# (test/scripts/kube.sh), started for the demo on loopback and stopped after.
+# No Docker needed; the first run builds kube-apiserver (about 6 minutes).
+.PHONY: demo-helm
+demo-helm: deps build kube-apiserver
+	bash test/scripts/demo-helm.sh
 
 clean:
 	rm -rf bin
