@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/metrics"
 	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/selector"
 )
@@ -33,6 +35,8 @@ type Agent struct {
 	inUse   map[string]int // digests being extracted or switched in: kept by GC
 	sources map[string]*source
 	order   []string
+	// pushClient reaches bundles.pushTo; nil without it.
+	pushClient *oci.Client
 }
 
 var _ api.Agent = (*Agent)(nil)
@@ -44,6 +48,12 @@ type source struct {
 	client   *oci.Client
 	policy   cosign.Policy
 	selector *selector.Selector
+	// mirrors are the registry mirrors of the configuration (nil: none).
+	mirrors *mirror.Resolver
+	// file is the bundle file of a file:// source; "" for a registry.
+	file string
+	// bundleCache is what the last poll learnt of file (guarded by run).
+	bundleCache *bundleCache
 
 	run     sync.Mutex    // one reconcile at a time
 	trigger chan struct{} // wakes the loop for an immediate reconcile
@@ -83,11 +93,25 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
 		state: state, sources: map[string]*source{}, inUse: map[string]int{},
 	}
+	mirrors, err := newMirrors(cfg.Registries)
+	if err != nil {
+		return nil, err
+	}
+	if b := cfg.Bundles; b.PushTo != "" {
+		a.pushClient, err = oci.NewClient(oci.Options{
+			DockerConfig: b.Credentials.DockerConfig, CAFile: b.CAFile, Insecure: b.Insecure,
+			UserAgent: "berth-agent/" + a.version, WrapTransport: a.metrics.InstrumentTransport,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bundles.pushTo %s: %w", b.PushTo, err)
+		}
+	}
 	for _, sc := range cfg.Sources {
 		s, err := a.newSource(sc)
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", sc.Name, err)
 		}
+		s.mirrors = mirrors
 		a.sources[sc.Name] = s
 		a.order = append(a.order, sc.Name)
 		ss := state.Source(sc.Name)
@@ -99,21 +123,26 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 }
 
 func (a *Agent) newSource(sc config.Source) (*source, error) {
-	ref, err := oci.ParseReference(sc.URL)
-	if err != nil {
-		return nil, err
+	s := &source{cfg: sc, file: sc.File, trigger: make(chan struct{}, 1)}
+	if sc.File == "" {
+		// A bundle's client is made when it is opened.
+		ref, err := oci.ParseReference(sc.URL)
+		if err != nil {
+			return nil, err
+		}
+		client, err := oci.NewClient(oci.Options{
+			DockerConfig:  sc.Credentials.DockerConfig,
+			CAFile:        sc.CAFile,
+			Insecure:      sc.Insecure,
+			UserAgent:     "berth-agent/" + a.version,
+			WrapTransport: a.metrics.InstrumentTransport,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.ref, s.client = ref, client
 	}
-	client, err := oci.NewClient(oci.Options{
-		DockerConfig:  sc.Credentials.DockerConfig,
-		CAFile:        sc.CAFile,
-		Insecure:      sc.Insecure,
-		UserAgent:     "berth-agent/" + a.version,
-		WrapTransport: a.metrics.InstrumentTransport,
-	})
-	if err != nil {
-		return nil, err
-	}
-	s := &source{cfg: sc, ref: ref, client: client, trigger: make(chan struct{}, 1)}
+	var err error
 	if sc.Ref.Semver != "" || sc.Filter != nil {
 		if s.selector, err = selector.New(sc.SelectorPolicy()); err != nil {
 			return nil, err
@@ -337,17 +366,39 @@ func (a *Agent) Rollback(ctx context.Context, name, digest string) (api.Reconcil
 }
 
 // NotifyRepository triggers the sources that track host/repository, for a
-// registry's push notification.
+// registry's push notification: the source's own repository, or its copy
+// on one of its registry mirrors (a mirror notifying that it was synced).
 func (a *Agent) NotifyRepository(_ context.Context, host, repository, _, _ string) []string {
 	var hit []string
 	for _, name := range a.order {
 		s := a.sources[name]
-		if s.ref.Registry == host && s.ref.Repository == repository && !a.suspended(name) {
+		if s.tracks(host, repository) && !a.suspended(name) {
 			a.trigger(name)
 			hit = append(hit, name)
 		}
 	}
 	return hit
+}
+
+// tracks reports whether host/repository is the source's repository or
+// its copy on one of its mirrors.
+func (s *source) tracks(host, repository string) bool {
+	if s.file != "" {
+		return false
+	}
+	if s.ref.Registry == host && s.ref.Repository == repository {
+		return true
+	}
+	if !s.mirrored() {
+		return false
+	}
+	eps, _ := s.endpoints(s.ref.WithDigest("sha256:" + strings.Repeat("0", 64)))
+	for _, ep := range eps {
+		if ep.mirror != "" && ep.ref.Registry == host && ep.ref.Repository == repository {
+			return true
+		}
+	}
+	return false
 }
 
 // Ready is nil once every source has been attempted since the agent
@@ -402,6 +453,9 @@ func (a *Agent) Status() api.Status {
 
 func describeRef(sc config.Source) string {
 	switch {
+	case sc.File != "":
+		return "bundle root"
+
 	case sc.Ref.Digest != "":
 		return "digest " + sc.Ref.Digest
 	case sc.Ref.Tag != "":

@@ -84,12 +84,20 @@ type env struct {
 	mu       sync.Mutex
 	seen     []string // "METHOD PATH" of the requests, for failure messages
 	seq      atomic.Int64
+	// intercept, when set, sees every request first and answers it itself
+	// when it returns true.
+	intercept atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
+	handler   http.Handler // the registry itself
 }
+
+// srvHandler is the registry without the counting and interception.
+func (e *env) srvHandler() http.Handler { return e.handler }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	e.handler = reg
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.requests.Add(1)
 		if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") {
@@ -98,6 +106,9 @@ func newEnv(t *testing.T) *env {
 		e.mu.Lock()
 		e.seen = append(e.seen, r.Method+" "+r.URL.Path)
 		e.mu.Unlock()
+		if f := e.intercept.Load(); f != nil && (*f)(w, r) {
+			return
+		}
 		reg.ServeHTTP(w, r)
 	}))
 	t.Cleanup(e.srv.Close)

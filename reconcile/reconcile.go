@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -81,13 +83,22 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 		outcome = store.OutcomeError
 	}
 	rev.Outcome = outcome
+	if rev.Via != nil && *rev.Via == (store.Via{}) {
+		rev.Via = nil // nothing was fetched
+	}
 	if err != nil {
 		rev.Error = err.Error()
+		if s.file != "" && !strings.Contains(rev.Error, s.file) {
+			rev.Error = "bundle " + s.file + ": " + rev.Error
+		}
 	}
 	a.record(name, s, rev)
 	a.metrics.ObserveReconcile(name, string(outcome), time.Since(start))
 
 	log := a.log.With("source", name, "digest", rev.Digest, "outcome", outcome, "duration", time.Since(start).Round(time.Millisecond))
+	if rev.Via != nil {
+		log = log.With(viaAttr(rev.Via))
+	}
 	switch outcome {
 	case store.OutcomeUnchanged:
 		log.Debug("reconciled")
@@ -96,7 +107,18 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 	default:
 		log.Warn("reconcile failed", "error", rev.Error)
 	}
-	return api.ReconcileResult{Source: name, Outcome: string(outcome), Digest: rev.Digest, Error: rev.Error}
+	return api.ReconcileResult{Source: name, Outcome: string(outcome), Digest: rev.Digest, Error: rev.Error, Via: rev.Via}
+}
+
+// viaAttr is the log attribute of where the fetches were served from.
+func viaAttr(v *store.Via) slog.Attr {
+	var attrs []any
+	for _, f := range []struct{ k, v string }{{"tag", v.Tag}, {"manifest", v.Manifest}, {"signatures", v.Signatures}, {"layer", v.Layer}} {
+		if f.v != "" {
+			attrs = append(attrs, f.k, f.v)
+		}
+	}
+	return slog.Group("via", attrs...)
 }
 
 // record stores the outcome in state.json (only when something changed:
@@ -146,18 +168,29 @@ func (a *Agent) record(name string, s *source, rev store.Revision) {
 // attempt is one reconcile, step by step. Every step that fails before the
 // switch leaves the applied revision untouched.
 func (a *Agent) attempt(ctx context.Context, name string, s *source, req request) (store.Revision, error) {
-	rev := store.Revision{URL: s.ref.String(), Time: time.Now().UTC()}
+	rev := store.Revision{URL: s.cfg.URL, Time: time.Now().UTC()}
 	if s.cfg.InsecureSkipVerify {
 		a.log.Warn("SIGNATURE VERIFICATION IS OFF for this source (insecureSkipVerify): anything pushed to the repository will be applied", "source", name)
 	}
 
+	// 0. Where to fetch from: the registry (and its mirrors), or the
+	// bundle file.
+	o, err := a.origin(ctx, s)
+	if err != nil {
+		return rev, err
+	}
+	defer o.close()
+	if s.mirrored() || s.file != "" {
+		rev.Via = &store.Via{}
+	}
+
 	// 1. Resolve to one digest.
-	digest, tag, version, err := a.resolve(ctx, s, req)
+	digest, tag, version, err := a.resolve(ctx, name, o, req, rev.Via)
 	if err != nil {
 		return rev, err
 	}
 	rev.Digest, rev.Tag, rev.Version = digest, tag, version
-	ref := s.ref.WithTag(tag).WithDigest(digest)
+	ref := o.ref.WithTag(tag).WithDigest(digest)
 	rev.URL = ref.String()
 
 	a.mu.Lock()
@@ -179,29 +212,60 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 	if !req.rollback && applied != nil && applied.Digest == digest && current == digest && slices.Equal(applied.Extensions, rev.Extensions) {
 		unchanged := *applied
 		unchanged.Time, unchanged.Apps = rev.Time, nil
+		if rev.Via != nil && rev.Via.Tag != "" {
+			v := store.Via{Tag: rev.Via.Tag}
+			unchanged.Via = &v
+		}
 		return unchanged, errUnchanged
 	}
 	if !req.force && digest == failedDigest && time.Now().Before(retryAfter) {
 		return rev, fmt.Errorf("%w: %s failed at the last attempt; next try after %s or when a new digest appears", errBackingOff, digest, retryAfter.Format(time.RFC3339))
 	}
 
-	// 3. Verify that exact digest.
-	if !s.cfg.InsecureSkipVerify {
-		if err := a.verify(ctx, name, s, ref); err != nil {
-			return rev, err
-		}
+	// 3. Fetch the manifest of that exact digest (digest-checked) from the
+	// first endpoint that has it.
+	if err := a.open(ctx, o); err != nil {
+		return rev, err
 	}
-
-	// 4. Read the (now trusted) manifest and refuse downgrades.
-	mctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	_, m, err := s.client.Manifest(mctx, ref)
-	cancel()
+	eps, err := o.endpoints(ref)
 	if err != nil {
-		if errors.Is(err, oci.ErrTooLarge) || errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrNoLayer) {
+		return rev, err
+	}
+	var m *ocispec.Manifest
+	served, err := a.firstServed(ctx, name, "manifest "+ref.String(), eps, func(ep endpoint) error {
+		mctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		defer cancel()
+		_, mm, err := o.client.Manifest(mctx, ep.ref)
+		m = mm
+		return err
+	}, manifestRefused)
+	if err != nil {
+		if manifestRefused(err) {
 			return rev, fail(store.OutcomeRefused, "%w", err)
 		}
 		return rev, err
 	}
+	// The signatures and the layer are looked for where the manifest was
+	// found first.
+	eps = startAt(eps, served)
+	rev.Mirror = eps[0].mirror
+	if rev.Via != nil {
+		rev.Via.Manifest = eps[0].via()
+	}
+
+	// 4. Verify that exact digest: until then nothing of the manifest is
+	// acted on.
+	if !s.cfg.InsecureSkipVerify {
+		i, err := a.verify(ctx, name, s, o.client, ref, eps)
+		if err != nil {
+			return rev, err
+		}
+		if rev.Via != nil {
+			rev.Via.Signatures = eps[i].via()
+		}
+	}
+
+	// 5. Refuse downgrades.
 	rev.Annotations = m.Annotations
 	if c := m.Annotations[ocispec.AnnotationCreated]; c != "" {
 		if t, err := time.Parse(time.RFC3339, c); err == nil {
@@ -210,11 +274,14 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 	}
 	if !req.rollback && !a.cfg.AllowDowngrade && applied != nil {
 		if err := downgrade(applied, rev); err != nil {
+			if v := rev.Via; v != nil && v.Tag != "" && v.Tag != store.ViaSource {
+				return rev, fail(store.OutcomeRefused, "%w (the tag was resolved by mirror %s: it may serve a stale tag)", err, v.Tag)
+			}
 			return rev, err
 		}
 	}
 
-	// 5. Pull by digest into the store, unless already there. Another
+	// 6. Pull by digest into the store, unless already there. Another
 	// source's garbage collection must not remove it until it is recorded.
 	a.hold(digest, 1)
 	defer a.hold(digest, -1)
@@ -224,11 +291,17 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 		return rev, fail(store.OutcomeRefused, "%w", err)
 	}
 	if !a.store.Has(digest) {
-		pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-		_, err := fetch.Extract(pctx, s.client, ref, m, dir, fetch.Options{
+		fo := fetch.Options{
 			LayerMediaType: s.cfg.LayerSelector.MediaType,
 			Limits:         archive.Limits{MaxSize: s.cfg.Limits.MaxSize, MaxFiles: s.cfg.Limits.MaxFiles},
-		})
+		}
+		if len(eps) > 1 {
+			for _, ep := range eps {
+				fo.Endpoints = append(fo.Endpoints, ep.ref)
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		res, err := fetch.Extract(pctx, o.client, eps[0].ref, m, dir, fo)
 		cancel()
 		if err != nil {
 			if refusedContent(err) {
@@ -236,9 +309,12 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 			}
 			return rev, err
 		}
+		if rev.Via != nil {
+			rev.Via.Layer = eps[res.Endpoint].via()
+		}
 	}
 
-	// 6. Read the desired state it carries.
+	// 7. Read the desired state it carries.
 	ds, err := loadState(dir)
 	if err != nil {
 		return rev, fail(store.OutcomeRefused, "%s: %w", ref, err)
@@ -247,7 +323,15 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 		return rev, fail(store.OutcomeRefused, "%s: %w", ref, err)
 	}
 
-	// 7. Switch it in, apply, and switch back if the appliers fail.
+	// 8. A bundle's images and charts: to the Docker Engine, to the local
+	// registry.
+	if o.bundle != nil {
+		if err := a.unload(ctx, name, o); err != nil {
+			return rev, err
+		}
+	}
+
+	// 9. Switch it in, apply, and switch back if the appliers fail.
 	if err := a.store.Switch(name, digest); err != nil {
 		return rev, err
 	}
@@ -277,19 +361,36 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 
 // resolve turns the source's reference into one digest: a configured
 // digest costs no request, a tag one HEAD, a range or filter a tag listing
-// and one HEAD.
-func (a *Agent) resolve(ctx context.Context, s *source, req request) (digest, tag, version string, err error) {
+// and one HEAD. Tags are listed and resolved where tags may be (see
+// endpoints); the endpoint that listed the tags resolves the chosen one
+// first. via, when not nil, records that endpoint.
+func (a *Agent) resolve(ctx context.Context, name string, o *origin, req request, via *store.Via) (digest, tag, version string, err error) {
+	s := o.s
 	if req.digest != "" {
 		return req.digest, "", "", nil
+	}
+	if s.file != "" {
+		// A bundle tracks its root, by digest: nothing to resolve.
+		return o.root.Digest, o.root.Tag, "", nil
 	}
 	if s.cfg.Ref.Digest != "" {
 		return s.cfg.Ref.Digest, "", "", nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
 	tag = s.cfg.Ref.Tag
+	start := 0
 	if s.selector != nil {
-		tags, err := s.client.Tags(rctx, s.ref)
+		eps, err := s.endpoints(s.ref.WithTag(""))
+		if err != nil {
+			return "", "", "", err
+		}
+		var tags []string
+		start, err = a.firstServed(ctx, name, "tag list of "+s.ref.Repo(), eps, func(ep endpoint) error {
+			rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+			defer cancel()
+			var err error
+			tags, err = s.client.Tags(rctx, ep.ref)
+			return err
+		}, nil)
 		if err != nil {
 			return "", "", "", err
 		}
@@ -299,28 +400,74 @@ func (a *Agent) resolve(ctx context.Context, s *source, req request) (digest, ta
 		}
 		tag, version = sel.Tag, sel.Version
 	}
-	desc, err := s.client.Resolve(rctx, s.ref.WithTag(tag))
+	eps, err := s.endpoints(s.ref.WithTag(tag))
 	if err != nil {
 		return "", tag, version, err
+	}
+	eps = startAt(eps, start) // the tag lists and resolutions have the same endpoints
+	var desc ocispec.Descriptor
+	i, err := a.firstServed(ctx, name, "tag "+s.ref.WithTag(tag).String(), eps, func(ep endpoint) error {
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		defer cancel()
+		var err error
+		desc, err = s.client.Resolve(rctx, ep.ref)
+		return err
+	}, nil)
+	if err != nil {
+		return "", tag, version, err
+	}
+	if via != nil {
+		via.Tag = eps[i].via()
 	}
 	return desc.Digest.String(), tag, version, nil
 }
 
-func (a *Agent) verify(ctx context.Context, name string, s *source, ref oci.Reference) error {
-	d, err := s.client.Name(ref)
-	if err != nil {
-		return fail(store.OutcomeRefused, "%w", err)
-	}
-	vctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	if _, err := cosign.VerifyPolicy(vctx, d, s.policy, s.client.RemoteOptions(vctx)...); err != nil {
-		if errors.Is(err, cosign.ErrRegistry) {
-			return fmt.Errorf("verify %s: %w", ref, err)
+// verify checks the signatures of ref's digest, read from the endpoints in
+// order (see endpoints), and returns the index of the endpoint whose
+// signature verified. A signature counts for the digest it names wherever
+// it is stored, so a signature missing or wrong on one endpoint does not
+// stop the search. When none verifies, the reconcile is refused if every
+// endpoint answered, and fails as an error (tried again) if one could not
+// be read.
+func (a *Agent) verify(ctx context.Context, name string, s *source, client *oci.Client, ref oci.Reference, eps []endpoint) (int, error) {
+	var errs []error
+	registry := false
+	for i, ep := range eps {
+		d, err := client.Name(ep.ref)
+		if err != nil {
+			return i, fail(store.OutcomeRefused, "%w", err)
 		}
-		a.metrics.VerificationFailed(name, verifyReason(err))
-		return fail(store.OutcomeRefused, "verify %s: %w", ref, err)
+		vctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		_, err = cosign.VerifyPolicy(vctx, d, s.policy, client.RemoteOptions(vctx)...)
+		cancel()
+		if err == nil {
+			if i > 0 {
+				a.log.Info("signature found on a later registry", "source", name, "endpoint", ep.String())
+			}
+			return i, nil
+		}
+		if len(eps) == 1 && ep.mirror == "" {
+			if errors.Is(err, cosign.ErrRegistry) && ep.bundle == "" {
+				return i, fmt.Errorf("verify %s: %w", ref, err)
+			}
+			a.metrics.VerificationFailed(name, verifyReason(err))
+			return i, fail(store.OutcomeRefused, "verify %s: %w", ref, err)
+		}
+		if ctx.Err() != nil {
+			return i, fmt.Errorf("verify %s: %w", ref, err)
+		}
+		registry = registry || errors.Is(err, cosign.ErrRegistry)
+		errs = append(errs, fmt.Errorf("[%s] %w", ep, err))
+		if i < len(eps)-1 {
+			a.log.Warn("no signature verified, trying the next registry", "source", name, "endpoint", ep.String(), "error", err)
+		}
 	}
-	return nil
+	err := &triedError{what: "signatures of " + ref.Digest, errs: errs, noFallback: !hasSource(eps)}
+	if registry {
+		return -1, fmt.Errorf("verify %s: %w", ref, err)
+	}
+	a.metrics.VerificationFailed(name, verifyReason(errs[0]))
+	return -1, fail(store.OutcomeRefused, "verify %s: %w", ref, err)
 }
 
 func verifyReason(err error) string {
@@ -353,6 +500,12 @@ func downgrade(applied *store.Revision, rev store.Revision) error {
 			rev.Digest, rev.Created.Format(time.RFC3339), applied.Digest, applied.Created.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// manifestRefused reports whether a manifest was refused for what it is
+// (no endpoint can serve other bytes for the same digest).
+func manifestRefused(err error) bool {
+	return errors.Is(err, oci.ErrTooLarge) || errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrNoLayer)
 }
 
 // refusedContent reports whether a pull failed because of what the

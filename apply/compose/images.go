@@ -41,7 +41,8 @@ type imageChoice struct {
 // another copy of the same digest is also present, then the endpoints in
 // order (Registries), the written reference last. The written reference
 // counts even when the source registry is not an endpoint (sourceFallback
-// off): pinned, it is the same content.
+// off): pinned, it is the same content. Last, an image loaded from a
+// bundle counts under its BundleTag, which names the same digest.
 //
 // The service's image: is rewritten to that reference, and LabelImageMirror
 // set to its mirror, after load computed LabelConfigHash from the written
@@ -52,11 +53,9 @@ type imageChoice struct {
 func (a *Applier) ensureImages(ctx context.Context, p *types.Project) error {
 	names := p.ServiceNames()
 	sort.Strings(names)
-	var running map[string]string
-	if a.mirrors != nil {
-		// Without mirrors the written reference is the only candidate.
-		running = a.runningImages(ctx, p.Name)
-	}
+	// The reference each service runs now is preferred among the
+	// candidates (mirrors, the written reference, a bundle's tag).
+	running := a.runningImages(ctx, p.Name)
 	chosen := map[string]imageChoice{} // by written reference
 	for _, name := range names {
 		s := p.Services[name]
@@ -121,6 +120,9 @@ func (a *Applier) ensureImage(ctx context.Context, ref, prefer string) (imageCho
 		add(localChoice(ref, ep))
 	}
 	add(imageChoice{ref: ref})
+	if c, ok := bundleChoice(ref); ok {
+		add(c) // loaded from a bundle (bundle.go): it has no RepoDigests
+	}
 	if i := slices.IndexFunc(cands, func(c imageChoice) bool { return c.ref == prefer }); i > 0 {
 		c := cands[i]
 		cands = slices.Insert(slices.Delete(cands, i, i+1), 0, c)

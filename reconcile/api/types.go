@@ -69,6 +69,9 @@ type ReconcileResult struct {
 	Digest string `json:"digest,omitempty"`
 	// Error says why the reconcile failed.
 	Error string `json:"error,omitempty"`
+	// Via says where the fetches of this reconcile were served from
+	// (registry mirrors or a bundle); nil when no mirror applies.
+	Via *store.Via `json:"via,omitempty"`
 }
 
 // Failed reports whether the reconcile failed: its outcome is failed,

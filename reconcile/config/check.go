@@ -60,22 +60,18 @@ func (c *Config) Check() error {
 				}
 			}
 		}
-		if f := s.Credentials.DockerConfig; f != "" {
-			fp := join(path, "credentials.dockerConfig")
-			if data, err := readFile(f); err != nil {
-				add(fp, "%s", describe(err))
-			} else if err := json.Unmarshal(data, new(map[string]json.RawMessage)); err != nil {
-				add(fp, "%s is not a Docker config.json: %v", f, err)
+		checkTransport(add, path, s.Credentials.DockerConfig, s.CAFile)
+		if f := s.File; f != "" {
+			// The medium may be absent now (the agent reports it at every
+			// poll); when present it must be a regular file.
+			fp := join(path, "url")
+			if fi, err := os.Stat(f); err == nil && !fi.Mode().IsRegular() {
+				add(fp, "%s is not a regular file (a bundle made by berth bundle create)", f)
 			}
 		}
-		if f := s.CAFile; f != "" {
-			fp := join(path, "caFile")
-			if data, err := readFile(f); err != nil {
-				add(fp, "%s", describe(err))
-			} else if !x509.NewCertPool().AppendCertsFromPEM(data) {
-				add(fp, "%s holds no PEM certificate", f)
-			}
-		}
+	}
+	if c.Bundles.PushTo != "" {
+		checkTransport(add, "bundles", c.Bundles.Credentials.DockerConfig, c.Bundles.CAFile)
 	}
 	if f := c.Apply.Helm.Kubeconfig; f != "" {
 		if err := regularFile(f); err != nil {
@@ -96,6 +92,27 @@ func (c *Config) Check() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkTransport checks the Docker config and CA file of a registry
+// client configured at path.
+func checkTransport(add func(path, format string, args ...any), path, dockerConfig, caFile string) {
+	if f := dockerConfig; f != "" {
+		fp := join(path, "credentials.dockerConfig")
+		if data, err := readFile(f); err != nil {
+			add(fp, "%s", describe(err))
+		} else if err := json.Unmarshal(data, new(map[string]json.RawMessage)); err != nil {
+			add(fp, "%s is not a Docker config.json: %v", f, err)
+		}
+	}
+	if f := caFile; f != "" {
+		fp := join(path, "caFile")
+		if data, err := readFile(f); err != nil {
+			add(fp, "%s", describe(err))
+		} else if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			add(fp, "%s holds no PEM certificate", f)
+		}
+	}
 }
 
 // regularFile checks that path is a regular file that can be opened for

@@ -22,9 +22,15 @@
 //	    verify: {keys: [/etc/berth/cosign.pub]}
 //	    credentials: {dockerConfig: /etc/berth/docker/config.json}
 //	    caFile: /etc/berth/plant-ca.pem
+//	  - name: usb                     # a bundle: berth bundle create
+//	    url: file:///media/usb/site.tar
+//	    verify: {keys: [/etc/berth/cosign.pub]}
 //	registries:
 //	  - source: ghcr.io/acme
 //	    mirrors: [registry.plant.local/acme]
+//	    allowTags: false              # default: mirrors serve digests only
+//	    sourceFallback: true          # default; false in any entry wins
+//	bundles: {pushTo: localhost:5000} # push bundles' images to a local registry
 //	apply:
 //	  compose: {host: unix:///var/run/docker.sock}
 //	  helm: {kubeconfig: /etc/rancher/k3s/k3s.yaml}
@@ -125,6 +131,9 @@ type Config struct {
 	// Registries are mirror settings, in file order; several may name the
 	// same source, and their mirrors then compose in that order.
 	Registries []Registry
+	// Bundles configure what the agent does with the content of bundle
+	// (file://) sources besides applying their state.
+	Bundles Bundles
 	// Apply configures the appliers.
 	Apply Apply
 
@@ -141,19 +150,38 @@ type Log struct {
 	Level string
 }
 
-// Source is an OCI repository the agent tracks.
+// FileScheme is the URL scheme of bundle sources.
+const FileScheme = "file://"
+
+// Source is an OCI repository, or a bundle file, the agent tracks.
+//
+// A bundle source (url: file:///media/usb/site.tar, see package bundle)
+// applies the state artifact the bundle was made from: it is verified,
+// checked against downgrades, pulled and applied exactly like a registry
+// source's, with the images and charts the bundle carries, and nothing is
+// fetched from a registry. It takes name, url, interval, timeout, jitter,
+// suspend, verify (or insecureSkipVerify), layerSelector and limits; ref
+// and filter do not apply to it. credentials, caFile and insecure are
+// accepted but play no part in reading the bundle: they concern registries
+// the device may still reach (the Compose applier pulls the images a
+// bundle lacks with the first credentials the sources give).
 type Source struct {
 	// Name is unique among sources: a DNS label of at most 63 characters.
 	Name string
-	// URL is oci://HOST[:PORT]/REPOSITORY, without tag or digest.
+	// URL is oci://HOST[:PORT]/REPOSITORY, without tag or digest, or
+	// file:///PATH for a bundle.
 	URL string
-	// Registry is the HOST[:PORT] of URL.
+	// Registry is the HOST[:PORT] of URL; empty for a bundle.
 	Registry string
-	// Repository is the REPOSITORY of URL.
+	// Repository is the REPOSITORY of URL; empty for a bundle.
 	Repository string
+	// File is the bundle file of a file:// URL (an absolute path); empty
+	// for a registry source.
+	File string
 	// Ref says what to track. Exactly one of Tag, Digest and Semver is set,
 	// unless Filter is set: then Tag and Digest are empty and Semver, if
-	// set, bounds the versions the filter extracts.
+	// set, bounds the versions the filter extracts. All are empty for a
+	// bundle.
 	Ref Ref
 	// Filter, when set, picks the tag with the Flux ImagePolicy model.
 	Filter *Filter
@@ -277,8 +305,31 @@ type Registry struct {
 	// by digest only, so that a stale mirror cannot roll a device back.
 	AllowTags bool
 	// SourceFallback tries Source itself when no mirror serves a request.
-	// Default true.
+	// Default true. Several entries for one source fall back only when all
+	// of them do: one sourceFallback: false keeps the device away from the
+	// source (see package mirror).
 	SourceFallback bool
+}
+
+// Bundles configure what the agent does with the images and charts of
+// bundle sources. Without PushTo, the images are loaded into the Docker
+// Engine of the Compose applier (when apply.compose is set).
+type Bundles struct {
+	// PushTo is a registry on the device or the site, REGISTRY[/PREFIX]
+	// (localhost:5000, or registry.plant.local/site): before a bundle
+	// source's revision is applied, everything the bundle holds is pushed
+	// there, digests kept, each original repository host/path as
+	// PushTo/path; for Kubernetes devices, whose cluster and Helm pull
+	// from it through mirror settings (registries: here, the cluster's
+	// own registry mirrors). Empty: nothing is pushed.
+	PushTo string
+	// Insecure reaches PushTo over plain HTTP.
+	Insecure bool
+	// CAFile is a PEM bundle of certificate authorities trusted for
+	// PushTo's TLS certificate, besides the system's.
+	CAFile string
+	// Credentials for PushTo.
+	Credentials Credentials
 }
 
 // Apply configures the appliers.
@@ -311,12 +362,12 @@ type HelmOptions struct {
 	// Enabled is true when the configuration has an apply.helm block: only
 	// then does the agent apply Helm apps.
 	Enabled bool
-	// Kubeconfig is the cluster's kubeconfig; empty: Helm's defaults
-	// (KUBECONFIG, in-cluster, ~/.kube/config).
+	// Kubeconfig is the cluster's kubeconfig; empty: $KUBECONFIG, else
+	// k3s's /etc/rancher/k3s/k3s.yaml (see apply/helm).
 	Kubeconfig string
 	// ValuesDir is a folder of values files on the device, for values kept
-	// out of the artifact (the Helm applier defines its layout); empty:
-	// none.
+	// out of the artifact: <ValuesDir>/<app>.yaml goes over the app's
+	// values; empty: /etc/berth/values (see apply/helm).
 	ValuesDir string
 }
 

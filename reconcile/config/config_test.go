@@ -539,3 +539,50 @@ func TestMirrorHostNeedsRegistryName(t *testing.T) {
 		}
 	}
 }
+
+func TestParseBundleSource(t *testing.T) {
+	c, err := parseFile(t, "testdata/good/bundle.yaml", "/etc/berth/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	usb := c.Sources[0]
+	want := Source{
+		Name: "usb", URL: "file:///media/usb/site.tar", File: "/media/usb/site.tar",
+		Interval: 30 * time.Second, Timeout: DefaultTimeout, Jitter: DefaultJitter,
+		Verify:        &Verify{Keys: []string{"/etc/berth/cosign.pub"}},
+		LayerSelector: LayerSelector{MediaType: "application/vnd.cncf.flux.content.v1.tar+gzip"},
+		Limits:        Limits{MaxSize: 1000000, MaxFiles: defaultLimits.MaxFiles},
+		Credentials:   Credentials{DockerConfig: "/etc/berth/docker/config.json"},
+		CAFile:        "/etc/berth/plant-ca.pem",
+	}
+	if !reflect.DeepEqual(usb, want) {
+		t.Errorf("bundle source:\ngot  %+v\nwant %+v", usb, want)
+	}
+	wantBundles := Bundles{PushTo: "localhost:5000/site", Insecure: true, Credentials: Credentials{DockerConfig: "/etc/berth/docker.json"}}
+	if c.Bundles != wantBundles {
+		t.Errorf("bundles = %+v, want %+v", c.Bundles, wantBundles)
+	}
+	if c.Sources[1].File != "" || c.Sources[1].Registry != "registry.plant.local" {
+		t.Errorf("registry source = %+v", c.Sources[1])
+	}
+}
+
+func TestSourceFallbackComposition(t *testing.T) {
+	// Two entries for one source, one turning the fallback off: the tag
+	// source has nowhere to resolve its tag, which Parse reports.
+	base := "sources:\n  - {name: a, url: 'oci://ghcr.io/acme/a', ref: {tag: x}, insecureSkipVerify: true}\nregistries:\n"
+	for _, tc := range []struct {
+		regs string
+		ok   bool
+	}{
+		{"  - {source: ghcr.io/acme, mirrors: [a.local/acme]}\n", true},
+		{"  - {source: ghcr.io/acme, mirrors: [a.local/acme], sourceFallback: false}\n  - {source: ghcr.io/acme, mirrors: [b.local/acme]}\n", false},
+		{"  - {source: ghcr.io/acme, mirrors: [a.local/acme], sourceFallback: false, allowTags: true}\n", true},
+		{"  - {source: ghcr.io, mirrors: [a.local], sourceFallback: false}\n  - {source: ghcr.io/acme, mirrors: [b.local/acme]}\n", true},
+	} {
+		_, err := Parse(name, []byte(base+tc.regs))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v, want ok %v", tc.regs, err, tc.ok)
+		}
+	}
+}

@@ -45,6 +45,15 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("bad or duplicate name %q", s.Name)
 			}
 			names[s.Name] = true
+			if s.File != "" {
+				// A bundle: an absolute, clean path, nothing to select and
+				// no registry.
+				if !strings.HasPrefix(s.URL, FileScheme) || !filepath.IsAbs(s.File) || filepath.Clean(s.File) != s.File ||
+					s.Registry != "" || s.Repository != "" || s.Ref != (Ref{}) || s.Filter != nil {
+					t.Fatalf("bundle source %s: %+v", s.Name, s)
+				}
+				continue
+			}
 			ref, err := oci.ParseReference(s.URL)
 			if err != nil || ref.Tag != "" || ref.Digest != "" || ref.Registry != s.Registry || ref.Repository != s.Repository {
 				t.Fatalf("url %q: %+v, %v; config says %s %s", s.URL, ref, err, s.Registry, s.Repository)
@@ -94,6 +103,7 @@ func FuzzSourceFields(f *testing.F) {
 	f.Add("oci://[::1]:5000/a", "", ">=1.0.0-0", "", "")
 	f.Add("oci://localhost:5000/a/b_c/d--e", "", "", `^main-(?P<ts>\d+)$`, "$ts")
 	f.Add("oci://r.example/A", "-x", "1.x.y", "(", "${ts")
+	f.Add("file:///media/usb/site.tar", "", "", "", "")
 	f.Fuzz(func(t *testing.T, url, tag, semver, pattern, extract string) {
 		var b strings.Builder
 		b.WriteString("sources:\n  - name: a\n    url: " + strconv.Quote(url) + "\n")
@@ -115,6 +125,12 @@ func FuzzSourceFields(f *testing.F) {
 			return
 		}
 		s := c.Sources[0]
+		if s.File != "" {
+			if !filepath.IsAbs(s.File) || s.Ref != (Ref{}) || s.Filter != nil {
+				t.Fatalf("bundle source: %+v", s)
+			}
+			return
+		}
 		ref, err := oci.ParseReference(s.URL)
 		if err != nil || ref.Tag != "" || ref.Digest != "" || ref.Registry != s.Registry || ref.Repository != s.Repository {
 			t.Fatalf("url %q: %+v, %v; config says %s %s", s.URL, ref, err, s.Registry, s.Repository)

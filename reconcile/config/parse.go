@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/berth-dev/berth/internal/yamlstrict"
+	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/selector"
 )
 
@@ -145,7 +146,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		Log:           Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 		Apply:         Apply{Compose: ComposeOptions{WaitTimeout: DefaultComposeWaitTimeout}},
 	}
-	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "apply")
+	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply")
 	if f == nil {
 		return c
 	}
@@ -197,6 +198,11 @@ func (p *parser) config(root *yaml.Node) *Config {
 			p.name(n, path, s, 53)
 		})
 	}
+	type srcNode struct {
+		n    *yaml.Node
+		path string
+	}
+	var srcNodes []srcNode // of c.Sources
 	switch sf, ok := f["sources"]; {
 	case !ok:
 		p.Missing(root, root, "", "sources", " (the OCI repositories this device tracks)")
@@ -210,6 +216,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 			if src == nil {
 				continue
 			}
+			srcNodes = append(srcNodes, srcNode{n, path})
 			if src.Name != "" {
 				if first, dup := names[src.Name]; dup {
 					p.Errorf(n, join(path, "name"), "duplicate source name %q (first at line %d)", src.Name, first)
@@ -223,6 +230,30 @@ func (p *parser) config(root *yaml.Node) *Config {
 	for i, n := range p.list(f, "", "registries") {
 		if r := p.registry(n, yamlstrict.Index("registries", i)); r != nil {
 			c.Registries = append(c.Registries, *r)
+		}
+	}
+	if bf, _ := p.mapping(f, "", "bundles", "pushTo", "insecure", "caFile", "credentials"); bf != nil {
+		if n, v, ok := p.str(bf, "bundles", "pushTo"); ok && p.prefix(n, "bundles.pushTo", v) {
+			c.Bundles.PushTo = v
+		}
+		p.boolean(bf, "bundles", "insecure", &c.Bundles.Insecure)
+		p.fileField(bf, "bundles", "caFile", &c.Bundles.CAFile)
+		if cf, _ := p.mapping(bf, "bundles", "credentials", "dockerConfig"); cf != nil {
+			p.fileField(cf, "bundles.credentials", "dockerConfig", &c.Bundles.Credentials.DockerConfig)
+		}
+		if c.Bundles.PushTo == "" {
+			if _, set := bf["pushTo"]; !set {
+				p.Missing(f["bundles"].Val, f["bundles"].Val, "bundles", "pushTo", " (the local registry, REGISTRY[/PREFIX], bundles are pushed to)")
+			}
+		}
+		if _, ok := bf["caFile"]; ok && c.Bundles.Insecure {
+			p.Errorf(bf["insecure"].Key, "bundles", "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
+		}
+	}
+	if !p.Failed() && len(c.Registries) > 0 {
+		for i, s := range c.Sources {
+			sn := srcNodes[i]
+			p.tagEndpoints(sn.n, sn.path, s, c.Registries)
 		}
 	}
 	if af, _ := p.mapping(f, "", "apply", "compose", "helm"); af != nil {
@@ -298,15 +329,29 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 	} else if vn, v, ok := p.str(f, path, "name"); ok && p.name(vn, join(path, "name"), v, 63) {
 		s.Name = v
 	}
+	isFile := false
 	if _, ok := f["url"]; !ok {
 		p.Missing(n, n, path, "url", " (such as oci://registry.example.com/fleet/line-3)")
 	} else if vn, v, ok := p.str(f, path, "url"); ok {
-		s.Registry, s.Repository, ok = p.url(vn, join(path, "url"), v)
+		if isFile = strings.HasPrefix(v, FileScheme); isFile {
+			s.File, ok = p.fileURL(vn, join(path, "url"), v)
+		} else {
+			s.Registry, s.Repository, ok = p.url(vn, join(path, "url"), v)
+		}
 		if ok {
 			s.URL = v
 		}
 	}
-	p.tracking(n, path, f, s)
+	if isFile {
+		// A bundle applies the state it was made from: nothing to select.
+		for _, k := range []string{"ref", "filter"} {
+			if fv, ok := f[k]; ok {
+				p.Errorf(fv.Key, join(path, k), "does not apply to a file:// source: it applies the state its bundle was made from, verified (remove %s)", k)
+			}
+		}
+	} else {
+		p.tracking(n, path, f, s)
+	}
 	if lf, _ := p.mapping(f, path, "layerSelector", "mediaType"); lf != nil {
 		if vn, v, ok := p.str(lf, join(path, "layerSelector"), "mediaType"); ok {
 			if !mediaTypeRE.MatchString(v) {
@@ -371,19 +416,38 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 	return s
 }
 
+// fileURL checks the URL of a bundle source, file:///ABSOLUTE/PATH, and
+// returns the path.
+func (p *parser) fileURL(n *yaml.Node, path, s string) (string, bool) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || strings.ContainsRune(s, 0):
+		p.Errorf(n, path, "%q is not a file URL such as file:///media/usb/site.tar", s)
+	case u.Host != "" && u.Host != "localhost":
+		p.Errorf(n, path, "%q names the host %q: a file:// source is a file on the device, written file:///ABSOLUTE/PATH such as file:///media/usb/site.tar", s, u.Host)
+	case u.Opaque != "" || !strings.HasPrefix(u.Path, "/"):
+		p.Errorf(n, path, "%q is not an absolute path: write file:///ABSOLUTE/PATH such as file:///media/usb/site.tar", s)
+	case u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(u.Path, "/"):
+		p.Errorf(n, path, "%q must name a bundle file, such as file:///media/usb/site.tar (no query, fragment or trailing /)", s)
+	case filepath.Clean(u.Path) != u.Path:
+		p.Errorf(n, path, "%q is not a clean path: write it as file://%s", s, filepath.Clean(u.Path))
+	default:
+		p.lines[path] = n.Line
+		return u.Path, true
+	}
+	return "", false
+}
+
 // url checks the URL of a source and returns its registry and repository.
 func (p *parser) url(n *yaml.Node, path, s string) (registry, repository string, ok bool) {
 	rest, isOCI := strings.CutPrefix(s, "oci://")
 	switch {
-	case strings.HasPrefix(s, "file://"):
-		p.Errorf(n, path, "file:// sources are not supported yet: use an oci:// URL such as oci://registry.example.com/fleet/line-3")
-		return "", "", false
 	case !isOCI:
 		hint := ""
 		if !strings.Contains(s, "://") {
 			hint = " (add oci://)"
 		}
-		p.Errorf(n, path, "must be an oci:// URL such as oci://registry.example.com/fleet/line-3, got %q%s", redact(s), hint)
+		p.Errorf(n, path, "must be an oci:// URL such as oci://registry.example.com/fleet/line-3, or a bundle file:///PATH, got %q%s", redact(s), hint)
 		return "", "", false
 	}
 	host, _, _ := strings.Cut(rest, "/")
@@ -667,6 +731,38 @@ func (p *parser) registry(n *yaml.Node, path string) *Registry {
 	p.boolean(f, path, "allowTags", &r.AllowTags)
 	p.boolean(f, path, "sourceFallback", &r.SourceFallback)
 	return r
+}
+
+// tagEndpoints reports a source that tracks tags (tag, semver or filter)
+// when the registries: that apply to it leave nowhere to resolve a tag: no
+// mirror with allowTags and sourceFallback off (see package mirror).
+func (p *parser) tagEndpoints(n *yaml.Node, path string, s Source, regs []Registry) {
+	if s.File != "" || s.Ref.Digest != "" || s.Registry == "" {
+		return
+	}
+	sets := make([]mirror.Set, len(regs))
+	for i, r := range regs {
+		sets[i] = mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback}
+	}
+	res, err := mirror.New(sets)
+	if err != nil {
+		p.Errorf(n, "registries", "%v", err)
+		return
+	}
+	if _, err := res.Resolve(s.Registry + "/" + s.Repository + ":latest"); errors.Is(err, mirror.ErrTagNeedsSource) {
+		src, _ := res.Source(s.Registry + "/" + s.Repository)
+		what := "ref"
+		if s.Filter != nil {
+			what = "filter"
+		}
+		at := n
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == what {
+				at = n.Content[i]
+			}
+		}
+		p.Errorf(at, join(path, what), "tracks tags, but the registries: entries for %s leave nowhere to resolve a tag: their mirrors serve digests only and sourceFallback is off; pin ref.digest, set allowTags: true on a mirror trusted with tags, or sourceFallback: true", src)
+	}
 }
 
 // prefix checks a registry host or host/path prefix.

@@ -45,9 +45,15 @@ type Revision struct {
 	// Extensions are the extensions the device enabled when it applied
 	// this revision: a change re-applies the same digest.
 	Extensions []string `json:"extensions,omitempty"`
-	// Mirror names the registry that served the content when it was not
-	// the source itself.
+	// Mirror names the registry mirror (a host or host/path prefix of the
+	// agent's registries:) that served the artifact's manifest, when it
+	// was not the source itself.
 	Mirror string `json:"mirror,omitempty"`
+	// Via says where each fetch of this revision was served from. It is
+	// set for sources that registry mirrors apply to and for bundle
+	// sources; nil when everything came from the source registry with no
+	// mirror configured.
+	Via *Via `json:"via,omitempty"`
 	// Time is when this revision was switched in or attempted.
 	Time time.Time `json:"time"`
 	// Outcome and Error say how the attempt ended.
@@ -55,6 +61,28 @@ type Revision struct {
 	Error   string  `json:"error,omitempty"`
 	// Apps holds the appliers' per-app results.
 	Apps []AppStatus `json:"apps,omitempty"`
+}
+
+// ViaSource and ViaBundle are the Via values of the source registry
+// itself and of a bundle file; any other value is a mirror prefix.
+const (
+	ViaSource = "source"
+	ViaBundle = "bundle"
+)
+
+// Via records where each fetch of a revision was served from: ViaSource,
+// ViaBundle, or the mirror prefix (registry.plant.local/acme). A field is
+// empty when that fetch did not happen (a digest needs no tag resolution;
+// a layer already on the device is not fetched again).
+type Via struct {
+	// Tag is where the tag was listed and resolved to the digest.
+	Tag string `json:"tag,omitempty"`
+	// Manifest is where the artifact's manifest was fetched.
+	Manifest string `json:"manifest,omitempty"`
+	// Signatures is where the signature that verified was found.
+	Signatures string `json:"signatures,omitempty"`
+	// Layer is where the content layer was fetched.
+	Layer string `json:"layer,omitempty"`
 }
 
 // AppStatus is what an applier reported for one app.

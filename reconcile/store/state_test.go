@@ -22,6 +22,7 @@ func fullState() *State {
 		Created:     t0.Add(-time.Hour),
 		Annotations: map[string]string{"org.opencontainers.image.revision": "main@sha1:abc", "org.opencontainers.image.source": "https://git.example.com/fleet"},
 		Mirror:      "mirror.example.com",
+		Via:         &Via{Tag: ViaSource, Manifest: "mirror.example.com", Signatures: "mirror.example.com", Layer: "mirror.example.com"},
 		Time:        t0,
 		Outcome:     OutcomeApplied,
 		Apps: []AppStatus{

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -28,6 +29,14 @@ type Options struct {
 	MaxLayerSize int64
 	// Progress, when set, wraps the layer download reader.
 	Progress func(r io.Reader, size int64) io.Reader
+	// Endpoints, when set, are the repositories the layer is fetched from,
+	// tried in order (registry mirrors of ref's repository, and ref's
+	// own): the first that opens the blob serves all of it. An endpoint
+	// that cannot open it (not found, unreachable, refused credentials)
+	// passes to the next; once bytes flow, any error ends the pull, and a
+	// blob refused for its content (digest or size) is never fetched
+	// again elsewhere. Empty: ref's repository alone.
+	Endpoints []oci.Reference
 }
 
 // Result describes what was extracted.
@@ -40,6 +49,9 @@ type Result struct {
 	Files       int               `json:"files"`
 	Size        int64             `json:"size"`
 	Dir         string            `json:"dir"`
+	// Endpoint is the index in Options.Endpoints of the repository that
+	// served the layer (0 without Endpoints).
+	Endpoint int `json:"-"`
 }
 
 // Pull fetches the artifact ref names (ref must carry a digest: resolve a
@@ -67,7 +79,7 @@ func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.M
 	if maxLayer == 0 {
 		maxLayer = o.Limits.MaxSize
 	}
-	rc, err := c.OpenBlob(ctx, ref, layer, maxLayer)
+	rc, served, err := openBlob(ctx, c, ref, layer, maxLayer, o.Endpoints)
 	if err != nil {
 		return nil, err
 	}
@@ -102,5 +114,43 @@ func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.M
 		Files:       res.Files,
 		Size:        res.Size,
 		Dir:         dir,
+		Endpoint:    served,
 	}, nil
 }
+
+// openBlob opens the layer on the first endpoint that serves it (see
+// Options.Endpoints) and returns the endpoint's index.
+func openBlob(ctx context.Context, c *oci.Client, ref oci.Reference, layer ocispec.Descriptor, maxSize int64, eps []oci.Reference) (io.ReadCloser, int, error) {
+	if len(eps) == 0 {
+		rc, err := c.OpenBlob(ctx, ref, layer, maxSize)
+		return rc, 0, err
+	}
+	var errs []error
+	for i, ep := range eps {
+		rc, err := c.OpenBlob(ctx, ep, layer, maxSize)
+		if err == nil {
+			return rc, i, nil
+		}
+		if errors.Is(err, oci.ErrTooLarge) || errors.Is(err, oci.ErrDigestMismatch) || ctx.Err() != nil {
+			return nil, i, err
+		}
+		errs = append(errs, fmt.Errorf("[%s] %w", ep.Repo(), err))
+	}
+	if len(errs) == 1 {
+		return nil, 0, errors.Unwrap(errs[0])
+	}
+	return nil, 0, fmt.Errorf("layer %s of %s: no registry served it; tried in order: %w", layer.Digest, ref, joined(errs))
+}
+
+// joined is errors.Join on one line.
+type joined []error
+
+func (e joined) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e joined) Unwrap() []error { return e }

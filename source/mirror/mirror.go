@@ -27,8 +27,14 @@
 // sets [B C] and [A B] give A B C), a mirror appears once, ties are broken
 // by config order (the first appearance) and so are contradictory orders
 // ([A B] and [B A] give A B). A mirror allows tags when any set that lists
-// it for that Source has AllowTags (the explicit opt-in wins); the composed
-// set falls back to the source when any of its sets has SourceFallback.
+// it for that Source has AllowTags (the explicit opt-in wins). The composed
+// set falls back to the source only when every one of its sets has
+// SourceFallback: the restrictive setting wins. The agent configuration
+// defaults sourceFallback to true, so an entry that does not mention it
+// leaves the decision to the others, and one sourceFallback: false is
+// enough to keep a device of an air-gapped or firewalled site away from
+// the source, whatever other entries (another file's, a generated one's)
+// say about the same source.
 //
 // Digests. For a reference with a digest (whether or not it also has a
 // tag) every mirror is an endpoint, in order, with the reference rewritten
@@ -165,7 +171,7 @@ func New(sets []Set) (*Resolver, error) {
 		}
 		g, ok := groups[src]
 		if !ok {
-			g = &group{source: src, allow: map[string]bool{}}
+			g = &group{source: src, allow: map[string]bool{}, fallback: true}
 			groups[src] = g
 			order = append(order, src)
 		}
@@ -184,7 +190,7 @@ func New(sets []Set) (*Resolver, error) {
 			g.allow[mp] = g.allow[mp] || s.AllowTags
 		}
 		g.lists = append(g.lists, list)
-		g.fallback = g.fallback || s.SourceFallback
+		g.fallback = g.fallback && s.SourceFallback // the restrictive setting wins
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("registry mirrors: %w", errors.Join(errs...))

@@ -237,13 +237,31 @@ func TestEndpoints(t *testing.T) {
 			want: []string{"a.local/web@" + dg + " (mirror a.local)", "b.local/web@" + dg + " (mirror b.local)", "c.local/web@" + dg + " (mirror c.local)"},
 		},
 		{
-			name: "composition: sourceFallback true when any set says so",
+			name: "composition: sourceFallback off when any set turns it off",
 			sets: []Set{
 				{Source: "ghcr.io/acme", Mirrors: []string{"a.local"}},
 				{Source: "ghcr.io/acme", Mirrors: []string{"b.local"}, SourceFallback: true},
 			},
 			ref:  "ghcr.io/acme/web@" + dg,
+			want: []string{"a.local/web@" + dg + " (mirror a.local)", "b.local/web@" + dg + " (mirror b.local)"},
+		},
+		{
+			name: "composition: sourceFallback on when every set allows it",
+			sets: []Set{
+				{Source: "ghcr.io/acme", Mirrors: []string{"a.local"}, SourceFallback: true},
+				{Source: "ghcr.io/acme", Mirrors: []string{"b.local"}, SourceFallback: true},
+			},
+			ref:  "ghcr.io/acme/web@" + dg,
 			want: []string{"a.local/web@" + dg + " (mirror a.local)", "b.local/web@" + dg + " (mirror b.local)", "ghcr.io/acme/web@" + dg},
+		},
+		{
+			name: "composition: fallback is per source, the longest match's sets alone",
+			sets: []Set{
+				{Source: "ghcr.io", Mirrors: []string{"plant.local/ghcr"}},
+				{Source: "ghcr.io/acme", Mirrors: []string{"a.local"}, SourceFallback: true},
+			},
+			ref:  "ghcr.io/acme/web@" + dg,
+			want: []string{"a.local/web@" + dg + " (mirror a.local)", "ghcr.io/acme/web@" + dg},
 		},
 		{
 			name: "composition: a mirror allows tags when any set listing it does",

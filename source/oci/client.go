@@ -37,6 +37,10 @@ type Options struct {
 	// WrapTransport, when set, wraps the HTTP transport (to count or log
 	// registry requests).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// Transport, when set, replaces the HTTP transport to the registries
+	// (CAFile does not apply to it): to serve requests from somewhere else
+	// than the network, such as a bundle file. WrapTransport still wraps it.
+	Transport http.RoundTripper
 }
 
 // Client reaches registries with one credential store, one TLS
@@ -56,23 +60,12 @@ func NewClient(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ResponseHeaderTimeout = time.Minute
-	if opts.CAFile != "" {
-		pem, err := os.ReadFile(opts.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", opts.CAFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	var rt http.RoundTripper
+	if opts.Transport != nil {
+		rt = opts.Transport
+	} else if rt, err = newTransport(opts.CAFile); err != nil {
+		return nil, err
 	}
-	var rt http.RoundTripper = tr
 	if opts.WrapTransport != nil {
 		rt = opts.WrapTransport(rt)
 	}
@@ -88,6 +81,28 @@ func NewClient(opts Options) (*Client, error) {
 		Header:     http.Header{"User-Agent": {ua}},
 	}
 	return &Client{opts: opts, creds: store, http: hc, auth: ac}, nil
+}
+
+// newTransport is the default transport, trusting caFile besides the
+// system roots.
+func newTransport(caFile string) (*http.Transport, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = time.Minute
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return tr, nil
 }
 
 func openStore(path string) (credentials.Store, error) {

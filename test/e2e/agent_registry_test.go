@@ -1,13 +1,22 @@
 package e2e
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content/memory"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/berth-dev/berth/internal/testenv"
 )
@@ -198,4 +207,181 @@ sources:
 	a.expectRefused("", "not allowed")
 	keyless(`^https://token\.actions\.githubusercontent\.com$`, `^https://github\.com/evil/`)
 	a.expectRefused("", "not allowed")
+}
+
+// TestAgentThroughMirror runs the agent against an upstream registry it
+// reaches through a counting proxy and a plant registry that mirrors it:
+// the state artifact, its signatures and (with allowTags) its tags come
+// from the plant registry, and the upstream registry sees no request at
+// all from the device.
+func TestAgentThroughMirror(t *testing.T) {
+	a := newAgentEnv(t)
+	up := testenv.StartProxy(t, a.reg)
+	plant := testenv.StartRegistry(t, testenv.RegistryOptions{})
+	v1 := a.publish("v1.0.0", a.key, 1)
+	v2 := a.publish("v1.1.0", a.key, 2)
+	mirrorCopy(t, a.reg, plant, "fleet/line-3", v1, "v1.0.0")
+	mirrorCopy(t, a.reg, plant, "fleet/line-3", v2, "v1.1.0")
+
+	// The device trusts both registries' CAs and holds both credentials.
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	writeConcat(t, ca, a.reg.CAFile, plant.CAFile)
+	docker := filepath.Join(dir, "docker.json")
+	writeDockerConfig(t, docker, map[string]*testenv.Registry{up.Host(): a.reg, plant.Host(): plant})
+	mp := plant.Host() + "/fleet"
+
+	for _, tc := range []struct {
+		name, ref, registries, want string
+		via                         map[string]string
+	}{
+		{
+			name: "digest through a digest-only mirror", ref: "ref: {digest: " + v1 + "}", want: v1,
+			registries: "    sourceFallback: false",
+			via:        map[string]string{"manifest": mp, "signatures": mp, "layer": mp},
+		},
+		{
+			name: "semver through a mirror trusted with tags", ref: `ref: {semver: ">=1.0.0"}`, want: v2,
+			registries: "    allowTags: true\n    sourceFallback: false",
+			via:        map[string]string{"tag": mp, "manifest": mp, "signatures": mp, "layer": mp},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a.stateDir = filepath.Join(t.TempDir(), "state")
+			cfg := fmt.Sprintf(`stateDir: %s
+sources:
+  - name: line-3
+    url: oci://%s/fleet/line-3
+    %s
+    timeout: 30s
+    verify: {keys: [%s]}
+    credentials: {dockerConfig: %s}
+    caFile: %s
+registries:
+  - source: %s/fleet
+    mirrors: [%s]
+%s
+`, a.stateDir, up.Host(), tc.ref, a.pub, docker, ca, up.Host(), mp, tc.registries)
+			a.cfgPath = filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(a.cfgPath, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			up.Reset()
+			out, errOut, code := testenv.Run(t, a.bin, nil, "agent", "--config", a.cfgPath, "--once", "--output", "json")
+			var res []struct {
+				Outcome, Digest, Error string
+				Via                    map[string]string
+			}
+			if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 || code != 0 {
+				t.Fatalf("agent --once: exit %d, %q (%v)\nstderr: %s", code, out, err, errOut)
+			}
+			if r := res[0]; r.Outcome != "applied" || r.Digest != tc.want || !maps.Equal(r.Via, tc.via) {
+				t.Fatalf("agent --once = %+v, want applied %s via %v", r, tc.want, tc.via)
+			}
+			if n := len(up.Requests()); n != 0 {
+				t.Fatalf("the upstream registry received %d requests from the device, want 0: %+v", n, up.Requests())
+			}
+			if !strings.Contains(errOut, "via.manifest="+mp) {
+				t.Errorf("the log does not say which mirror served the artifact:\n%s", errOut)
+			}
+
+			// berth status says it, in text and JSON.
+			text := a.ok("status", "--config", a.cfgPath)
+			if !strings.Contains(text, "via:      mirror "+mp+" (") {
+				t.Errorf("status does not name the mirror:\n%s", text)
+			}
+			var st struct {
+				Sources []struct {
+					Applied struct {
+						Mirror string
+						Via    map[string]string
+					}
+				}
+			}
+			a.okJSON(&st, "status", "--config", a.cfgPath)
+			if len(st.Sources) != 1 || st.Sources[0].Applied.Mirror != mp || !maps.Equal(st.Sources[0].Applied.Via, tc.via) {
+				t.Errorf("status --output json = %+v", st)
+			}
+		})
+	}
+}
+
+// mirrorCopy copies repo@digest and its signatures (referrers, through
+// the sha256-<hex> fallback tag on this registry, and the legacy .sig tag)
+// from one registry to another, keeping digests, and tags it there.
+func mirrorCopy(t *testing.T, from, to *testenv.Registry, repo, digest string, tags ...string) {
+	t.Helper()
+	ctx := context.Background()
+	open := func(r *testenv.Registry) *remote.Repository {
+		repo, err := remote.NewRepository(r.Host() + "/" + repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo.Client = &auth.Client{
+			Client:     r.HTTPClient(),
+			Credential: auth.StaticCredential(r.Host(), auth.Credential{Username: r.Username, Password: r.Password}),
+		}
+		return repo
+	}
+	src, dst := open(from), open(to)
+	desc, err := src.Resolve(ctx, digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Through memory: oras-go closes a registry response body used as an
+	// upload body from two goroutines (a data race in its copy).
+	mem := memory.New()
+	if err := oras.ExtendedCopyGraph(ctx, src, mem, desc, oras.ExtendedCopyGraphOptions{}); err != nil {
+		t.Fatalf("read %s@%s: %v", repo, digest, err)
+	}
+	if err := oras.ExtendedCopyGraph(ctx, mem, dst, desc, oras.ExtendedCopyGraphOptions{}); err != nil {
+		t.Fatalf("copy %s@%s: %v", repo, digest, err)
+	}
+	for _, tag := range tags {
+		if err := dst.Tag(ctx, desc, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sig := "sha256-" + strings.TrimPrefix(digest, "sha256:") + ".sig"
+	if _, err := src.Resolve(ctx, sig); err == nil {
+		if _, err := oras.Copy(ctx, src, sig, mem, sig, oras.CopyOptions{}); err != nil {
+			t.Fatalf("read %s: %v", sig, err)
+		}
+		if _, err := oras.Copy(ctx, mem, sig, dst, sig, oras.CopyOptions{}); err != nil {
+			t.Fatalf("copy %s: %v", sig, err)
+		}
+	}
+}
+
+// writeConcat writes the concatenation of files to path.
+func writeConcat(t *testing.T, path string, files ...string) {
+	t.Helper()
+	var b []byte
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, data...)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeDockerConfig writes a Docker config.json holding, for each host, the
+// credentials of its registry.
+func writeDockerConfig(t *testing.T, path string, hosts map[string]*testenv.Registry) {
+	t.Helper()
+	auths := map[string]map[string]string{}
+	for h, r := range hosts {
+		auths[h] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))}
+	}
+	b, err := json.Marshal(map[string]any{"auths": auths})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
