@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/apply/compose"
+	"github.com/berth-dev/berth/apply/helm"
 	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
@@ -98,25 +99,42 @@ systemd when it is ready (Type=notify).`,
 func newAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]reconcile.Applier, func(), error) {
 	var out []reconcile.Applier
 	closers := []func() error{}
+	// Image and chart pulls use the first source credentials given: one
+	// Docker config per device is the usual layout.
+	var dockerConfig string
+	for _, s := range cfg.Sources {
+		if s.Credentials.DockerConfig != "" {
+			dockerConfig = s.Credentials.DockerConfig
+			break
+		}
+	}
+	var registries []mirror.Set
+	for _, r := range cfg.Registries {
+		registries = append(registries, mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback})
+	}
 	if o := cfg.Apply.Compose; o.Enabled {
-		// Image pulls use the first source credentials given: one Docker
-		// config per device is the usual layout.
-		var dockerConfig string
-		for _, s := range cfg.Sources {
-			if s.Credentials.DockerConfig != "" {
-				dockerConfig = s.Credentials.DockerConfig
-				break
-			}
-		}
-		var registries []mirror.Set
-		for _, r := range cfg.Registries {
-			registries = append(registries, mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback})
-		}
 		ca, err := compose.New(ctx, compose.Options{Host: o.Host, WaitTimeout: o.WaitTimeout, EnvDir: o.EnvDir, DockerConfig: dockerConfig, Registries: registries, Log: log})
 		if err != nil {
 			return nil, nil, fmt.Errorf("compose applier: %w", err)
 		}
 		out, closers = append(out, ca), append(closers, ca.Close)
+	}
+	if o := cfg.Apply.Helm; o.Enabled {
+		// Charts usually live in the registry of the sources: trust the
+		// first source's CA, and speak plain HTTP when it does.
+		var caFile string
+		var plainHTTP bool
+		for _, s := range cfg.Sources {
+			if s.CAFile != "" || s.Insecure {
+				caFile, plainHTTP = s.CAFile, s.Insecure
+				break
+			}
+		}
+		ha, err := helm.New(helm.Options{Kubeconfig: o.Kubeconfig, ValuesDir: o.ValuesDir, DockerConfig: dockerConfig, CAFile: caFile, PlainHTTP: plainHTTP, Registries: registries, Log: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("helm applier: %w", err)
+		}
+		out = append(out, ha)
 	}
 	return out, func() {
 		for _, c := range closers {
@@ -240,6 +258,7 @@ func statusFromFile(stateDir string) (*api.Status, error) {
 
 func printStatus(w io.Writer, st *api.Status) {
 	live := liveCompose(st)
+	liveH := liveHelm(st)
 	if len(st.Sources) == 0 {
 		fmt.Fprintln(w, "no sources")
 		return
@@ -264,6 +283,9 @@ func printStatus(w io.Writer, st *api.Status) {
 			if r := a.Annotations["org.opencontainers.image.revision"]; r != "" {
 				fmt.Fprintf(w, "  revision: %s\n", r)
 			}
+			if a.Via != nil {
+				fmt.Fprintf(w, "  via:      %s\n", describeVia(a.Via))
+			}
 		} else {
 			fmt.Fprintln(w, "  applied:  nothing yet")
 		}
@@ -279,10 +301,39 @@ func printStatus(w io.Writer, st *api.Status) {
 		}
 		if s.Applied != nil {
 			for _, app := range s.Applied.Apps {
+				if app.Kind == "helm" {
+					printHelmApp(w, s.Name, app, liveH)
+					continue
+				}
 				printApp(w, s.Name, app, live)
 			}
 		}
 	}
+}
+
+// describeVia says where the fetches of a revision came from, grouped:
+// "mirror registry.plant.local/acme (manifest, signatures, layer); source (tag)".
+func describeVia(v *store.Via) string {
+	var order []string
+	what := map[string][]string{}
+	for _, f := range []struct{ name, via string }{{"tag", v.Tag}, {"manifest", v.Manifest}, {"signatures", v.Signatures}, {"layer", v.Layer}} {
+		if f.via == "" {
+			continue
+		}
+		if _, ok := what[f.via]; !ok {
+			order = append(order, f.via)
+		}
+		what[f.via] = append(what[f.via], f.name)
+	}
+	parts := make([]string, 0, len(order))
+	for _, via := range order {
+		name := via
+		if via != store.ViaSource && via != store.ViaBundle {
+			name = "mirror " + via
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", name, strings.Join(what[via], ", ")))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func newHistoryCmd(g *globals) *cobra.Command {
@@ -493,6 +544,101 @@ func liveCompose(st *api.Status) map[string]compose.ProjectReport {
 		return nil
 	}
 	return out
+}
+
+// liveHelm decodes the Helm applier's live report, if any: releases by
+// "namespace/name".
+func liveHelm(st *api.Status) map[string]helm.ReleaseReport {
+	raw, ok := st.Appliers["helm"]
+	if !ok {
+		return nil
+	}
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil
+	}
+	var out map[string]helm.ReleaseReport
+	if json.Unmarshal(b, &out) != nil {
+		return nil
+	}
+	return out
+}
+
+// printHelmApp prints one Helm app: its result in the applied revision,
+// then its release as it stands now (or as it was applied, without an
+// agent): chart, chart digest, revision, status, the last apply result and
+// the drift found.
+func printHelmApp(w io.Writer, source string, app store.AppStatus, live map[string]helm.ReleaseReport) {
+	fmt.Fprintf(w, "  app %s (helm): %s", app.Name, app.Outcome)
+	if app.Message != "" {
+		fmt.Fprintf(w, ": %s", firstLine(app.Message))
+	}
+	fmt.Fprintln(w)
+	var d helm.Detail
+	if len(app.Detail) > 0 {
+		_ = json.Unmarshal(app.Detail, &d)
+	}
+	when := "at apply"
+	var rep *helm.ReleaseReport
+	for _, k := range slices.Sorted(maps.Keys(live)) {
+		if r := live[k]; r.Source == source && r.App == app.Name {
+			rep = &r
+			break
+		}
+	}
+	if rep != nil && rep.Error == "" {
+		d, when = rep.Detail, "now"
+	}
+	if d.Release == "" {
+		return
+	}
+	fmt.Fprintf(w, "    release %s/%s (%s):", d.Namespace, d.Release, when)
+	if d.Revision > 0 {
+		fmt.Fprintf(w, " revision %d %s", d.Revision, d.Status)
+	} else {
+		fmt.Fprint(w, " not installed")
+	}
+	fmt.Fprintln(w)
+	if d.Chart != "" {
+		fmt.Fprintf(w, "      chart:  %s %s  %s", d.Chart, d.ChartVersion, d.ChartDigest)
+		if d.Mirror != "" {
+			fmt.Fprintf(w, " (via mirror %s)", d.Mirror)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, nr := range d.NotReady {
+		fmt.Fprintf(w, "      not ready: %s\n", nr)
+	}
+	if rep == nil {
+		return
+	}
+	if rep.Error != "" {
+		fmt.Fprintf(w, "      live state unavailable: %s\n", firstLine(rep.Error))
+	}
+	if l := rep.LastApply; l != nil {
+		fmt.Fprintf(w, "      last apply: %s at %s", l.Outcome, l.Time.Format(time.RFC3339))
+		if l.Message != "" {
+			fmt.Fprintf(w, ": %s", firstLine(l.Message))
+		}
+		fmt.Fprintln(w)
+	}
+	if dr := rep.Drift; dr != nil {
+		switch {
+		case dr.Restores > 0:
+			fmt.Fprintf(w, "      drift: %d restores, last %s (%s)", dr.Restores, dr.LastRestore.Format(time.RFC3339), strings.Join(dr.Drifted, "; "))
+			if dr.Flapping {
+				fmt.Fprint(w, " FLAPPING: restores paused")
+			}
+			fmt.Fprintln(w)
+		case len(dr.Drifted) > 0:
+			fmt.Fprintf(w, "      drift: found, not restored (%s)\n", strings.Join(dr.Drifted, "; "))
+		case !dr.LastCheck.IsZero():
+			fmt.Fprintf(w, "      drift: none (checked %s)\n", dr.LastCheck.Format(time.RFC3339))
+		}
+		if dr.LastError != "" {
+			fmt.Fprintf(w, "      drift error: %s\n", firstLine(dr.LastError))
+		}
+	}
 }
 
 // printApp prints one app: its last apply result and, for Compose apps,

@@ -106,6 +106,7 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 		newAgentCmd(g), newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g),
 		newSuspendCmd(g, true), newSuspendCmd(g, false),
 		newMirrorCmd(g),
+		newBundleCmd(g),
 	)
 	return root
 }
