@@ -255,11 +255,16 @@ func (a *Applier) restoreDone(key string, err error) {
 // source that an Apply is converging is left alone until the next
 // interval. A release restored more than 5 times in 10 minutes is flapping:
 // Watch logs it and leaves it alone until the window has passed. Checks
-// only read; only restores write. Watch returns ctx's error.
+// only read; only restores write. Report lists the releases of the
+// revisions applied returns, even those no Apply of this Applier touched.
+// Watch returns ctx's error.
 func (a *Applier) Watch(ctx context.Context, applied func() []reconcile.Revision, interval time.Duration) error {
 	if interval <= 0 {
 		interval = DefaultDriftInterval
 	}
+	a.stateMu.Lock()
+	a.applied = applied
+	a.stateMu.Unlock()
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -574,23 +579,45 @@ type ReleaseReport struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Report returns the live state of every release this applier converged,
-// keyed by "namespace/release", with its last apply result and drift
-// record, for `berth status`.
+// Report returns the live state of every release this applier converged
+// or keeps free of drift, keyed by "namespace/release", with its last
+// apply result and drift record, for `berth status`. The releases are
+// those Apply left its sources on since the agent started, and the apps of
+// the applied revisions the drift loop (Watch) works from: after a restart
+// on an already applied revision, these are reported before any Apply.
+// Each is read from Helm's release storage, the newest revision; a release
+// that another source or app owns now is reported with an Error. Report
+// only reads.
 func (a *Applier) Report(ctx context.Context) any {
-	drift := a.Drift()
+	_ = ctx // Helm's storage takes no context
 	type item struct {
 		source string
 		app    devicestate.App
 	}
 	items := map[string]item{}
+	add := func(t appTarget) {
+		items[releaseKey(a.namespace(t.app.Helm), t.app.Helm.ReleaseName)] = item{t.rev.Source, t.app}
+	}
+	a.stateMu.Lock()
+	applied := a.applied
+	a.stateMu.Unlock()
+	if applied != nil {
+		// What the drift loop keeps: Apply's targets where it ran, else
+		// the apps of the applied revision.
+		for _, rev := range applied() {
+			for _, t := range a.targetsOf(rev) {
+				add(t)
+			}
+		}
+	}
+	drift := a.Drift()
 	a.stateMu.Lock()
 	for key, e := range a.results {
 		items[key] = item{e.source, e.app}
 	}
-	for source, apps := range a.targets {
+	for _, apps := range a.targets {
 		for _, t := range apps {
-			items[releaseKey(a.namespace(t.app.Helm), t.app.Helm.ReleaseName)] = item{source, t.app}
+			add(t)
 		}
 	}
 	results := maps.Clone(a.results)
@@ -611,12 +638,13 @@ func (a *Applier) Report(ctx context.Context) any {
 		if cfg, _, err := a.actionConfig(ns, 0); err != nil {
 			r.Error = err.Error()
 		} else if hist, err := cfg.Releases.History(name); err != nil && !isNotFound(err) {
-			r.Error = err.Error()
+			r.Error = fmt.Sprintf("read release %s: %v", key, err)
+		} else if last := latest(hist); last != nil && (last.Labels[LabelSource] != it.source || last.Labels[LabelApp] != it.app.Name) {
+			r.Error = fmt.Sprintf("%v: release %s belongs to %s", ErrNotOwned, key, owner(last))
 		} else {
-			fillDetail(&r.Detail, latest(hist))
+			fillDetail(&r.Detail, last)
 		}
 		out[key] = r
 	}
-	_ = ctx // Helm's storage takes no context
 	return out
 }

@@ -163,6 +163,7 @@ type Applier struct {
 	// state for drift and status, see drift.go
 	stateMu       sync.Mutex
 	targets       map[string]map[string]appTarget // by source, then app
+	applied       func() []reconcile.Revision     // the last Watch's, nil before any
 	results       map[string]resultEntry          // by release key
 	drift         map[string]*driftRecord         // by release key
 	maxRestores   int

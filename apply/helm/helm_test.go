@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/internal/testenv"
-	"github.com/berth-dev/berth/reconcile"
 )
 
 // TestLifecycle runs one app through the whole life of a release on a real
@@ -147,14 +145,7 @@ func TestLifecycle(t *testing.T) {
 	// Drift: a ConfigMap edited and a Service deleted by hand are restored
 	// within one interval; checks that find nothing write nothing.
 	const interval = 2 * time.Second
-	wctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := a.Watch(wctx, func() []reconcile.Revision { return []reconcile.Revision{v2} }, interval); !errors.Is(err, context.Canceled) {
-			t.Errorf("Watch = %v", err)
-		}
-	})
-	defer func() { cancel(); wg.Wait() }()
+	stopWatch := startWatch(t, a, interval, v2)
 	mark = k.Mark()
 	time.Sleep(2*interval + interval/2)
 	noWrites(t, k, mark, "drift checks of a release that did not drift")
@@ -194,8 +185,7 @@ func TestLifecycle(t *testing.T) {
 	if !strings.Contains(drifted, "Service "+ns+"/hello was deleted") && !strings.Contains(drifted, "ConfigMap "+ns+"/hello-config was changed (data.greeting)") {
 		t.Errorf("drift found = %q", drifted)
 	}
-	cancel()
-	wg.Wait()
+	stopWatch()
 
 	// Report: the live release, the last apply result, the drift.
 	rep, ok := a.Report(ctx).(map[string]ReleaseReport)[key]

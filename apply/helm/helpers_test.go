@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,4 +256,21 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, format st
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// startWatch runs a.Watch on revs in the background until the returned
+// stop is called (it waits for Watch to return; calling it again does
+// nothing) or the test ends.
+func startWatch(t *testing.T, a *Applier, interval time.Duration, revs ...reconcile.Revision) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := a.Watch(ctx, func() []reconcile.Revision { return revs }, interval); !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch = %v", err)
+		}
+	})
+	stop = func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
+	return stop
 }

@@ -30,6 +30,9 @@ type Options struct {
 	DockerConfig string
 	// CAFile is a PEM bundle trusted in addition to the system roots.
 	CAFile string
+	// CAFiles are more PEM bundles trusted like CAFile (a registry's own
+	// CA besides the global one).
+	CAFiles []string
 	// Insecure talks plain HTTP to the registry.
 	Insecure bool
 	// UserAgent is sent with every request.
@@ -63,7 +66,7 @@ func NewClient(opts Options) (*Client, error) {
 	var rt http.RoundTripper
 	if opts.Transport != nil {
 		rt = opts.Transport
-	} else if rt, err = newTransport(opts.CAFile); err != nil {
+	} else if rt, err = newTransport(append([]string{opts.CAFile}, opts.CAFiles...)...); err != nil {
 		return nil, err
 	}
 	if opts.WrapTransport != nil {
@@ -83,23 +86,30 @@ func NewClient(opts Options) (*Client, error) {
 	return &Client{opts: opts, creds: store, http: hc, auth: ac}, nil
 }
 
-// newTransport is the default transport, trusting caFile besides the
-// system roots.
-func newTransport(caFile string) (*http.Transport, error) {
+// newTransport is the default transport, trusting the caFiles (empty
+// names skipped) besides the system roots.
+func newTransport(caFiles ...string) (*http.Transport, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = time.Minute
-	if caFile != "" {
+	var pool *x509.CertPool
+	for _, caFile := range caFiles {
+		if caFile == "" {
+			continue
+		}
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("read CA file: %w", err)
 		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
+		if pool == nil {
+			if pool, err = x509.SystemCertPool(); err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
 		}
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
 		}
+	}
+	if pool != nil {
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return tr, nil
@@ -119,6 +129,17 @@ func openStore(path string) (credentials.Store, error) {
 		return nil, fmt.Errorf("open Docker config %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// Repository returns an oras-go repository for ref's HOST/REPO (its tag
+// and digest are ignored), for code that works with oras-go directly, such
+// as copying graphs between registries. It is the repository every other
+// method of the client uses: the client's credential store, TLS settings
+// (system roots, CAFile, CAFiles), token cache and user agent, over plain
+// HTTP when Options.Insecure. Callers may set its other fields (such as
+// SkipReferrersGC) on the copy they get. It does not reach the registry.
+func (c *Client) Repository(ref Reference) (*remote.Repository, error) {
+	return c.repository(ref)
 }
 
 // repository returns an oras-go repository for ref sharing the client's

@@ -1,18 +1,13 @@
 package replicate
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
-	"time"
 
 	"oras.land/oras-go/v2/registry/remote"
-	"oras.land/oras-go/v2/registry/remote/auth"
-	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
+
+	"github.com/berth-dev/berth/source/oci"
 )
 
 // Opener opens an oras-go repository, "host/path", with credentials and
@@ -41,98 +36,65 @@ type Access struct {
 	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
-// Registries opens repositories with one credential store, one TLS
-// configuration (the system roots, Access.CAFile and the caFile of every
-// registries: entry) and one token cache, so that tokens are reused across
-// jobs and passes. Hosts marked insecure are reached over plain HTTP.
+// Registries opens repositories through source/oci clients: one for the
+// global settings (Access), and one per registries: entry with the entry's
+// settings on top of them (its caFile trusted besides the system roots and
+// Access.CAFile; plain HTTP when it or Access is insecure). All of them read
+// the same Docker credentials, and each keeps its token cache, so that
+// tokens are reused across jobs and passes.
 type Registries struct {
-	client *auth.Client
-	all    bool            // every host plain HTTP
-	plain  map[string]bool // lowercased host → plain HTTP
+	def   *oci.Client
+	hosts map[string]*oci.Client // lowercased host → its entry's client
 }
 
 // NewRegistries builds a Registries from the global settings and the
 // registries: entries of the configuration. It reads the CA files and
 // opens the credential store but does not reach any registry.
 func NewRegistries(a Access, regs []Registry) (*Registries, error) {
-	store, err := openStore(a.DockerConfig)
+	base := oci.Options{
+		DockerConfig:  a.DockerConfig,
+		CAFile:        a.CAFile,
+		Insecure:      a.Insecure,
+		UserAgent:     a.UserAgent,
+		WrapTransport: a.WrapTransport,
+	}
+	def, err := oci.NewClient(base)
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ResponseHeaderTimeout = time.Minute
-	var cas []string
-	if a.CAFile != "" {
-		cas = append(cas, a.CAFile)
-	}
-	r := &Registries{all: a.Insecure, plain: map[string]bool{}}
+	r := &Registries{def: def, hosts: map[string]*oci.Client{}}
 	for _, reg := range regs {
+		o := base
+		o.Insecure = a.Insecure || reg.Insecure
 		if reg.CAFile != "" {
-			cas = append(cas, reg.CAFile)
+			o.CAFiles = []string{reg.CAFile}
 		}
-		if reg.Insecure {
-			r.plain[strings.ToLower(reg.Host)] = true
+		c, err := oci.NewClient(o)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: %w", reg.Host, err)
 		}
-	}
-	if len(cas) > 0 {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		for _, f := range cas {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("read CA file: %w", err)
-			}
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("CA file %s holds no PEM certificate", f)
-			}
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	var rt http.RoundTripper = tr
-	if a.WrapTransport != nil {
-		rt = a.WrapTransport(rt)
-	}
-	ua := a.UserAgent
-	if ua == "" {
-		ua = "berth"
-	}
-	r.client = &auth.Client{
-		Client:     &http.Client{Transport: retry.NewTransport(rt)},
-		Cache:      auth.NewCache(),
-		Credential: credentials.Credential(store),
-		Header:     http.Header{"User-Agent": {ua}},
+		r.hosts[strings.ToLower(reg.Host)] = c
 	}
 	return r, nil
 }
 
-func openStore(path string) (credentials.Store, error) {
-	so := credentials.StoreOptions{DetectDefaultNativeStore: true}
-	if path == "" {
-		s, err := credentials.NewStoreFromDocker(so)
-		if err != nil {
-			return nil, fmt.Errorf("open Docker credential store: %w", err)
-		}
-		return s, nil
-	}
-	s, err := credentials.NewStore(path, so)
-	if err != nil {
-		return nil, fmt.Errorf("open Docker config %s: %w", path, err)
-	}
-	return s, nil
-}
-
-// Repository opens the repository name ("host/path"). Nothing is deleted
-// through it: the referrers fallback index it updates at a registry
-// without the referrers API replaces the old one without deleting it.
+// Repository opens the repository name ("host/path") with its host's
+// settings. Nothing is deleted through it: the referrers fallback index it
+// updates at a registry without the referrers API replaces the old one
+// without deleting it.
 func (r *Registries) Repository(name string) (*remote.Repository, error) {
-	repo, err := remote.NewRepository(name)
+	ref, err := oci.ParseReference(name) // its errors name the repository
 	if err != nil {
-		return nil, fmt.Errorf("repository %q: %w", name, err)
+		return nil, err
 	}
-	repo.Client = r.client
-	repo.PlainHTTP = r.all || r.plain[strings.ToLower(repo.Reference.Registry)]
+	c, ok := r.hosts[strings.ToLower(ref.Registry)]
+	if !ok {
+		c = r.def
+	}
+	repo, err := c.Repository(ref)
+	if err != nil {
+		return nil, err
+	}
 	repo.SkipReferrersGC = true
 	return repo, nil
 }
