@@ -91,8 +91,16 @@ func buildBerth() (string, error) {
 	return out, nil
 }
 
-// goBuild runs `go build -o out pkg` in the module at root, with env
-// (KEY=VALUE) added to the environment.
+// BuildTags are the build tags berth is built with (the Makefile sets the
+// same through GOFLAGS). kustomize_disable_go_plugin_support drops
+// kustomize's Go-plugin loader, which Helm's client pulls in through
+// cli-runtime: a program that imports package plugin has every symbol
+// exported and its methods kept by the linker, about 27 MB more binary and
+// 35 MB more peak RSS at start-up, for a feature berth never uses.
+const BuildTags = "kustomize_disable_go_plugin_support"
+
+// goBuild runs `go build -tags BuildTags -o out pkg` in the module at root,
+// with env (KEY=VALUE) added to the environment.
 func goBuild(root, pkg, out string, env ...string) error {
 	gobin, err := goCommand()
 	if err != nil {
@@ -100,7 +108,7 @@ func goBuild(root, pkg, out string, env ...string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, gobin, "build", "-tags", BuildTags, "-o", out, pkg)
 	cmd.Dir = root
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)

@@ -205,3 +205,30 @@ func TestBuildBerthBuilds(t *testing.T) {
 		t.Errorf("got %q, exit %d", stdout, code)
 	}
 }
+
+// TestBerthLinksNoPlugin guards BuildTags: with them, nothing berth
+// imports pulls in package plugin (which would make the linker keep every
+// method of every type and export every symbol).
+func TestBerthLinksNoPlugin(t *testing.T) {
+	gobin, err := goCommand()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := ModuleRoot(t)
+	cmd := exec.Command(gobin, "list", "-tags", BuildTags, "-deps", "./cmd/berth")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/berth: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 100 {
+		t.Fatalf("go list -deps ./cmd/berth listed only %d packages:\n%s", len(deps), out)
+	}
+	for _, d := range deps {
+		if d == "plugin" {
+			t.Fatalf("berth built with -tags %s still imports package plugin; find the importer with `go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./cmd/berth`", BuildTags)
+		}
+	}
+}
