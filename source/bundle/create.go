@@ -164,6 +164,10 @@ func (cr *creator) plan(ctx context.Context) (string, error) {
 		if role != RoleImage && role != RoleChart {
 			continue
 		}
+		if e.Digest == "" || e.Repository == "" {
+			cr.log.Warn("a lock entry without repository or digest is left out", "kind", e.Kind, "ref", e.Ref, "app", e.App)
+			continue
+		}
 		r, err := oci.ParseReference(e.Repository + "@" + e.Digest)
 		if err != nil {
 			return "", fmt.Errorf("create bundle: %s in %s: %w", e.Ref, lock.LockFile, err)
