@@ -89,5 +89,6 @@ clean:
 # reported with b.ReportMetric (timings are never asserted). Needs about
 # 4 GiB of free disk in the temp dir; removes what it writes.
 .PHONY: bench
-bench: deps
-	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 60m ./test/bench/
+bench: deps dockerd
+	host=$$(bash test/scripts/dockerd.sh host) && \
+	  DOCKER_HOST=$$host $(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 60m ./test/bench/

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,71 +223,17 @@ func (be *bundleEnv) crane(args ...string) peakMem {
 	return be.exec(be.e.crane, args...)
 }
 
-// peakMem is a command's peak memory, sampled from /proc while it runs:
-// VmHWM (peak resident set) and the peak of RssAnon (heap, stacks: what
-// would grow if the bundle were held in memory; the rest is the binary's
-// file-backed pages). The rusage maxrss of a child is not used: a child
-// started with vfork inherits the parent's high-water mark.
-type peakMem struct{ hwm, anon float64 }
-
 func (be *bundleEnv) exec(bin string, args ...string) peakMem {
 	be.b.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = be.environ()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		be.b.Fatal(err)
-	}
-	var peak peakMem
-	done := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if m, ok := procMem(cmd.Process.Pid); ok {
-				peak.hwm, peak.anon = max(peak.hwm, m.hwm), max(peak.anon, m.anon)
-			}
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	timer := time.AfterFunc(cmdTimeout, func() { _ = cmd.Process.Kill() })
-	err := cmd.Wait()
-	timer.Stop()
-	close(done)
-	<-sampled
+	peak, err := runSampled(cmd)
 	if err != nil {
 		be.b.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", filepath.Base(bin), strings.Join(args, " "), err, clip(stdout.String()), clip(stderr.String()))
 	}
 	return peak
-}
-
-// procMem reads VmHWM and RssAnon of a running process, in MiB.
-func procMem(pid int) (peakMem, bool) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return peakMem{}, false
-	}
-	var m peakMem
-	found := 0
-	for _, line := range strings.Split(string(raw), "\n") {
-		for field, dst := range map[string]*float64{"VmHWM:": &m.hwm, "RssAnon:": &m.anon} {
-			if rest, ok := strings.CutPrefix(line, field); ok {
-				kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-				if err == nil {
-					*dst = kb / 1024
-					found++
-				}
-			}
-		}
-	}
-	return m, found == 2
 }
 
 // pushImage pushes an image of bundleLayers random layers (seeded, so

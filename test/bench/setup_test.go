@@ -25,7 +25,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -117,17 +116,80 @@ func (e *env) environ(extra ...string) []string {
 }
 
 // run runs berth with the registry's CA and fails the benchmark unless it
-// exits 0; it returns stdout and the finished command.
-func (e *env) run(extraEnv []string, args ...string) (string, *exec.Cmd) {
+// exits 0; it returns stdout and berth's peak memory.
+func (e *env) run(extraEnv []string, args ...string) (string, peakMem) {
 	e.b.Helper()
 	cmd := exec.Command(e.berth, append(args, "--ca-file", e.reg.CAFile)...)
 	cmd.Env = e.environ(extraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := runWithTimeout(cmd); err != nil {
+	peak, err := runSampled(cmd)
+	if err != nil {
 		e.b.Fatalf("berth %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), clip(stderr.String()))
 	}
-	return stdout.String(), cmd
+	return stdout.String(), peak
+}
+
+// peakMem is a command's peak memory in MiB, sampled from /proc while it
+// runs: VmHWM (peak resident set) and the peak of RssAnon (heap and
+// stacks; the rest of the resident set is the binary's file-backed
+// pages). The rusage maxrss of a child is not used: Go starts children
+// with vfork (CLONE_VM), so a child's maxrss includes the parent's (this
+// benchmark binary's) high-water mark.
+type peakMem struct{ hwm, anon float64 }
+
+// runSampled starts cmd, samples its memory every 20 ms until it exits
+// (killing it after cmdTimeout), and returns the peaks. VmHWM is the
+// kernel's own high-water mark, so sampling misses at most the last 20 ms.
+func runSampled(cmd *exec.Cmd) (peakMem, error) {
+	if err := cmd.Start(); err != nil {
+		return peakMem{}, err
+	}
+	var peak peakMem
+	done, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if m, ok := procMem(cmd.Process.Pid); ok {
+				peak.hwm, peak.anon = max(peak.hwm, m.hwm), max(peak.anon, m.anon)
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	timer := time.AfterFunc(cmdTimeout, func() { _ = cmd.Process.Kill() })
+	err := cmd.Wait()
+	timer.Stop()
+	close(done)
+	<-sampled
+	return peak, err
+}
+
+// procMem reads VmHWM and RssAnon of a running process, in MiB.
+func procMem(pid int) (peakMem, bool) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return peakMem{}, false
+	}
+	var m peakMem
+	found := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		for field, dst := range map[string]*float64{"VmHWM:": &m.hwm, "RssAnon:": &m.anon} {
+			if rest, ok := strings.CutPrefix(line, field); ok {
+				kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+				if err == nil {
+					*dst = kb / 1024
+					found++
+				}
+			}
+		}
+	}
+	return m, found == 2
 }
 
 func runWithTimeout(cmd *exec.Cmd) error {
@@ -253,8 +315,8 @@ func (e *env) contentLayer(repo, digest string) string {
 // returns its peak RSS in MiB.
 func (e *env) verifyRSS(a artifact) float64 {
 	e.b.Helper()
-	_, cmd := e.run(nil, "verify", a.url, "--key", e.pub)
-	return float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
+	_, peak := e.run(nil, "verify", a.url, "--key", e.pub)
+	return peak.hwm
 }
 
 // pullBerth runs berth pull (resolve, verify, stream, extract) into a new
@@ -264,11 +326,10 @@ func (e *env) pullBerth(a artifact) (time.Duration, float64) {
 	e.b.Helper()
 	dir := filepath.Join(e.b.TempDir(), "berth-out")
 	start := time.Now()
-	_, cmd := e.run(nil, "pull", a.url, "-o", dir, "--key", e.pub, "--max-size", strconv.Itoa(maxSize))
+	_, peak := e.run(nil, "pull", a.url, "-o", dir, "--key", e.pub, "--max-size", strconv.Itoa(maxSize))
 	elapsed := time.Since(start)
-	rss := float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024 // KiB on Linux
 	e.checkAndRemove(dir, a)
-	return elapsed, rss
+	return elapsed, peak.hwm
 }
 
 // Peer pipelines for pullCrane. Both check the layer digest (crane does)
