@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/berth-dev/berth/apply/devicestate"
@@ -20,6 +21,41 @@ type Revision struct {
 	State *devicestate.DeviceState
 	// Extensions are the extensions this device enables.
 	Extensions []string
+}
+
+// Apps lists the apps of the revision that uses says an applier deploys
+// (such as those with Compose set): its apps, then the extensions the
+// device enables, in file order. A revision without a state has none.
+func (r Revision) Apps(uses func(devicestate.App) bool) []devicestate.App {
+	if r.State == nil {
+		return nil
+	}
+	var out []devicestate.App
+	for _, app := range r.State.Apps {
+		if uses(app) {
+			out = append(out, app)
+		}
+	}
+	for _, ext := range r.State.Extensions {
+		if uses(ext) && slices.Contains(r.Extensions, ext.Name) {
+			out = append(out, ext)
+		}
+	}
+	return out
+}
+
+// App returns the app named name among r.Apps(uses); r may be nil (no
+// previous revision).
+func (r *Revision) App(name string, uses func(devicestate.App) bool) (devicestate.App, bool) {
+	if r == nil {
+		return devicestate.App{}, false
+	}
+	for _, app := range r.Apps(uses) {
+		if app.Name == name {
+			return app, true
+		}
+	}
+	return devicestate.App{}, false
 }
 
 // Applier converges the device on a revision: the Compose and Helm

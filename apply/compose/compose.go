@@ -272,25 +272,12 @@ func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *recon
 	return statuses, errors.Join(errs...)
 }
 
+// isCompose reports whether app is deployed with Compose.
+func isCompose(app devicestate.App) bool { return app.Compose != nil }
+
 // desiredApps lists the Compose apps of rev: its apps, then the extensions
 // it enables, in file order.
-func desiredApps(rev reconcile.Revision) []devicestate.App {
-	if rev.State == nil {
-		return nil
-	}
-	var out []devicestate.App
-	for _, app := range rev.State.Apps {
-		if app.Compose != nil {
-			out = append(out, app)
-		}
-	}
-	for _, ext := range rev.State.Extensions {
-		if ext.Compose != nil && slices.Contains(rev.Extensions, ext.Name) {
-			out = append(out, ext)
-		}
-	}
-	return out
-}
+func desiredApps(rev reconcile.Revision) []devicestate.App { return rev.Apps(isCompose) }
 
 func desiredNames(rev reconcile.Revision) map[string]bool {
 	m := map[string]bool{}
@@ -318,15 +305,7 @@ func findApp(rev *reconcile.Revision, name string) (devicestate.App, bool) {
 
 // hasApp reports whether rev deploys the Compose app name.
 func hasApp(rev *reconcile.Revision, name string) (devicestate.App, bool) {
-	if rev == nil {
-		return devicestate.App{}, false
-	}
-	for _, app := range desiredApps(*rev) {
-		if app.Name == name {
-			return app, true
-		}
-	}
-	return devicestate.App{}, false
+	return rev.App(name, isCompose)
 }
 
 // applyApp converges one app and rolls it back on failure. It returns the

@@ -11,7 +11,6 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/moby/api/types/container"
 
-	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/store"
 )
@@ -25,30 +24,6 @@ func TestProjectName(t *testing.T) {
 		if got := ProjectName(tc.source, tc.app); got != tc.want {
 			t.Errorf("ProjectName(%q, %q) = %q, want %q", tc.source, tc.app, got, tc.want)
 		}
-	}
-}
-
-func TestDesiredApps(t *testing.T) {
-	st := &devicestate.DeviceState{
-		Apps: []devicestate.App{
-			{Name: "web", Compose: &devicestate.Compose{Path: "apps/web"}},
-			{Name: "metrics", Helm: &devicestate.Helm{Path: "charts/m"}},
-		},
-		Extensions: []devicestate.App{
-			{Name: "usb", Compose: &devicestate.Compose{Path: "ext/usb"}},
-			{Name: "vpn", Compose: &devicestate.Compose{Path: "ext/vpn"}},
-			{Name: "helmext", Helm: &devicestate.Helm{Path: "charts/x"}},
-		},
-	}
-	var names []string
-	for _, a := range desiredApps(reconcile.Revision{State: st, Extensions: []string{"vpn", "helmext"}}) {
-		names = append(names, a.Name)
-	}
-	if strings.Join(names, ",") != "web,vpn" {
-		t.Errorf("desired = %v, want web,vpn", names)
-	}
-	if got := desiredApps(reconcile.Revision{}); got != nil {
-		t.Errorf("no state: %v", got)
 	}
 }
 

@@ -248,37 +248,16 @@ type Detail struct {
 	NotReady []string `json:"notReady,omitempty"`
 }
 
+// isHelm reports whether app is deployed with Helm.
+func isHelm(app devicestate.App) bool { return app.Helm != nil }
+
 // desiredApps lists the Helm apps of rev: its apps, then the extensions it
 // enables, in file order.
-func desiredApps(rev reconcile.Revision) []devicestate.App {
-	if rev.State == nil {
-		return nil
-	}
-	var out []devicestate.App
-	for _, app := range rev.State.Apps {
-		if app.Helm != nil {
-			out = append(out, app)
-		}
-	}
-	for _, ext := range rev.State.Extensions {
-		if ext.Helm != nil && slices.Contains(rev.Extensions, ext.Name) {
-			out = append(out, ext)
-		}
-	}
-	return out
-}
+func desiredApps(rev reconcile.Revision) []devicestate.App { return rev.Apps(isHelm) }
 
 // hasApp returns the Helm app name of rev, if rev deploys it.
 func hasApp(rev *reconcile.Revision, name string) (devicestate.App, bool) {
-	if rev == nil {
-		return devicestate.App{}, false
-	}
-	for _, app := range desiredApps(*rev) {
-		if app.Name == name {
-			return app, true
-		}
-	}
-	return devicestate.App{}, false
+	return rev.App(name, isHelm)
 }
 
 // namespace is the namespace of an app's release.

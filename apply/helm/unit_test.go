@@ -11,30 +11,6 @@ import (
 	"github.com/berth-dev/berth/reconcile"
 )
 
-func TestDesiredApps(t *testing.T) {
-	st := &devicestate.DeviceState{
-		Apps: []devicestate.App{
-			{Name: "web", Compose: &devicestate.Compose{Path: "apps/web"}},
-			{Name: "metrics", Helm: &devicestate.Helm{Path: "charts/m"}},
-		},
-		Extensions: []devicestate.App{
-			{Name: "usb", Compose: &devicestate.Compose{Path: "ext/usb"}},
-			{Name: "vpn", Helm: &devicestate.Helm{Path: "charts/vpn"}},
-			{Name: "off", Helm: &devicestate.Helm{Path: "charts/off"}},
-		},
-	}
-	var names []string
-	for _, a := range desiredApps(reconcile.Revision{State: st, Extensions: []string{"vpn", "usb"}}) {
-		names = append(names, a.Name)
-	}
-	if strings.Join(names, ",") != "metrics,vpn" {
-		t.Errorf("desired = %v, want metrics,vpn", names)
-	}
-	if got := desiredApps(reconcile.Revision{}); got != nil {
-		t.Errorf("no state: %v", got)
-	}
-}
-
 // TestPathChart checks the chart folder loader: .helmignore, a hash that
 // follows the files and not where they are, and no way out of the
 // revision.
