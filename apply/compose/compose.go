@@ -48,6 +48,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
 	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/apply/internal/converge"
 	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/mirror"
@@ -130,17 +131,15 @@ type Applier struct {
 	creds     credentials.Store
 	credsErr  error
 
-	locksMu sync.Mutex
-	locks   map[string]*sync.Mutex // per source: Apply and drift restores
+	// state holds the per-source locks and what each app was left on.
+	state converge.State
 
 	// drift state, see drift.go
-	driftMu       sync.Mutex
-	drift         map[string]*driftRecord         // by project
-	targets       map[string]map[string]appTarget // by source, then app
-	maxRestores   int
-	restoreWindow time.Duration
-	debounce      time.Duration
-	pollInterval  time.Duration
+	driftMu      sync.Mutex
+	drift        map[string]*DriftState // by project
+	limit        converge.Limiter       // restores by project; driftMu
+	debounce     time.Duration
+	pollInterval time.Duration
 }
 
 var _ reconcile.Applier = (*Applier)(nil)
@@ -183,18 +182,15 @@ func New(ctx context.Context, o Options) (*Applier, error) {
 		return nil, err
 	}
 	a := &Applier{
-		opts:          o,
-		log:           log,
-		docker:        dc,
-		svc:           svc,
-		mirrors:       mirrors,
-		locks:         map[string]*sync.Mutex{},
-		drift:         map[string]*driftRecord{},
-		targets:       map[string]map[string]appTarget{},
-		maxRestores:   defaultMaxRestores,
-		restoreWindow: defaultRestoreWindow,
-		debounce:      defaultDebounce,
-		pollInterval:  500 * time.Millisecond,
+		opts:         o,
+		log:          log,
+		docker:       dc,
+		svc:          svc,
+		mirrors:      mirrors,
+		drift:        map[string]*DriftState{},
+		limit:        converge.Limiter{Max: defaultMaxRestores, Window: defaultRestoreWindow},
+		debounce:     defaultDebounce,
+		pollInterval: 500 * time.Millisecond,
 	}
 	_ = ctx // the engine is reached lazily, by Apply and Watch
 	return a, nil
@@ -207,18 +203,6 @@ func (a *Applier) Close() error {
 
 // Kind returns "compose".
 func (a *Applier) Kind() string { return kind }
-
-// lock returns the mutex of a source, held by Apply and by drift restores.
-func (a *Applier) lock(source string) *sync.Mutex {
-	a.locksMu.Lock()
-	defer a.locksMu.Unlock()
-	m, ok := a.locks[source]
-	if !ok {
-		m = &sync.Mutex{}
-		a.locks[source] = m
-	}
-	return m
-}
 
 // Apply converges the Compose apps of rev, rolls back each app that fails,
 // and, when every app succeeded, brings down the projects of rev.Source
@@ -234,7 +218,7 @@ func (a *Applier) lock(source string) *sync.Mutex {
 // when its image changes), and a new revision with the same app
 // configuration recreates nothing.
 func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *reconcile.Revision) ([]store.AppStatus, error) {
-	mu := a.lock(rev.Source)
+	mu := a.state.Lock(rev.Source)
 	mu.Lock()
 	defer mu.Unlock()
 
@@ -255,7 +239,7 @@ func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *recon
 			applied[app.Name] = *target
 		}
 	}
-	a.setTargets(rev.Source, applied)
+	a.state.SetTargets(rev.Source, applied)
 	if len(errs) > 0 {
 		if n := len(pruneCandidates(existing, rev)); n > 0 {
 			a.log.Warn("compose: not pruning while apps of the revision failed", "source", rev.Source, "revision", rev.Digest, "projects", n)
@@ -321,7 +305,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 		status.Message = err.Error()
 		status.Detail = a.detail(ctx, name)
 		log.Error("compose: apply failed", "err", err)
-		return status, a.currentTarget(rev.Source, app.Name), err
+		return status, a.state.Target(rev.Source, app.Name), err
 	}
 	if p, ok := existing[name]; ok && (p.source != rev.Source || p.app != app.Name) {
 		err := fmt.Errorf("app %q (project %s): a project of that name already exists and belongs to %s: rename the source or the app", app.Name, name, p.owner())
@@ -348,7 +332,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 		log.Info("compose: applied", "took", time.Since(start).Round(time.Millisecond))
 		status.Outcome = OutcomeApplied
 		status.Detail = a.detail(ctx, name)
-		return status, &appTarget{rev: rev, app: app}, nil
+		return status, &appTarget{Rev: rev, App: app}, nil
 	}
 
 	// Failure: describe it, then roll the app back.
@@ -359,7 +343,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 	case rbErr != nil:
 		err = fmt.Errorf("%w; rollback failed: %v", err, rbErr)
 	case target != nil:
-		err = fmt.Errorf("%w; rolled back to revision %s", err, target.rev.Digest)
+		err = fmt.Errorf("%w; rolled back to revision %s", err, target.Rev.Digest)
 	default:
 		err = fmt.Errorf("%w; the previous revision did not have the app: brought it down", err)
 	}
@@ -369,7 +353,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 	status.Detail = a.detail(ctx, name)
 	log.Error("compose: apply failed", "err", err)
 	if rbErr != nil {
-		return status, a.currentTarget(rev.Source, app.Name), err
+		return status, a.state.Target(rev.Source, app.Name), err
 	}
 	return status, target, err
 }
@@ -403,7 +387,7 @@ func (a *Applier) rollback(ctx context.Context, rev reconcile.Revision, prev *re
 	if err := a.wait(ctx, ap.project); err != nil {
 		return nil, fmt.Errorf("previous revision %s: %w", prev.Digest, a.describeFailure(ctx, ap.project, err))
 	}
-	return &appTarget{rev: pr, app: prevApp}, nil
+	return &appTarget{Rev: pr, App: prevApp}, nil
 }
 
 // up runs the equivalent of `docker compose up -d --remove-orphans`:

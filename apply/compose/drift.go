@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +11,7 @@ import (
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 
-	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/apply/internal/converge"
 	"github.com/berth-dev/berth/reconcile"
 )
 
@@ -47,57 +45,9 @@ type DriftState struct {
 	Flapping bool `json:"flapping"`
 }
 
-type driftRecord struct {
-	state  DriftState
-	recent []time.Time // restores within the window
-}
-
 // appTarget is what a project was last converged to by this Applier: an
 // app of a revision.
-type appTarget struct {
-	rev reconcile.Revision
-	app devicestate.App
-}
-
-// setTargets records what the apps of a source were left on by Apply.
-func (a *Applier) setTargets(source string, m map[string]appTarget) {
-	a.driftMu.Lock()
-	defer a.driftMu.Unlock()
-	a.targets[source] = m
-}
-
-// currentTarget is what the app of a source was last converged to, nil when
-// unknown or down.
-func (a *Applier) currentTarget(source, app string) *appTarget {
-	a.driftMu.Lock()
-	defer a.driftMu.Unlock()
-	if t, ok := a.targets[source][app]; ok {
-		return &t
-	}
-	return nil
-}
-
-// targetsOf returns what the projects of rev's source must be restored to:
-// what this Applier last converged them to when it has applied the source
-// since it started (this includes the apps of a failed revision that
-// succeeded, and the rollbacks of the others), otherwise the apps rev
-// deploys.
-func (a *Applier) targetsOf(rev reconcile.Revision) []appTarget {
-	a.driftMu.Lock()
-	m, ok := a.targets[rev.Source]
-	a.driftMu.Unlock()
-	var out []appTarget
-	if ok {
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			out = append(out, m[k])
-		}
-		return out
-	}
-	for _, app := range desiredApps(rev) {
-		out = append(out, appTarget{rev: rev, app: app})
-	}
-	return out
-}
+type appTarget = converge.Target
 
 // Drift returns the drift corrections so far, by project name.
 func (a *Applier) Drift() map[string]DriftState {
@@ -106,18 +56,11 @@ func (a *Applier) Drift() map[string]DriftState {
 	now := time.Now()
 	out := make(map[string]DriftState, len(a.drift))
 	for name, r := range a.drift {
-		st := r.state
-		st.Flapping = st.Flapping && a.recentRestores(r, now) >= a.maxRestores
+		st := *r
+		st.Flapping = st.Flapping && a.limit.Saturated(name, now)
 		out[name] = st
 	}
 	return out
-}
-
-// recentRestores drops the restores older than the window and counts the
-// others. driftMu is held.
-func (a *Applier) recentRestores(r *driftRecord, now time.Time) int {
-	r.recent = slices.DeleteFunc(r.recent, func(t time.Time) bool { return now.Sub(t) >= a.restoreWindow })
-	return len(r.recent)
 }
 
 // allowRestore records that project drifted for reason and says whether it
@@ -127,24 +70,23 @@ func (a *Applier) allowRestore(project string, t appTarget, reason string) bool 
 	defer a.driftMu.Unlock()
 	r, ok := a.drift[project]
 	if !ok {
-		r = &driftRecord{state: DriftState{Source: t.rev.Source, App: t.app.Name}}
+		r = &DriftState{Source: t.Rev.Source, App: t.App.Name}
 		a.drift[project] = r
 	}
 	now := time.Now()
-	r.state.LastReason = reason
-	if a.recentRestores(r, now) >= a.maxRestores {
-		if !r.state.Flapping {
-			r.state.Flapping = true
+	r.LastReason = reason
+	if ok, restores, until := a.limit.Allow(project, now); !ok {
+		if !r.Flapping {
+			r.Flapping = true
 			a.log.Warn("compose: app is flapping: not restoring it any more until the window passes",
-				"source", t.rev.Source, "app", t.app.Name, "project", project, "reason", reason,
-				"restores", len(r.recent), "window", a.restoreWindow, "until", r.recent[0].Add(a.restoreWindow))
+				"source", t.Rev.Source, "app", t.App.Name, "project", project, "reason", reason,
+				"restores", restores, "window", a.limit.Window, "until", until)
 		}
 		return false
 	}
-	r.state.Flapping = false
-	r.recent = append(r.recent, now)
-	r.state.Restores++
-	r.state.LastRestore = now
+	r.Flapping = false
+	r.Restores++
+	r.LastRestore = now
 	return true
 }
 
@@ -152,9 +94,9 @@ func (a *Applier) restoreDone(project string, err error) {
 	a.driftMu.Lock()
 	defer a.driftMu.Unlock()
 	if r, ok := a.drift[project]; ok {
-		r.state.LastError = ""
+		r.LastError = ""
 		if err != nil {
-			r.state.LastError = err.Error()
+			r.LastError = err.Error()
 		}
 	}
 }
@@ -255,12 +197,12 @@ func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revis
 		if ctx.Err() != nil {
 			return false
 		}
-		mu := a.lock(rev.Source)
+		mu := a.state.Lock(rev.Source)
 		if !mu.TryLock() {
 			busy = true
 			continue
 		}
-		for _, t := range a.targetsOf(rev) {
+		for _, t := range a.state.TargetsOf(rev, isCompose) {
 			a.checkApp(ctx, t)
 		}
 		mu.Unlock()
@@ -271,9 +213,9 @@ func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revis
 // checkApp restores the project of t when it drifted. The source's lock is
 // held.
 func (a *Applier) checkApp(ctx context.Context, t appTarget) {
-	name := ProjectName(t.rev.Source, t.app.Name)
-	log := a.log.With("source", t.rev.Source, "app", t.app.Name, "project", name, "revision", t.rev.Digest)
-	ap, err := a.load(ctx, t.rev, t.app)
+	name := ProjectName(t.Rev.Source, t.App.Name)
+	log := a.log.With("source", t.Rev.Source, "app", t.App.Name, "project", name, "revision", t.Rev.Digest)
+	ap, err := a.load(ctx, t.Rev, t.App)
 	if err != nil {
 		log.Warn("compose: drift check: cannot load the applied project", "err", err)
 		return
@@ -360,18 +302,14 @@ type ProjectReport struct {
 // keyed by project name, with its drift record, for `berth status`.
 func (a *Applier) Report(ctx context.Context) any {
 	drift := a.Drift()
-	a.driftMu.Lock()
 	var reports []ProjectReport
-	for source, apps := range a.targets {
-		for app := range apps {
-			r := ProjectReport{Source: source, App: app}
-			if d, ok := drift[ProjectName(source, app)]; ok {
-				r.Drift = &d
-			}
-			reports = append(reports, r)
+	for _, t := range a.state.Targets() {
+		r := ProjectReport{Source: t.Rev.Source, App: t.App.Name}
+		if d, ok := drift[ProjectName(r.Source, r.App)]; ok {
+			r.Drift = &d
 		}
+		reports = append(reports, r)
 	}
-	a.driftMu.Unlock()
 	out := map[string]ProjectReport{}
 	for _, r := range reports {
 		name := ProjectName(r.Source, r.App)

@@ -49,7 +49,7 @@ func (f *fixture) restored(project, old string, within time.Duration) ctr {
 	})
 	// The restore is over when it releases the source.
 	waitFor(f.t, within, "end of the restore of "+project, func() bool {
-		mu := f.a.lock(got.labels[LabelSource])
+		mu := f.a.state.Lock(got.labels[LabelSource])
 		if !mu.TryLock() {
 			return false
 		}
@@ -107,7 +107,7 @@ func TestDriftRestores(t *testing.T) {
 	// Changed by hand: replaced by a container with another environment.
 	// The source's lock is held meanwhile, as an Apply would: Watch must
 	// wait for it.
-	mu := f.a.lock(src)
+	mu := f.a.state.Lock(src)
 	mu.Lock()
 	in, err := f.dc.ContainerInspect(ctx, c.id, client.ContainerInspectOptions{})
 	if err != nil {
@@ -154,7 +154,7 @@ func TestDriftRestores(t *testing.T) {
 // alone, then restored again once the window has passed.
 func TestDriftFlapping(t *testing.T) {
 	f := newFixture(t)
-	f.a.restoreWindow = 25 * time.Second
+	f.a.limit.Window = 25 * time.Second
 	src := source("flap")
 	project := ProjectName(src, "web")
 	rev := revision(t, src, "v1", stateYAML("web"), map[string]string{"apps/web/compose.yaml": webCompose(imageV1, freePort(t))})

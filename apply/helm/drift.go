@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/apply/internal/converge"
 	"github.com/berth-dev/berth/reconcile"
 )
 
@@ -74,42 +75,9 @@ type DriftState struct {
 	Flapping bool `json:"flapping"`
 }
 
-type driftRecord struct {
-	state  DriftState
-	recent []time.Time // restores within the window
-}
-
 // appTarget is what a release was last converged to by this Applier: an
 // app of a revision.
-type appTarget struct {
-	rev reconcile.Revision
-	app devicestate.App
-}
-
-// setTargets records what the apps of a source were left on by Apply.
-func (a *Applier) setTargets(source string, m map[string]appTarget) {
-	a.stateMu.Lock()
-	defer a.stateMu.Unlock()
-	a.targets[source] = m
-}
-
-// currentTarget is what the app of a source was last converged to, nil when
-// unknown or not deployed.
-func (a *Applier) currentTarget(source, app string) *appTarget {
-	a.stateMu.Lock()
-	defer a.stateMu.Unlock()
-	if t, ok := a.targets[source][app]; ok {
-		return &t
-	}
-	return nil
-}
-
-// knowsSource reports whether this Applier deployed Helm apps of source.
-func (a *Applier) knowsSource(source string) bool {
-	a.stateMu.Lock()
-	defer a.stateMu.Unlock()
-	return len(a.targets[source]) > 0
-}
+type appTarget = converge.Target
 
 // resultEntry is the last apply result of a release, with its app.
 type resultEntry struct {
@@ -135,26 +103,7 @@ func (a *Applier) forget(key string) {
 	defer a.stateMu.Unlock()
 	delete(a.results, key)
 	delete(a.drift, key)
-}
-
-// targetsOf returns what the releases of rev's source must be kept on:
-// what this Applier last converged them to when it has applied the source
-// since it started, otherwise the apps rev deploys.
-func (a *Applier) targetsOf(rev reconcile.Revision) []appTarget {
-	a.stateMu.Lock()
-	m, ok := a.targets[rev.Source]
-	a.stateMu.Unlock()
-	var out []appTarget
-	if ok {
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			out = append(out, m[k])
-		}
-		return out
-	}
-	for _, app := range desiredApps(rev) {
-		out = append(out, appTarget{rev: rev, app: app})
-	}
-	return out
+	a.limit.Forget(key)
 }
 
 // Drift returns the drift records so far, by release key
@@ -165,27 +114,20 @@ func (a *Applier) Drift() map[string]DriftState {
 	now := time.Now()
 	out := make(map[string]DriftState, len(a.drift))
 	for k, r := range a.drift {
-		st := r.state
+		st := *r
 		st.Drifted = slices.Clone(st.Drifted)
-		st.Flapping = st.Flapping && a.recentRestores(r, now) >= a.maxRestores
+		st.Flapping = st.Flapping && a.limit.Saturated(k, now)
 		out[k] = st
 	}
 	return out
 }
 
-// recentRestores drops the restores older than the window and counts the
-// others. stateMu is held.
-func (a *Applier) recentRestores(r *driftRecord, now time.Time) int {
-	r.recent = slices.DeleteFunc(r.recent, func(t time.Time) bool { return now.Sub(t) >= a.restoreWindow })
-	return len(r.recent)
-}
-
 // record returns the drift record of a release, made on first use.
 // stateMu is held.
-func (a *Applier) record(key string, t appTarget) *driftRecord {
+func (a *Applier) record(key string, t appTarget) *DriftState {
 	r, ok := a.drift[key]
 	if !ok {
-		r = &driftRecord{state: DriftState{Source: t.rev.Source, App: t.app.Name}}
+		r = &DriftState{Source: t.Rev.Source, App: t.App.Name}
 		a.drift[key] = r
 	}
 	return r
@@ -197,12 +139,12 @@ func (a *Applier) checked(key string, t appTarget, drifted []string, err error) 
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	r := a.record(key, t)
-	r.state.LastCheck = time.Now().UTC()
+	r.LastCheck = time.Now().UTC()
 	if len(drifted) > 0 {
-		r.state.Drifted = drifted
+		r.Drifted = drifted
 	}
 	if err != nil {
-		r.state.LastError = err.Error()
+		r.LastError = err.Error()
 	}
 }
 
@@ -213,19 +155,18 @@ func (a *Applier) allowRestore(key string, t appTarget, reason string) bool {
 	defer a.stateMu.Unlock()
 	r := a.record(key, t)
 	now := time.Now()
-	if a.recentRestores(r, now) >= a.maxRestores {
-		if !r.state.Flapping {
-			r.state.Flapping = true
+	if ok, restores, until := a.limit.Allow(key, now); !ok {
+		if !r.Flapping {
+			r.Flapping = true
 			a.log.Warn("helm: release is flapping: not restoring it any more until the window passes",
-				"source", t.rev.Source, "app", t.app.Name, "release", key, "reason", reason,
-				"restores", len(r.recent), "window", a.restoreWindow, "until", r.recent[0].Add(a.restoreWindow))
+				"source", t.Rev.Source, "app", t.App.Name, "release", key, "reason", reason,
+				"restores", restores, "window", a.limit.Window, "until", until)
 		}
 		return false
 	}
-	r.state.Flapping = false
-	r.recent = append(r.recent, now)
-	r.state.Restores++
-	r.state.LastRestore = now.UTC()
+	r.Flapping = false
+	r.Restores++
+	r.LastRestore = now.UTC()
 	return true
 }
 
@@ -233,9 +174,9 @@ func (a *Applier) restoreDone(key string, err error) {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	if r, ok := a.drift[key]; ok {
-		r.state.LastError = ""
+		r.LastError = ""
 		if err != nil {
-			r.state.LastError = err.Error()
+			r.LastError = err.Error()
 		}
 	}
 }
@@ -284,11 +225,11 @@ func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revis
 		if ctx.Err() != nil {
 			return
 		}
-		mu := a.lock(rev.Source)
+		mu := a.state.Lock(rev.Source)
 		if !mu.TryLock() {
 			continue
 		}
-		for _, t := range a.targetsOf(rev) {
+		for _, t := range a.state.TargetsOf(rev, isHelm) {
 			if ctx.Err() != nil {
 				break
 			}
@@ -301,10 +242,10 @@ func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revis
 // checkRelease restores the release of t when it drifted. The source's
 // lock is held.
 func (a *Applier) checkRelease(ctx context.Context, t appTarget) {
-	h := t.app.Helm
+	h := t.App.Helm
 	ns, name := a.namespace(h), h.ReleaseName
 	key := releaseKey(ns, name)
-	log := a.log.With("source", t.rev.Source, "app", t.app.Name, "release", key)
+	log := a.log.With("source", t.Rev.Source, "app", t.App.Name, "release", key)
 	cfg, _, err := a.actionConfig(ns, h.MaxHistory)
 	if err != nil {
 		log.Warn("helm: drift check failed", "err", err)
@@ -324,7 +265,7 @@ func (a *Applier) checkRelease(ctx context.Context, t appTarget) {
 			return
 		}
 		log.Info("helm: restoring drifted release", "reason", reason)
-		_, _, err := a.applyApp(ctx, t.rev, nil, t.app)
+		_, _, err := a.applyApp(ctx, t.Rev, nil, t.App)
 		a.restoreDone(key, err)
 		if err != nil {
 			log.Warn("helm: restoring drifted release failed", "reason", reason, "err", err)
@@ -332,7 +273,7 @@ func (a *Applier) checkRelease(ctx context.Context, t appTarget) {
 		return
 	}
 	last := latest(hist)
-	if last.Labels[LabelSource] != t.rev.Source || last.Labels[LabelApp] != t.app.Name {
+	if last.Labels[LabelSource] != t.Rev.Source || last.Labels[LabelApp] != t.App.Name {
 		return // not ours: Apply reports it
 	}
 	rel := latestDeployed(hist)
@@ -596,7 +537,7 @@ func (a *Applier) Report(ctx context.Context) any {
 	}
 	items := map[string]item{}
 	add := func(t appTarget) {
-		items[releaseKey(a.namespace(t.app.Helm), t.app.Helm.ReleaseName)] = item{t.rev.Source, t.app}
+		items[releaseKey(a.namespace(t.App.Helm), t.App.Helm.ReleaseName)] = item{t.Rev.Source, t.App}
 	}
 	a.stateMu.Lock()
 	applied := a.applied
@@ -605,7 +546,7 @@ func (a *Applier) Report(ctx context.Context) any {
 		// What the drift loop keeps: Apply's targets where it ran, else
 		// the apps of the applied revision.
 		for _, rev := range applied() {
-			for _, t := range a.targetsOf(rev) {
+			for _, t := range a.state.TargetsOf(rev, isHelm) {
 				add(t)
 			}
 		}
@@ -615,13 +556,11 @@ func (a *Applier) Report(ctx context.Context) any {
 	for key, e := range a.results {
 		items[key] = item{e.source, e.app}
 	}
-	for _, apps := range a.targets {
-		for _, t := range apps {
-			add(t)
-		}
-	}
 	results := maps.Clone(a.results)
 	a.stateMu.Unlock()
+	for _, t := range a.state.Targets() {
+		add(t)
+	}
 
 	out := map[string]ReleaseReport{}
 	for key, it := range items {

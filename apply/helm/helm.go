@@ -58,6 +58,7 @@ import (
 	"helm.sh/helm/v3/pkg/storage/driver"
 
 	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/apply/internal/converge"
 	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/mirror"
@@ -157,17 +158,15 @@ type Applier struct {
 	ociMu sync.Mutex
 	oci   *oci.Client // nil until first used
 
-	locksMu sync.Mutex
-	locks   map[string]*sync.Mutex // per source: Apply and drift restores
+	// state holds the per-source locks and what each app was left on.
+	state converge.State
 
 	// state for drift and status, see drift.go
-	stateMu       sync.Mutex
-	targets       map[string]map[string]appTarget // by source, then app
-	applied       func() []reconcile.Revision     // the last Watch's, nil before any
-	results       map[string]resultEntry          // by release key
-	drift         map[string]*driftRecord         // by release key
-	maxRestores   int
-	restoreWindow time.Duration
+	stateMu sync.Mutex
+	applied func() []reconcile.Revision // the last Watch's, nil before any
+	results map[string]resultEntry      // by release key
+	drift   map[string]*DriftState      // by release key
+	limit   converge.Limiter            // restores by release key; stateMu
 }
 
 var (
@@ -198,32 +197,17 @@ func New(o Options) (*Applier, error) {
 		}
 	}
 	return &Applier{
-		opts:          o,
-		log:           log,
-		mirrors:       mirrors,
-		locks:         map[string]*sync.Mutex{},
-		targets:       map[string]map[string]appTarget{},
-		results:       map[string]resultEntry{},
-		drift:         map[string]*driftRecord{},
-		maxRestores:   defaultMaxRestores,
-		restoreWindow: defaultRestoreWindow,
+		opts:    o,
+		log:     log,
+		mirrors: mirrors,
+		results: map[string]resultEntry{},
+		drift:   map[string]*DriftState{},
+		limit:   converge.Limiter{Max: defaultMaxRestores, Window: defaultRestoreWindow},
 	}, nil
 }
 
 // Kind returns "helm".
 func (a *Applier) Kind() string { return kind }
-
-// lock returns the mutex of a source, held by Apply and by drift restores.
-func (a *Applier) lock(source string) *sync.Mutex {
-	a.locksMu.Lock()
-	defer a.locksMu.Unlock()
-	m, ok := a.locks[source]
-	if !ok {
-		m = &sync.Mutex{}
-		a.locks[source] = m
-	}
-	return m
-}
 
 // Detail is the store.AppStatus.Detail of a Helm app: the release as it
 // stands after the apply.
@@ -276,15 +260,15 @@ func releaseKey(namespace, name string) string { return namespace + "/" + name }
 // whose app rev no longer lists. It returns one status per app, and an
 // error joining the apps' errors.
 func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *reconcile.Revision) ([]store.AppStatus, error) {
-	mu := a.lock(rev.Source)
+	mu := a.state.Lock(rev.Source)
 	mu.Lock()
 	defer mu.Unlock()
 
 	apps := desiredApps(rev)
-	if len(apps) == 0 && (prev == nil || len(desiredApps(*prev)) == 0) && !a.knowsSource(rev.Source) {
+	if len(apps) == 0 && (prev == nil || len(desiredApps(*prev)) == 0) && !a.state.Known(rev.Source) {
 		// No Helm app now or before: the cluster is not even reached (it
 		// may not run on a Compose-only device).
-		a.setTargets(rev.Source, map[string]appTarget{})
+		a.state.SetTargets(rev.Source, map[string]appTarget{})
 		return nil, nil
 	}
 	var statuses []store.AppStatus
@@ -300,7 +284,7 @@ func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *recon
 			applied[app.Name] = *target
 		}
 	}
-	a.setTargets(rev.Source, applied)
+	a.state.SetTargets(rev.Source, applied)
 
 	existing, err := a.listReleases(ctx, rev.Source)
 	if err != nil {
@@ -353,7 +337,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 		err = fmt.Errorf("app %q (release %s): %w", app.Name, key, err)
 		log.Error("helm: apply failed", "err", err)
 		st, _, err := finish(OutcomeFailed, err.Error(), err)
-		return st, a.currentTarget(rev.Source, app.Name), err
+		return st, a.state.Target(rev.Source, app.Name), err
 	}
 
 	lc, err := a.loadChart(ctx, rev, app)
@@ -474,7 +458,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 	}
 	st, _, err := fail(err)
 	if rbErr != nil {
-		return st, a.currentTarget(rev.Source, app.Name), err
+		return st, a.state.Target(rev.Source, app.Name), err
 	}
 	if deployed == nil {
 		return st, nil, err
@@ -523,15 +507,15 @@ func revisionOf(r *release.Release) string {
 // (it was rolled back) what it was on before.
 func (a *Applier) targetAfter(rev reconcile.Revision, prev *reconcile.Revision, app devicestate.App, ok bool) *appTarget {
 	if ok {
-		return &appTarget{rev: rev, app: app}
+		return &appTarget{Rev: rev, App: app}
 	}
-	if t := a.currentTarget(rev.Source, app.Name); t != nil {
+	if t := a.state.Target(rev.Source, app.Name); t != nil {
 		return t
 	}
 	if prevApp, found := hasApp(prev, app.Name); found {
 		pr := *prev
 		pr.Source = rev.Source
-		return &appTarget{rev: pr, app: prevApp}
+		return &appTarget{Rev: pr, App: prevApp}
 	}
 	return nil
 }
