@@ -49,17 +49,6 @@ type fields = map[string]yamlstrict.Field
 
 var join = yamlstrict.Join
 
-// str returns the string field name of the mapping f at path, its node,
-// and whether it is set and a string.
-func (p *parser) str(f fields, path, name string) (*yaml.Node, string, bool) {
-	fv, ok := f[name]
-	if !ok {
-		return nil, "", false
-	}
-	s, ok := p.Str(fv.Val, join(path, name))
-	return fv.Val, s, ok
-}
-
 // boolean sets *dst to the boolean field name of f, when set.
 func (p *parser) boolean(f fields, path, name string, dst *bool) {
 	if fv, ok := f[name]; ok {
@@ -79,16 +68,6 @@ func (p *parser) mapping(f fields, path, name string, known ...string) (fields, 
 	return p.Mapping(fv.Val, join(path, name), known...), fv.Val
 }
 
-// list returns the items of the list field name of f; nil when it is
-// absent, null or not a list.
-func (p *parser) list(f fields, path, name string) []*yaml.Node {
-	fv, ok := f[name]
-	if !ok || yamlstrict.IsNull(fv.Val) || !p.Kind(fv.Val, join(path, name), yaml.SequenceNode) {
-		return nil
-	}
-	return fv.Val.Content
-}
-
 // file checks a file path and returns it resolved against the folder of
 // the configuration; "" when it is not valid.
 func (p *parser) file(n *yaml.Node, path, s string) string {
@@ -105,7 +84,7 @@ func (p *parser) file(n *yaml.Node, path, s string) string {
 
 // fileField sets *dst to the path field name of f, when set.
 func (p *parser) fileField(f fields, path, name string, dst *string) {
-	if n, s, ok := p.str(f, path, name); ok {
+	if n, s, ok := p.StrField(f, path, name); ok {
 		*dst = p.file(n, join(path, name), s)
 	}
 }
@@ -161,12 +140,12 @@ func (p *parser) config(root *yaml.Node) *Config {
 		}
 	}
 	p.boolean(f, "", "allowDowngrade", &c.AllowDowngrade)
-	if n, s, ok := p.str(f, "", "listen"); ok && s != "" {
+	if n, s, ok := p.StrField(f, "", "listen"); ok && s != "" {
 		if p.listen(n, "listen", s) {
 			c.Listen = s
 		}
 	}
-	if n, s, ok := p.str(f, "", "socket"); ok {
+	if n, s, ok := p.StrField(f, "", "socket"); ok {
 		if c.Socket = p.file(n, "socket", s); len(c.Socket) > maxSocketPath {
 			p.Errorf(n, "socket", "%q is longer than %d bytes, the most a unix socket path can be: choose a shorter path", c.Socket, maxSocketPath)
 		}
@@ -177,14 +156,14 @@ func (p *parser) config(root *yaml.Node) *Config {
 		}
 	}
 	if lf, _ := p.mapping(f, "", "log", "format", "level"); lf != nil {
-		if n, s, ok := p.str(lf, "log", "format"); ok {
+		if n, s, ok := p.StrField(lf, "log", "format"); ok {
 			if s != "text" && s != "json" {
 				p.Errorf(n, "log.format", "must be text or json, got %q", s)
 			} else {
 				c.Log.Format = s
 			}
 		}
-		if n, s, ok := p.str(lf, "log", "level"); ok {
+		if n, s, ok := p.StrField(lf, "log", "level"); ok {
 			switch s {
 			case "debug", "info", "warn", "error":
 				c.Log.Level = s
@@ -210,7 +189,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		p.Errorf(sf.Val, "sources", "needs at least one source")
 	default:
 		names := map[string]int{}
-		for i, n := range p.list(f, "", "sources") {
+		for i, n := range p.ListField(f, "", "sources") {
 			path := yamlstrict.Index("sources", i)
 			src := p.source(n, path)
 			if src == nil {
@@ -227,13 +206,13 @@ func (p *parser) config(root *yaml.Node) *Config {
 			c.Sources = append(c.Sources, *src)
 		}
 	}
-	for i, n := range p.list(f, "", "registries") {
+	for i, n := range p.ListField(f, "", "registries") {
 		if r := p.registry(n, yamlstrict.Index("registries", i)); r != nil {
 			c.Registries = append(c.Registries, *r)
 		}
 	}
 	if bf, _ := p.mapping(f, "", "bundles", "pushTo", "insecure", "caFile", "credentials"); bf != nil {
-		if n, v, ok := p.str(bf, "bundles", "pushTo"); ok && p.prefix(n, "bundles.pushTo", v) {
+		if n, v, ok := p.StrField(bf, "bundles", "pushTo"); ok && p.prefix(n, "bundles.pushTo", v) {
 			c.Bundles.PushTo = v
 		}
 		p.boolean(bf, "bundles", "insecure", &c.Bundles.Insecure)
@@ -259,7 +238,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	if af, _ := p.mapping(f, "", "apply", "compose", "helm"); af != nil {
 		if cf, _ := p.mapping(af, "apply", "compose", "host", "waitTimeout", "envDir"); cf != nil {
 			c.Apply.Compose.Enabled = true
-			if n, s, ok := p.str(cf, "apply.compose", "host"); ok {
+			if n, s, ok := p.StrField(cf, "apply.compose", "host"); ok {
 				if p.dockerHost(n, "apply.compose.host", s) {
 					c.Apply.Compose.Host = s
 				}
@@ -326,13 +305,13 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 	s := &Source{Interval: DefaultInterval, Timeout: DefaultTimeout, Jitter: DefaultJitter, Limits: defaultLimits}
 	if _, ok := f["name"]; !ok {
 		p.Missing(n, n, path, "name", " (a DNS label naming the source in commands and state)")
-	} else if vn, v, ok := p.str(f, path, "name"); ok && p.name(vn, join(path, "name"), v, 63) {
+	} else if vn, v, ok := p.StrField(f, path, "name"); ok && p.name(vn, join(path, "name"), v, 63) {
 		s.Name = v
 	}
 	isFile := false
 	if _, ok := f["url"]; !ok {
 		p.Missing(n, n, path, "url", " (such as oci://registry.example.com/fleet/line-3)")
-	} else if vn, v, ok := p.str(f, path, "url"); ok {
+	} else if vn, v, ok := p.StrField(f, path, "url"); ok {
 		if isFile = strings.HasPrefix(v, FileScheme); isFile {
 			s.File, ok = p.fileURL(vn, join(path, "url"), v)
 		} else {
@@ -353,7 +332,7 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 		p.tracking(n, path, f, s)
 	}
 	if lf, _ := p.mapping(f, path, "layerSelector", "mediaType"); lf != nil {
-		if vn, v, ok := p.str(lf, join(path, "layerSelector"), "mediaType"); ok {
+		if vn, v, ok := p.StrField(lf, join(path, "layerSelector"), "mediaType"); ok {
 			if !mediaTypeRE.MatchString(v) {
 				p.Errorf(vn, join(path, "layerSelector.mediaType"), "must be a media type such as application/vnd.cncf.flux.content.v1.tar+gzip, got %q", v)
 			} else {
@@ -468,25 +447,10 @@ func (p *parser) url(n *yaml.Node, path, s string) (registry, repository string,
 		p.Errorf(n, path, "%s", msg)
 		return "", "", false
 	}
-	if !p.hostPort(n, path, m[repoRE.SubexpIndex("host")], m[repoRE.SubexpIndex("port")]) {
+	if !p.HostPort(n, path, m[repoRE.SubexpIndex("host")], m[repoRE.SubexpIndex("port")]) {
 		return "", "", false
 	}
 	return host, m[repoRE.SubexpIndex("repo")], true
-}
-
-// hostPort checks the host and port groups of repoRE or prefixRE.
-func (p *parser) hostPort(n *yaml.Node, path, host, port string) bool {
-	if strings.HasPrefix(host, "[") && net.ParseIP(strings.Trim(host, "[]")) == nil {
-		p.Errorf(n, path, "%s is not an IPv6 address", host)
-		return false
-	}
-	if port != "" {
-		if pn, err := strconv.Atoi(port); err != nil || pn < 1 || pn > 65535 {
-			p.Errorf(n, path, "port must be a number from 1 to 65535, got %q", port)
-			return false
-		}
-	}
-	return true
 }
 
 // redact hides the credentials of a URL.
@@ -516,7 +480,7 @@ func (p *parser) tracking(n *yaml.Node, path string, f fields, s *Source) {
 			name string
 			dst  *string
 		}{{"pattern", &s.Filter.Pattern}, {"extract", &s.Filter.Extract}, {"order", &s.Filter.Order}, {"direction", &s.Filter.Direction}} {
-			if vn, v, ok := p.str(ff, fpath, x.name); ok {
+			if vn, v, ok := p.StrField(ff, fpath, x.name); ok {
 				*x.dst, nodes[x.name] = v, vn
 			}
 		}
@@ -537,14 +501,14 @@ func (p *parser) tracking(n *yaml.Node, path string, f fields, s *Source) {
 		if !filter && len(set) != 1 && !(len(set) == 0 && (p.Typo(rnode, "tag") || p.Typo(rnode, "digest") || p.Typo(rnode, "semver"))) {
 			p.Errorf(rnode, rpath, "give exactly one of tag, digest or semver")
 		}
-		if vn, v, ok := p.str(rf, rpath, "tag"); ok {
+		if vn, v, ok := p.StrField(rf, rpath, "tag"); ok {
 			if !tagRE.MatchString(v) {
 				p.Errorf(vn, join(rpath, "tag"), "invalid tag %q: use up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'", v)
 			} else {
 				s.Ref.Tag = v
 			}
 		}
-		if vn, v, ok := p.str(rf, rpath, "digest"); ok {
+		if vn, v, ok := p.StrField(rf, rpath, "digest"); ok {
 			if !digestRE.MatchString(v) {
 				p.Errorf(vn, join(rpath, "digest"), "must be sha256: followed by 64 lowercase hex digits, got %q", v)
 			} else {
@@ -555,7 +519,7 @@ func (p *parser) tracking(n *yaml.Node, path string, f fields, s *Source) {
 			name string
 			dst  *string
 		}{{"semver", &s.Ref.Semver}, {"semverFilter", &s.Ref.SemverFilter}} {
-			if vn, v, ok := p.str(rf, rpath, x.name); ok {
+			if vn, v, ok := p.StrField(rf, rpath, x.name); ok {
 				*x.dst, nodes[x.name] = v, vn
 			}
 		}
@@ -656,7 +620,7 @@ func (p *parser) trust(n *yaml.Node, path string, f fields, s *Source) {
 		} else if iv := kl["identities"].Val; yamlstrict.IsNull(iv) || iv.Kind == yaml.SequenceNode && len(iv.Content) == 0 {
 			p.Errorf(iv, ipath, "needs at least one identity (issuer and subject regular expressions)")
 		} else {
-			for i, in := range p.list(kl, kpath, "identities") {
+			for i, in := range p.ListField(kl, kpath, "identities") {
 				if id := p.identity(in, yamlstrict.Index(ipath, i)); id != nil {
 					v.Keyless.Identities = append(v.Keyless.Identities, *id)
 				}
@@ -686,7 +650,7 @@ func (p *parser) identity(n *yaml.Node, path string) *Identity {
 			p.Missing(n, n, path, x.name, " (a regular expression matching "+x.what+")")
 			continue
 		}
-		vn, v, ok := p.str(f, path, x.name)
+		vn, v, ok := p.StrField(f, path, x.name)
 		if !ok {
 			continue
 		}
@@ -712,7 +676,7 @@ func (p *parser) registry(n *yaml.Node, path string) *Registry {
 	r := &Registry{SourceFallback: true}
 	if _, ok := f["source"]; !ok {
 		p.Missing(n, n, path, "source", " (a registry host or host/path prefix, such as ghcr.io/acme)")
-	} else if vn, v, ok := p.str(f, path, "source"); ok && p.prefix(vn, join(path, "source"), v) {
+	} else if vn, v, ok := p.StrField(f, path, "source"); ok && p.prefix(vn, join(path, "source"), v) {
 		r.Source = v
 	}
 	if fv, ok := f["mirrors"]; !ok {
@@ -780,7 +744,7 @@ func (p *parser) prefix(n *yaml.Node, path, s string) bool {
 		// Docker reads such a name as a repository on Docker Hub.
 		msg = fmt.Sprintf("%q does not name a registry host: give a domain (registry.plant.local), an IP, a port (plant:5000) or localhost", s)
 	default:
-		return p.hostPort(n, path, m[prefixRE.SubexpIndex("host")], m[prefixRE.SubexpIndex("port")])
+		return p.HostPort(n, path, m[prefixRE.SubexpIndex("host")], m[prefixRE.SubexpIndex("port")])
 	}
 	p.Errorf(n, path, "%s", msg)
 	return false

@@ -3,11 +3,9 @@ package replicate
 import (
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -109,7 +107,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		}
 	}
 	hosts := map[string]int{}
-	for i, n := range p.list(f, "", "registries") {
+	for i, n := range p.ListField(f, "", "registries") {
 		path := yamlstrict.Index("registries", i)
 		r := p.registry(n, path)
 		if r == nil {
@@ -131,7 +129,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	default:
 		names := map[string]int{}
 		before := p.Len()
-		for i, n := range p.list(f, "", "jobs") {
+		for i, n := range p.ListField(f, "", "jobs") {
 			path := yamlstrict.Index("jobs", i)
 			j := p.job(n, path, c.Interval)
 			if j == nil {
@@ -153,27 +151,6 @@ func (p *parser) config(root *yaml.Node) *Config {
 	return c
 }
 
-// list returns the items of the list field name of f; nil when it is
-// absent, null or not a list.
-func (p *parser) list(f fields, path, name string) []*yaml.Node {
-	fv, ok := f[name]
-	if !ok || yamlstrict.IsNull(fv.Val) || !p.Kind(fv.Val, join(path, name), yaml.SequenceNode) {
-		return nil
-	}
-	return fv.Val.Content
-}
-
-// str returns the string field name of f, its node, and whether it is set
-// and a string.
-func (p *parser) str(f fields, path, name string) (*yaml.Node, string, bool) {
-	fv, ok := f[name]
-	if !ok {
-		return nil, "", false
-	}
-	s, ok := p.Str(fv.Val, join(path, name))
-	return fv.Val, s, ok
-}
-
 func (p *parser) registry(n *yaml.Node, path string) *Registry {
 	f := p.Mapping(n, path, "host", "insecure", "caFile")
 	if f == nil {
@@ -182,12 +159,12 @@ func (p *parser) registry(n *yaml.Node, path string) *Registry {
 	r := &Registry{}
 	if _, ok := f["host"]; !ok {
 		p.Missing(n, n, path, "host", " (a registry host, such as registry.plant.local or 10.0.0.5:5000)")
-	} else if vn, v, ok := p.str(f, path, "host"); ok {
+	} else if vn, v, ok := p.StrField(f, path, "host"); ok {
 		m := hostRE.FindStringSubmatch(v)
 		switch {
 		case m == nil || len(v) > maxRepoLen:
 			p.Errorf(vn, join(path, "host"), "%q is not a registry host such as registry.plant.local or 10.0.0.5:5000 (no scheme, no path)", v)
-		case p.hostPort(vn, join(path, "host"), m[hostRE.SubexpIndex("host")], m[hostRE.SubexpIndex("port")]):
+		case p.HostPort(vn, join(path, "host"), m[hostRE.SubexpIndex("host")], m[hostRE.SubexpIndex("port")]):
 			r.Host = v
 		}
 	}
@@ -196,7 +173,7 @@ func (p *parser) registry(n *yaml.Node, path string) *Registry {
 			r.Insecure = b
 		}
 	}
-	if vn, v, ok := p.str(f, path, "caFile"); ok {
+	if vn, v, ok := p.StrField(f, path, "caFile"); ok {
 		if v == "" || strings.ContainsRune(v, 0) {
 			p.Errorf(vn, join(path, "caFile"), "must be a path, got %q", v)
 		} else if filepath.IsAbs(v) {
@@ -212,21 +189,6 @@ func (p *parser) registry(n *yaml.Node, path string) *Registry {
 		return nil
 	}
 	return r
-}
-
-// hostPort checks the host and port groups of the registry regexps.
-func (p *parser) hostPort(n *yaml.Node, path, host, port string) bool {
-	if strings.HasPrefix(host, "[") && net.ParseIP(strings.Trim(host, "[]")) == nil {
-		p.Errorf(n, path, "%s is not an IPv6 address", host)
-		return false
-	}
-	if port != "" {
-		if pn, err := strconv.Atoi(port); err != nil || pn < 1 || pn > 65535 {
-			p.Errorf(n, path, "port must be a number from 1 to 65535, got %q", port)
-			return false
-		}
-	}
-	return true
 }
 
 // location checks a repository (prefix false) or a registry host or
@@ -255,7 +217,7 @@ func (p *parser) location(n *yaml.Node, path, s string, prefix bool) bool {
 		// Docker reads such a name as a repository on Docker Hub.
 		msg = fmt.Sprintf("%q does not start with a registry host: give a domain (registry.plant.local), an IP, a port (plant:5000) or localhost", s)
 	default:
-		return p.hostPort(n, path, m[re.SubexpIndex("host")], m[re.SubexpIndex("port")])
+		return p.HostPort(n, path, m[re.SubexpIndex("host")], m[re.SubexpIndex("port")])
 	}
 	p.Errorf(n, path, "%s", msg)
 	return false
@@ -289,7 +251,7 @@ func (p *parser) job(n *yaml.Node, path string, interval time.Duration) *Job {
 	}
 	before := p.Len()
 	j := &Job{Interval: interval, Line: n.Line}
-	if vn, v, ok := p.str(f, path, "name"); ok {
+	if vn, v, ok := p.StrField(f, path, "name"); ok {
 		if v == "" || len(v) > 255 || strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
 			p.Errorf(vn, join(path, "name"), "must be 1 to 255 printable characters without spaces, got %q", v)
 		} else {
@@ -299,7 +261,7 @@ func (p *parser) job(n *yaml.Node, path string, interval time.Duration) *Job {
 	_, prefixes := f["repositories"]
 	if _, ok := f["source"]; !ok {
 		p.Missing(n, n, path, "source", " (the upstream repository, such as ghcr.io/acme/web)")
-	} else if vn, v, ok := p.str(f, path, "source"); ok && p.location(vn, join(path, "source"), v, prefixes) {
+	} else if vn, v, ok := p.StrField(f, path, "source"); ok && p.location(vn, join(path, "source"), v, prefixes) {
 		j.Source = v
 	}
 	if prefixes {
@@ -381,7 +343,7 @@ func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 		}
 	}
 	nodes := map[string]*yaml.Node{}
-	if vn, v, ok := p.str(f, path, "semver"); ok {
+	if vn, v, ok := p.StrField(f, path, "semver"); ok {
 		j.Semver, nodes["semver"] = v, vn
 	}
 	fpath := join(path, "filter")
@@ -397,7 +359,7 @@ func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 				name string
 				dst  *string
 			}{{"pattern", &j.Filter.Pattern}, {"extract", &j.Filter.Extract}, {"order", &j.Filter.Order}, {"direction", &j.Filter.Direction}} {
-				if vn, v, ok := p.str(ff, fpath, x.name); ok {
+				if vn, v, ok := p.StrField(ff, fpath, x.name); ok {
 					*x.dst, nodes[x.name] = v, vn
 				}
 			}
