@@ -543,18 +543,11 @@ func (p *parser) tracking(n *yaml.Node, path string, f fields, s *Source) {
 		}
 		return
 	}
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
+	pes := selector.PolicyErrors(err)
+	if len(pes) == 0 {
+		p.Errorf(n, path, "%v", err)
 	}
-	for _, e := range errs {
-		var pe *selector.PolicyError
-		if !errors.As(e, &pe) {
-			p.Errorf(n, path, "%v", e)
-			continue
-		}
+	for _, pe := range pes {
 		parent, ppath := fnode, fpath
 		if pe.Field == "semver" || pe.Field == "semverFilter" {
 			parent, ppath = rnode, rpath

@@ -1,7 +1,6 @@
 package replicate
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -393,18 +392,11 @@ func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 		}
 		return
 	}
-	var errs []error
-	if jn, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = jn.Unwrap()
-	} else {
-		errs = []error{err}
+	pes := selector.PolicyErrors(err)
+	if len(pes) == 0 {
+		p.Errorf(n, path, "%v", err)
 	}
-	for _, e := range errs {
-		var pe *selector.PolicyError
-		if !errors.As(e, &pe) {
-			p.Errorf(n, path, "%v", e)
-			continue
-		}
+	for _, pe := range pes {
 		at, field := nodes[pe.Field], join(fpath, pe.Field)
 		if pe.Field == "semver" {
 			field = join(path, "semver")

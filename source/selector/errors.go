@@ -47,3 +47,21 @@ func (e *msgError) Error() string { return e.msg }
 
 // Unwrap returns the sentinel.
 func (e *msgError) Unwrap() error { return e.err }
+
+// PolicyErrors returns the PolicyErrors in err, an error of New (which
+// joins one for every problem it finds), in order; none when err holds no
+// PolicyError.
+func PolicyErrors(err error) []*PolicyError {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	var out []*PolicyError
+	for _, e := range errs {
+		var pe *PolicyError
+		if errors.As(e, &pe) {
+			out = append(out, pe)
+		}
+	}
+	return out
+}

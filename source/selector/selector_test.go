@@ -684,3 +684,17 @@ func BenchmarkSelectSemver10000(b *testing.B) {
 		}
 	}
 }
+
+func TestPolicyErrors(t *testing.T) {
+	_, err := New(Policy{Pattern: "(", Order: "sideways", SemverFilter: "x"})
+	var got []string
+	for _, pe := range PolicyErrors(err) {
+		got = append(got, pe.Field)
+	}
+	if strings.Join(got, ",") != "semverFilter,pattern,order" {
+		t.Errorf("PolicyErrors fields = %v (err %v), want semverFilter,pattern,order", got, err)
+	}
+	if PolicyErrors(errors.New("other")) != nil {
+		t.Error("PolicyErrors of an error without one is not empty")
+	}
+}
