@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/selector"
+	"github.com/berth-dev/berth/state"
 )
 
 // Agent reconciles every configured source.
@@ -473,8 +474,8 @@ var ErrNoRollback = fmt.Errorf("%w: nothing to roll back to", api.ErrConflict)
 
 // appliedRevisions returns the revision `current` points at for every
 // source, for the appliers' drift watchers.
-func (a *Agent) appliedRevisions() []Revision {
-	var out []Revision
+func (a *Agent) appliedRevisions() []state.Revision {
+	var out []state.Revision
 	for _, name := range a.order {
 		d, err := a.store.Current(name)
 		if err != nil || d == "" {
@@ -488,7 +489,7 @@ func (a *Agent) appliedRevisions() []Revision {
 		if err != nil {
 			continue
 		}
-		out = append(out, Revision{Source: name, Digest: d, Dir: dir, State: ds, Extensions: a.cfg.Extensions})
+		out = append(out, state.Revision{Source: name, Digest: d, Dir: dir, State: ds, Extensions: a.cfg.Extensions})
 	}
 	return out
 }

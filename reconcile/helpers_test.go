@@ -30,6 +30,7 @@ import (
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/archive"
 	"github.com/berth-dev/berth/source/oci"
+	"github.com/berth-dev/berth/state"
 )
 
 // signing key, generated once per test binary: cosign's encrypted key
@@ -320,8 +321,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // call is one Apply call as the applier saw it.
 type call struct {
-	rev     Revision
-	prev    *Revision
+	rev     state.Revision
+	prev    *state.Revision
 	serial  string // serial.txt of rev.Dir at the call
 	current string // what the store's current pointed at during the call
 }
@@ -341,7 +342,7 @@ func newRecorder() *recorder { return &recorder{kind: "test", fail: map[string]e
 
 func (r *recorder) Kind() string { return r.kind }
 
-func (r *recorder) Apply(_ context.Context, rev Revision, prev *Revision) ([]store.AppStatus, error) {
+func (r *recorder) Apply(_ context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
 	c := call{rev: rev}
 	if prev != nil {
 		p := *prev
@@ -366,7 +367,7 @@ func (r *recorder) Apply(_ context.Context, rev Revision, prev *Revision) ([]sto
 	if err != nil {
 		out = "failed"
 	}
-	return []store.AppStatus{{Name: "web", Kind: r.kind, Outcome: out}}, err
+	return []state.AppStatus{{Name: "web", Kind: r.kind, Outcome: out}}, err
 }
 
 func (r *recorder) setFail(d string, err error) {

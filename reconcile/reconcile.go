@@ -14,7 +14,6 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/store"
@@ -22,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/source/fetch"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/selector"
+	"github.com/berth-dev/berth/state"
 )
 
 // request shapes one reconcile.
@@ -335,12 +335,12 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 	if err := a.store.Switch(name, digest); err != nil {
 		return rev, err
 	}
-	next := Revision{Source: name, Digest: digest, Dir: dir, State: ds, Extensions: a.cfg.Extensions}
-	var prev *Revision
+	next := state.Revision{Source: name, Digest: digest, Dir: dir, State: ds, Extensions: a.cfg.Extensions}
+	var prev *state.Revision
 	if current != "" && current != digest && a.store.Has(current) {
 		pdir, _ := a.store.RevisionDir(current)
 		pds, _ := loadState(pdir)
-		prev = &Revision{Source: name, Digest: current, Dir: pdir, State: pds, Extensions: a.cfg.Extensions}
+		prev = &state.Revision{Source: name, Digest: current, Dir: pdir, State: pds, Extensions: a.cfg.Extensions}
 	}
 	apps, err := a.apply(ctx, next, prev)
 	rev.Apps = apps
@@ -525,17 +525,17 @@ func refusedContent(err error) bool {
 
 // loadState reads berth.yaml from an extracted revision; nil when the
 // artifact has none (a plain Flux artifact).
-func loadState(dir string) (*devicestate.DeviceState, error) {
-	ds, err := devicestate.Load(os.DirFS(dir))
+func loadState(dir string) (*state.DeviceState, error) {
+	ds, err := state.Load(os.DirFS(dir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	return ds, err
 }
 
-func (a *Agent) checkExtensions(ds *devicestate.DeviceState) error {
+func (a *Agent) checkExtensions(ds *state.DeviceState) error {
 	for _, e := range a.cfg.Extensions {
-		if ds == nil || !slices.ContainsFunc(ds.Extensions, func(x devicestate.App) bool { return x.Name == e }) {
+		if ds == nil || !slices.ContainsFunc(ds.Extensions, func(x state.App) bool { return x.Name == e }) {
 			return fmt.Errorf("the agent enables extension %q but this revision's berth.yaml does not define it: fix the agent config or the desired state", e)
 		}
 	}
@@ -543,8 +543,8 @@ func (a *Agent) checkExtensions(ds *devicestate.DeviceState) error {
 }
 
 // apply hands the revision to every applier and gathers their results.
-func (a *Agent) apply(ctx context.Context, rev Revision, prev *Revision) ([]store.AppStatus, error) {
-	var apps []store.AppStatus
+func (a *Agent) apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
+	var apps []state.AppStatus
 	var errs []error
 	for _, ap := range a.appliers {
 		st, err := ap.Apply(ctx, rev, prev)
@@ -559,7 +559,7 @@ func (a *Agent) apply(ctx context.Context, rev Revision, prev *Revision) ([]stor
 
 // unhandled reports the apps of rev that no configured applier handles, so
 // that status shows them rather than pretending they run.
-func (a *Agent) unhandled(rev Revision) []store.AppStatus {
+func (a *Agent) unhandled(rev state.Revision) []state.AppStatus {
 	if rev.State == nil {
 		return nil
 	}
@@ -567,14 +567,14 @@ func (a *Agent) unhandled(rev Revision) []store.AppStatus {
 	for _, ap := range a.appliers {
 		kinds[ap.Kind()] = true
 	}
-	var out []store.AppStatus
-	add := func(app devicestate.App) {
+	var out []state.AppStatus
+	add := func(app state.App) {
 		kind := "compose"
 		if app.Helm != nil {
 			kind = "helm"
 		}
 		if !kinds[kind] {
-			out = append(out, store.AppStatus{Name: app.Name, Kind: kind, Outcome: "skipped",
+			out = append(out, state.AppStatus{Name: app.Name, Kind: kind, Outcome: "skipped",
 				Message: fmt.Sprintf("not applied: the agent configuration has no apply.%s block", kind)})
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/state"
 )
 
 var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -60,7 +61,7 @@ func TestFirstApplyThenUpgrade(t *testing.T) {
 		t.Errorf("applied revision details = %+v", ss.Applied)
 	case !strings.Contains(ss.Applied.URL, "fleet/app:stable@"+d1):
 		t.Errorf("applied URL = %s", ss.Applied.URL)
-	case !slices.ContainsFunc(ss.Applied.Apps, func(a store.AppStatus) bool { return a.Kind == "test" && a.Outcome == "applied" }):
+	case !slices.ContainsFunc(ss.Applied.Apps, func(a state.AppStatus) bool { return a.Kind == "test" && a.Outcome == "applied" }):
 		t.Errorf("applied apps = %+v", ss.Applied.Apps)
 	case len(ss.History) != 1 || ss.LastSuccess.IsZero() || ss.Failures != 0:
 		t.Errorf("state = %+v", ss)
@@ -132,7 +133,7 @@ func TestApplyFailureSwitchesBackAndBacksOff(t *testing.T) {
 		t.Errorf("failedDigest %s failures %d", short(ss.FailedDigest), ss.Failures)
 	case !ss.RetryAfter.After(before):
 		t.Errorf("retryAfter = %v, want after %v", ss.RetryAfter, before)
-	case ss.Last == nil || ss.Last.Outcome != store.OutcomeFailed || ss.Last.Error == "" || !slices.ContainsFunc(ss.Last.Apps, func(a store.AppStatus) bool { return a.Kind == "test" && a.Outcome == "failed" }):
+	case ss.Last == nil || ss.Last.Outcome != store.OutcomeFailed || ss.Last.Error == "" || !slices.ContainsFunc(ss.Last.Apps, func(a state.AppStatus) bool { return a.Kind == "test" && a.Outcome == "failed" }):
 		t.Errorf("last = %+v", ss.Last)
 	case ss.History[0].Digest != d2 || ss.History[0].Outcome != store.OutcomeFailed:
 		t.Errorf("history[0] = %+v", ss.History[0])

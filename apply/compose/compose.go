@@ -47,11 +47,10 @@ import (
 	"github.com/moby/moby/client"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
-	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/apply/internal/converge"
 	"github.com/berth-dev/berth/reconcile"
-	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/mirror"
+	"github.com/berth-dev/berth/state"
 )
 
 // Labels berth sets on the containers, networks and volumes it manages.
@@ -81,7 +80,7 @@ const (
 	DefaultEnvDir      = "/etc/berth/env"
 )
 
-// Outcomes reported in store.AppStatus.Outcome.
+// Outcomes reported in state.AppStatus.Outcome.
 const (
 	OutcomeApplied = "applied"
 	OutcomeFailed  = "failed"
@@ -217,7 +216,7 @@ func (a *Applier) Kind() string { return kind }
 // hash: a container is recreated whenever its LabelConfigHash changes (and
 // when its image changes), and a new revision with the same app
 // configuration recreates nothing.
-func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *reconcile.Revision) ([]store.AppStatus, error) {
+func (a *Applier) Apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
 	mu := a.state.Lock(rev.Source)
 	mu.Lock()
 	defer mu.Unlock()
@@ -226,7 +225,7 @@ func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *recon
 	if err != nil {
 		return nil, err
 	}
-	var statuses []store.AppStatus
+	var statuses []state.AppStatus
 	var errs []error
 	applied := map[string]appTarget{}
 	for _, app := range desiredApps(rev) {
@@ -257,13 +256,13 @@ func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *recon
 }
 
 // isCompose reports whether app is deployed with Compose.
-func isCompose(app devicestate.App) bool { return app.Compose != nil }
+func isCompose(app state.App) bool { return app.Compose != nil }
 
 // desiredApps lists the Compose apps of rev: its apps, then the extensions
 // it enables, in file order.
-func desiredApps(rev reconcile.Revision) []devicestate.App { return rev.Apps(isCompose) }
+func desiredApps(rev state.Revision) []state.App { return rev.Apps(isCompose) }
 
-func desiredNames(rev reconcile.Revision) map[string]bool {
+func desiredNames(rev state.Revision) map[string]bool {
 	m := map[string]bool{}
 	for _, app := range desiredApps(rev) {
 		m[app.Name] = true
@@ -273,33 +272,33 @@ func desiredNames(rev reconcile.Revision) map[string]bool {
 
 // findApp returns the app or extension named name of rev's state, whether
 // enabled or not.
-func findApp(rev *reconcile.Revision, name string) (devicestate.App, bool) {
+func findApp(rev *state.Revision, name string) (state.App, bool) {
 	if rev == nil || rev.State == nil {
-		return devicestate.App{}, false
+		return state.App{}, false
 	}
-	for _, list := range [][]devicestate.App{rev.State.Apps, rev.State.Extensions} {
+	for _, list := range [][]state.App{rev.State.Apps, rev.State.Extensions} {
 		for _, app := range list {
 			if app.Name == name && app.Compose != nil {
 				return app, true
 			}
 		}
 	}
-	return devicestate.App{}, false
+	return state.App{}, false
 }
 
 // hasApp reports whether rev deploys the Compose app name.
-func hasApp(rev *reconcile.Revision, name string) (devicestate.App, bool) {
+func hasApp(rev *state.Revision, name string) (state.App, bool) {
 	return rev.App(name, isCompose)
 }
 
 // applyApp converges one app and rolls it back on failure. It returns the
 // app's status, what the project is left on (nil when it is down), and the
 // error of the app.
-func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *reconcile.Revision, app devicestate.App, existing map[string]projectInfo) (store.AppStatus, *appTarget, error) {
+func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.Revision, app state.App, existing map[string]projectInfo) (state.AppStatus, *appTarget, error) {
 	name := ProjectName(rev.Source, app.Name)
 	log := a.log.With("source", rev.Source, "app", app.Name, "project", name, "revision", rev.Digest)
-	status := store.AppStatus{Name: app.Name, Kind: kind}
-	fail := func(err error) (store.AppStatus, *appTarget, error) {
+	status := state.AppStatus{Name: app.Name, Kind: kind}
+	fail := func(err error) (state.AppStatus, *appTarget, error) {
 		err = fmt.Errorf("app %q (project %s): %w", app.Name, name, err)
 		status.Outcome = OutcomeFailed
 		status.Message = err.Error()
@@ -360,7 +359,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 
 // rollback brings the project of app back to prev's version of it, or down
 // when prev did not deploy the app. It returns what the project is left on.
-func (a *Applier) rollback(ctx context.Context, rev reconcile.Revision, prev *reconcile.Revision, app devicestate.App, name string) (*appTarget, error) {
+func (a *Applier) rollback(ctx context.Context, rev state.Revision, prev *state.Revision, app state.App, name string) (*appTarget, error) {
 	// The rollback runs even if ctx was cancelled during the failed apply,
 	// bounded on its own.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.WaitTimeout+2*time.Minute)
@@ -479,7 +478,7 @@ func (a *Applier) listProjects(ctx context.Context, source string) (map[string]p
 
 // pruneCandidates lists the projects of rev.Source that rev no longer
 // deploys, by name.
-func pruneCandidates(existing map[string]projectInfo, rev reconcile.Revision) []projectInfo {
+func pruneCandidates(existing map[string]projectInfo, rev state.Revision) []projectInfo {
 	want := desiredNames(rev)
 	var out []projectInfo
 	for _, p := range existing {
@@ -494,8 +493,8 @@ func pruneCandidates(existing map[string]projectInfo, rev reconcile.Revision) []
 
 // prune brings down a project its source no longer deploys. Named volumes
 // go too only when the previous revision's app said prune: {volumes: true}.
-func (a *Applier) prune(ctx context.Context, p projectInfo, prev *reconcile.Revision) (store.AppStatus, error) {
-	status := store.AppStatus{Name: p.app, Kind: kind}
+func (a *Applier) prune(ctx context.Context, p projectInfo, prev *state.Revision) (state.AppStatus, error) {
+	status := state.AppStatus{Name: p.app, Kind: kind}
 	prevApp, _ := findApp(prev, p.app)
 	volumes := prevApp.Prune.Volumes
 	if err := a.down(ctx, p.name, volumes); err != nil {

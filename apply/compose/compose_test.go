@@ -11,8 +11,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/moby/api/types/container"
 
-	"github.com/berth-dev/berth/reconcile"
-	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/state"
 )
 
 func TestProjectName(t *testing.T) {
@@ -85,7 +84,7 @@ func TestLoadIgnoresArtifactDotEnv(t *testing.T) {
 	}
 }
 
-func statusOf(t *testing.T, sts []store.AppStatus, app string) store.AppStatus {
+func statusOf(t *testing.T, sts []state.AppStatus, app string) state.AppStatus {
 	t.Helper()
 	for _, s := range sts {
 		if s.Name == app {
@@ -96,7 +95,7 @@ func statusOf(t *testing.T, sts []store.AppStatus, app string) store.AppStatus {
 		}
 	}
 	t.Fatalf("no status for app %q in %+v", app, sts)
-	return store.AppStatus{}
+	return state.AppStatus{}
 }
 
 // TestLifecycle walks one app through install, no-op, upgrade, failed
@@ -381,7 +380,7 @@ func TestExtensions(t *testing.T) {
 // TestNoState checks that a revision without berth.yaml deploys nothing.
 func TestNoState(t *testing.T) {
 	f := newFixture(t)
-	sts, err := f.a.Apply(context.Background(), reconcile.Revision{Source: source("none"), Digest: "sha256:00", Dir: t.TempDir()}, nil)
+	sts, err := f.a.Apply(context.Background(), state.Revision{Source: source("none"), Digest: "sha256:00", Dir: t.TempDir()}, nil)
 	if err != nil || len(sts) != 0 {
 		t.Fatalf("%v %+v", err, sts)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/berth-dev/berth/apply/internal/converge"
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 // Drift correction limits.
@@ -113,7 +113,7 @@ func (a *Applier) restoreDone(project string, err error) {
 // source that an Apply is converging is left alone. A project restored more
 // than 5 times in 10 minutes is flapping: Watch logs it and leaves it alone
 // until the window has passed. Watch returns ctx's error.
-func (a *Applier) Watch(ctx context.Context, applied func() []reconcile.Revision, interval time.Duration) error {
+func (a *Applier) Watch(ctx context.Context, applied func() []state.Revision, interval time.Duration) error {
 	if interval <= 0 {
 		interval = DefaultDriftInterval
 	}
@@ -192,7 +192,7 @@ func (a *Applier) watchEvents(ctx context.Context, kick chan<- struct{}) {
 
 // checkAll checks the projects of every applied revision once. It reports
 // whether a source was skipped because an Apply holds it.
-func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revision) (busy bool) {
+func (a *Applier) checkAll(ctx context.Context, applied func() []state.Revision) (busy bool) {
 	for _, rev := range applied() {
 		if ctx.Err() != nil {
 			return false

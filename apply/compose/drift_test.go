@@ -11,11 +11,11 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 // watch applies rev and runs Watch on it until the test ends.
-func (f *fixture) watch(rev reconcile.Revision, interval time.Duration) {
+func (f *fixture) watch(rev state.Revision, interval time.Duration) {
 	f.t.Helper()
 	if _, err := f.a.Apply(context.Background(), rev, nil); err != nil {
 		f.t.Fatal(err)
@@ -23,7 +23,7 @@ func (f *fixture) watch(rev reconcile.Revision, interval time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- f.a.Watch(ctx, func() []reconcile.Revision { return []reconcile.Revision{rev} }, interval)
+		done <- f.a.Watch(ctx, func() []state.Revision { return []state.Revision{rev} }, interval)
 	}()
 	f.t.Cleanup(func() {
 		cancel()

@@ -30,8 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/moby/client"
 
-	"github.com/berth-dev/berth/apply/devicestate"
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 // Test images, loaded into the engine without a registry.
@@ -249,10 +248,10 @@ func cleanup(t *testing.T, dc *client.Client) {
 }
 
 // revision writes an extracted revision: berth.yaml and the given files.
-func revision(t *testing.T, src, seed, berthYAML string, files map[string]string, extensions ...string) reconcile.Revision {
+func revision(t *testing.T, src, seed, berthYAML string, files map[string]string, extensions ...string) state.Revision {
 	t.Helper()
 	dir := t.TempDir()
-	files[devicestate.FileName] = berthYAML
+	files[state.FileName] = berthYAML
 	for p, content := range files {
 		full := filepath.Join(dir, filepath.FromSlash(p))
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
@@ -262,12 +261,12 @@ func revision(t *testing.T, src, seed, berthYAML string, files map[string]string
 			t.Fatal(err)
 		}
 	}
-	st, err := devicestate.Load(os.DirFS(dir))
+	st, err := state.Load(os.DirFS(dir))
 	if err != nil {
 		t.Fatalf("berth.yaml: %v", err)
 	}
 	sum := sha256.Sum256([]byte(src + "/" + seed))
-	return reconcile.Revision{Source: src, Digest: "sha256:" + hex.EncodeToString(sum[:]), Dir: dir, State: st, Extensions: extensions}
+	return state.Revision{Source: src, Digest: "sha256:" + hex.EncodeToString(sum[:]), Dir: dir, State: st, Extensions: extensions}
 }
 
 // stateYAML is a berth.yaml deploying the Compose apps named, each from

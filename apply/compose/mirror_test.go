@@ -14,8 +14,8 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/berth-dev/berth/internal/testenv"
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/source/mirror"
+	"github.com/berth-dev/berth/state"
 )
 
 // TestPullThroughMirror runs the mirror path against the real engine and
@@ -269,7 +269,7 @@ func TestEnsureImagesKeepsRunningReference(t *testing.T) {
 	t.Cleanup(func() { f.dc.ImageRemove(context.Background(), mirrorRef, client.ImageRemoveOptions{}) })
 
 	// Without mirrors: the service runs imageV1.
-	rev := func(seed string) reconcile.Revision {
+	rev := func(seed string) state.Revision {
 		return revision(t, src, seed, stateYAML("web"), map[string]string{"apps/web/compose.yaml": webCompose(imageV1, port)})
 	}
 	v1 := rev("v1")

@@ -19,8 +19,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/docker/compose/v5/pkg/api"
 
-	"github.com/berth-dev/berth/apply/devicestate"
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 // ProjectName is the Compose project of an app of a source:
@@ -54,7 +53,7 @@ const revisionDirPlaceholder = "${BERTH_REVISION_DIR}"
 // load loads the project of app from rev.Dir with compose-go, the way the
 // Compose CLI does, and labels it. The interpolation environment is the
 // device's env file for the app, and nothing else.
-func (a *Applier) load(ctx context.Context, rev reconcile.Revision, app devicestate.App) (*appProject, error) {
+func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (*appProject, error) {
 	if app.Compose == nil {
 		return nil, fmt.Errorf("app %q has no compose section", app.Name)
 	}

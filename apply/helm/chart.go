@@ -23,9 +23,8 @@ import (
 	"helm.sh/helm/v3/pkg/ignore"
 	"helm.sh/helm/v3/pkg/registry"
 
-	"github.com/berth-dev/berth/apply/devicestate"
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/source/oci"
+	"github.com/berth-dev/berth/state"
 )
 
 // Limits on what is read to make a release.
@@ -53,7 +52,7 @@ type loadedChart struct {
 
 // loadChart loads the chart of app: from its folder in the revision, or
 // from its OCI registry by digest.
-func (a *Applier) loadChart(ctx context.Context, rev reconcile.Revision, app devicestate.App) (*loadedChart, error) {
+func (a *Applier) loadChart(ctx context.Context, rev state.Revision, app state.App) (*loadedChart, error) {
 	h := app.Helm
 	if h.Path != "" {
 		ch, digest, err := loadPathChart(rev.Dir, h.Path)
@@ -200,7 +199,7 @@ func chartTag(version string) string { return strings.ReplaceAll(version, "+", "
 // that does not serve the chart (not found, unreachable, refused
 // credentials) passes to the next; content that does not match its digest,
 // or is not a Helm chart, is refused and fetched nowhere else.
-func (a *Applier) pullChart(ctx context.Context, h *devicestate.Helm) (*loadedChart, error) {
+func (a *Applier) pullChart(ctx context.Context, h *state.Helm) (*loadedChart, error) {
 	repo := strings.TrimPrefix(h.Chart, oci.Scheme)
 	named := fmt.Sprintf("chart %s version %s", h.Chart, h.Version)
 	if h.Digest == "" {
@@ -254,7 +253,7 @@ func (a *Applier) pullChart(ctx context.Context, h *devicestate.Helm) (*loadedCh
 }
 
 // pullFrom fetches and loads the chart from one endpoint.
-func (a *Applier) pullFrom(ctx context.Context, client *oci.Client, r oci.Reference, h *devicestate.Helm, named string) (*chart.Chart, error) {
+func (a *Applier) pullFrom(ctx context.Context, client *oci.Client, r oci.Reference, h *state.Helm, named string) (*chart.Chart, error) {
 	desc, m, err := client.Manifest(ctx, r)
 	switch {
 	case errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrTooLarge):
@@ -335,7 +334,7 @@ func mirrorName(m string) string {
 // <ValuesDir>/<app>.yaml when it exists; a later map key replaces an
 // earlier one, maps are merged recursively. The result is normalised
 // through JSON, as Helm stores it.
-func (a *Applier) values(rev reconcile.Revision, app devicestate.App) (map[string]any, error) {
+func (a *Applier) values(rev state.Revision, app state.App) (map[string]any, error) {
 	h := app.Helm
 	vals := map[string]any{}
 	if len(h.ValuesFiles) > 0 {

@@ -19,9 +19,8 @@ import (
 	"k8s.io/cli-runtime/pkg/resource"
 	"k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/apply/internal/converge"
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 // Drift correction limits.
@@ -83,11 +82,11 @@ type appTarget = converge.Target
 type resultEntry struct {
 	res    ApplyResult
 	source string
-	app    devicestate.App
+	app    state.App
 }
 
 // setResult records the outcome of an apply of a release.
-func (a *Applier) setResult(key string, rev reconcile.Revision, app devicestate.App, outcome, msg string) {
+func (a *Applier) setResult(key string, rev state.Revision, app state.App, outcome, msg string) {
 	a.stateMu.Lock()
 	defer a.stateMu.Unlock()
 	a.results[key] = resultEntry{
@@ -199,7 +198,7 @@ func (a *Applier) restoreDone(key string, err error) {
 // only read; only restores write. Report lists the releases of the
 // revisions applied returns, even those no Apply of this Applier touched.
 // Watch returns ctx's error.
-func (a *Applier) Watch(ctx context.Context, applied func() []reconcile.Revision, interval time.Duration) error {
+func (a *Applier) Watch(ctx context.Context, applied func() []state.Revision, interval time.Duration) error {
 	if interval <= 0 {
 		interval = DefaultDriftInterval
 	}
@@ -220,7 +219,7 @@ func (a *Applier) Watch(ctx context.Context, applied func() []reconcile.Revision
 
 // checkAll checks the releases of every applied revision once, skipping
 // the sources an Apply holds.
-func (a *Applier) checkAll(ctx context.Context, applied func() []reconcile.Revision) {
+func (a *Applier) checkAll(ctx context.Context, applied func() []state.Revision) {
 	for _, rev := range applied() {
 		if ctx.Err() != nil {
 			return
@@ -533,7 +532,7 @@ func (a *Applier) Report(ctx context.Context) any {
 	_ = ctx // Helm's storage takes no context
 	type item struct {
 		source string
-		app    devicestate.App
+		app    state.App
 	}
 	items := map[string]item{}
 	add := func(t appTarget) {

@@ -57,12 +57,11 @@ import (
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
 
-	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/apply/internal/converge"
 	"github.com/berth-dev/berth/reconcile"
-	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
+	"github.com/berth-dev/berth/state"
 )
 
 // Labels berth sets on the releases it manages (Helm release labels, kept
@@ -99,7 +98,7 @@ const (
 	DefaultValuesDir  = "/etc/berth/values"
 )
 
-// Outcomes reported in store.AppStatus.Outcome.
+// Outcomes reported in state.AppStatus.Outcome.
 const (
 	OutcomeApplied = "applied"
 	OutcomeFailed  = "failed"
@@ -163,10 +162,10 @@ type Applier struct {
 
 	// state for drift and status, see drift.go
 	stateMu sync.Mutex
-	applied func() []reconcile.Revision // the last Watch's, nil before any
-	results map[string]resultEntry      // by release key
-	drift   map[string]*DriftState      // by release key
-	limit   converge.Limiter            // restores by release key; stateMu
+	applied func() []state.Revision // the last Watch's, nil before any
+	results map[string]resultEntry  // by release key
+	drift   map[string]*DriftState  // by release key
+	limit   converge.Limiter        // restores by release key; stateMu
 }
 
 var (
@@ -209,7 +208,7 @@ func New(o Options) (*Applier, error) {
 // Kind returns "helm".
 func (a *Applier) Kind() string { return kind }
 
-// Detail is the store.AppStatus.Detail of a Helm app: the release as it
+// Detail is the state.AppStatus.Detail of a Helm app: the release as it
 // stands after the apply.
 type Detail struct {
 	Release   string `json:"release"`
@@ -233,19 +232,19 @@ type Detail struct {
 }
 
 // isHelm reports whether app is deployed with Helm.
-func isHelm(app devicestate.App) bool { return app.Helm != nil }
+func isHelm(app state.App) bool { return app.Helm != nil }
 
 // desiredApps lists the Helm apps of rev: its apps, then the extensions it
 // enables, in file order.
-func desiredApps(rev reconcile.Revision) []devicestate.App { return rev.Apps(isHelm) }
+func desiredApps(rev state.Revision) []state.App { return rev.Apps(isHelm) }
 
 // hasApp returns the Helm app name of rev, if rev deploys it.
-func hasApp(rev *reconcile.Revision, name string) (devicestate.App, bool) {
+func hasApp(rev *state.Revision, name string) (state.App, bool) {
 	return rev.App(name, isHelm)
 }
 
 // namespace is the namespace of an app's release.
-func (a *Applier) namespace(h *devicestate.Helm) string {
+func (a *Applier) namespace(h *state.Helm) string {
 	if h.Namespace != "" {
 		return h.Namespace
 	}
@@ -259,7 +258,7 @@ func releaseKey(namespace, name string) string { return namespace + "/" + name }
 // and, when every app succeeded, uninstalls the releases of rev.Source
 // whose app rev no longer lists. It returns one status per app, and an
 // error joining the apps' errors.
-func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *reconcile.Revision) ([]store.AppStatus, error) {
+func (a *Applier) Apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
 	mu := a.state.Lock(rev.Source)
 	mu.Lock()
 	defer mu.Unlock()
@@ -271,7 +270,7 @@ func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *recon
 		a.state.SetTargets(rev.Source, map[string]appTarget{})
 		return nil, nil
 	}
-	var statuses []store.AppStatus
+	var statuses []state.AppStatus
 	var errs []error
 	applied := map[string]appTarget{}
 	for _, app := range apps {
@@ -309,7 +308,7 @@ func (a *Applier) Apply(ctx context.Context, rev reconcile.Revision, prev *recon
 }
 
 // desiredKeys returns the release keys rev deploys.
-func (a *Applier) desiredKeys(rev reconcile.Revision) map[string]bool {
+func (a *Applier) desiredKeys(rev state.Revision) map[string]bool {
 	m := map[string]bool{}
 	for _, app := range desiredApps(rev) {
 		m[releaseKey(a.namespace(app.Helm), app.Helm.ReleaseName)] = true
@@ -320,20 +319,20 @@ func (a *Applier) desiredKeys(rev reconcile.Revision) map[string]bool {
 // applyApp converges the release of one app and rolls it back on failure.
 // It returns the app's status, what the release is left on (nil when it
 // is not deployed), and the error of the app.
-func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *reconcile.Revision, app devicestate.App) (store.AppStatus, *appTarget, error) {
+func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.Revision, app state.App) (state.AppStatus, *appTarget, error) {
 	h := app.Helm
 	ns, name := a.namespace(h), h.ReleaseName
 	key := releaseKey(ns, name)
 	log := a.log.With("source", rev.Source, "app", app.Name, "release", key, "revision", rev.Digest)
-	status := store.AppStatus{Name: app.Name, Kind: kind}
+	status := state.AppStatus{Name: app.Name, Kind: kind}
 	detail := Detail{Release: name, Namespace: ns}
-	finish := func(outcome, msg string, err error) (store.AppStatus, *appTarget, error) {
+	finish := func(outcome, msg string, err error) (state.AppStatus, *appTarget, error) {
 		status.Outcome, status.Message = outcome, msg
 		status.Detail, _ = json.Marshal(detail)
 		a.setResult(key, rev, app, outcome, msg)
 		return status, nil, err
 	}
-	fail := func(err error) (store.AppStatus, *appTarget, error) {
+	fail := func(err error) (state.AppStatus, *appTarget, error) {
 		err = fmt.Errorf("app %q (release %s): %w", app.Name, key, err)
 		log.Error("helm: apply failed", "err", err)
 		st, _, err := finish(OutcomeFailed, err.Error(), err)
@@ -469,7 +468,7 @@ func (a *Applier) applyApp(ctx context.Context, rev reconcile.Revision, prev *re
 // rollback brings the release back to the revision deployed before
 // (deployed), or uninstalls it when it had none and this was its install.
 // It returns what it did.
-func (a *Applier) rollback(ctx context.Context, cfg *action.Configuration, name string, h *devicestate.Helm, install bool, deployed *release.Release) (string, error) {
+func (a *Applier) rollback(ctx context.Context, cfg *action.Configuration, name string, h *state.Helm, install bool, deployed *release.Release) (string, error) {
 	_ = ctx // Helm's rollback and uninstall take no context: they are bounded by the timeout.
 	switch {
 	case deployed != nil:
@@ -505,7 +504,7 @@ func revisionOf(r *release.Release) string {
 
 // targetAfter is what the app is left on: rev's app when it applied, else
 // (it was rolled back) what it was on before.
-func (a *Applier) targetAfter(rev reconcile.Revision, prev *reconcile.Revision, app devicestate.App, ok bool) *appTarget {
+func (a *Applier) targetAfter(rev state.Revision, prev *state.Revision, app state.App, ok bool) *appTarget {
 	if ok {
 		return &appTarget{Rev: rev, App: app}
 	}
@@ -622,15 +621,15 @@ func pruneCandidates(existing map[string]releaseInfo, want map[string]bool) []re
 }
 
 // prune uninstalls a release its source no longer deploys.
-func (a *Applier) prune(ctx context.Context, r releaseInfo) (store.AppStatus, error) {
+func (a *Applier) prune(ctx context.Context, r releaseInfo) (state.AppStatus, error) {
 	_ = ctx // Helm's uninstall takes no context: it is bounded by its timeout.
-	status := store.AppStatus{Name: r.app, Kind: kind}
+	status := state.AppStatus{Name: r.app, Kind: kind}
 	detail, _ := json.Marshal(Detail{Release: r.name, Namespace: r.namespace})
 	status.Detail = detail
 	cfg, _, err := a.actionConfig(r.namespace, 0)
 	if err == nil {
 		un := action.NewUninstall(cfg)
-		un.Timeout = devicestate.DefaultTimeout
+		un.Timeout = state.DefaultTimeout
 		if _, err = un.Run(r.name); isNotFound(err) {
 			err = nil
 		}

@@ -19,10 +19,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/berth-dev/berth/apply/devicestate"
 	"github.com/berth-dev/berth/internal/testenv"
-	"github.com/berth-dev/berth/reconcile"
-	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/state"
 )
 
 // helloChart is a chart "hello" of a ConfigMap, <release>-config, whose
@@ -88,10 +86,10 @@ func withPrefix(prefix string, files map[string]string) map[string]string {
 
 // revision writes an extracted revision of source src: berth.yaml and the
 // given files. Its digest follows seed.
-func revision(t *testing.T, src, seed, berthYAML string, files map[string]string, extensions ...string) reconcile.Revision {
+func revision(t *testing.T, src, seed, berthYAML string, files map[string]string, extensions ...string) state.Revision {
 	t.Helper()
 	dir := t.TempDir()
-	all := map[string]string{devicestate.FileName: berthYAML}
+	all := map[string]string{state.FileName: berthYAML}
 	for p, c := range files {
 		all[p] = c
 	}
@@ -104,12 +102,12 @@ func revision(t *testing.T, src, seed, berthYAML string, files map[string]string
 			t.Fatal(err)
 		}
 	}
-	st, err := devicestate.Load(os.DirFS(dir))
+	st, err := state.Load(os.DirFS(dir))
 	if err != nil {
 		t.Fatalf("berth.yaml: %v", err)
 	}
 	sum := sha256.Sum256([]byte(src + "/" + seed))
-	return reconcile.Revision{Source: src, Digest: "sha256:" + hex.EncodeToString(sum[:]), Dir: dir, State: st, Extensions: extensions}
+	return state.Revision{Source: src, Digest: "sha256:" + hex.EncodeToString(sum[:]), Dir: dir, State: st, Extensions: extensions}
 }
 
 // helmState is a berth.yaml with one Helm app hello whose helm: block is
@@ -146,7 +144,7 @@ func newApplier(t *testing.T, k *testenv.Kube, o Options) *Applier {
 }
 
 // apply runs Apply with a bounded context.
-func apply(t *testing.T, a *Applier, rev reconcile.Revision, prev *reconcile.Revision) ([]store.AppStatus, error) {
+func apply(t *testing.T, a *Applier, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -154,7 +152,7 @@ func apply(t *testing.T, a *Applier, rev reconcile.Revision, prev *reconcile.Rev
 }
 
 // mustApply runs Apply and fails the test unless every app applied.
-func mustApply(t *testing.T, a *Applier, rev reconcile.Revision, prev *reconcile.Revision) []store.AppStatus {
+func mustApply(t *testing.T, a *Applier, rev state.Revision, prev *state.Revision) []state.AppStatus {
 	t.Helper()
 	sts, err := apply(t, a, rev, prev)
 	if err != nil {
@@ -224,7 +222,7 @@ func deployedRevision(t *testing.T, k *testenv.Kube, ns, name string) map[string
 }
 
 // detail decodes the Detail of an app status.
-func detail(t *testing.T, st store.AppStatus) Detail {
+func detail(t *testing.T, st state.AppStatus) Detail {
 	t.Helper()
 	var d Detail
 	if err := json.Unmarshal(st.Detail, &d); err != nil {
@@ -261,12 +259,12 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, format st
 // startWatch runs a.Watch on revs in the background until the returned
 // stop is called (it waits for Watch to return; calling it again does
 // nothing) or the test ends.
-func startWatch(t *testing.T, a *Applier, interval time.Duration, revs ...reconcile.Revision) (stop func()) {
+func startWatch(t *testing.T, a *Applier, interval time.Duration, revs ...state.Revision) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := a.Watch(ctx, func() []reconcile.Revision { return revs }, interval); !errors.Is(err, context.Canceled) {
+		if err := a.Watch(ctx, func() []state.Revision { return revs }, interval); !errors.Is(err, context.Canceled) {
 			t.Errorf("Watch = %v", err)
 		}
 	})

@@ -7,8 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-dev/berth/apply/devicestate"
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 // TestPathChart checks the chart folder loader: .helmignore, a hash that
@@ -100,11 +99,11 @@ func TestValues(t *testing.T) {
 		os.WriteFile(full, []byte(c), 0o644)
 	}
 	a := &Applier{opts: Options{ValuesDir: local}}
-	app := devicestate.App{Name: "web", Helm: &devicestate.Helm{
+	app := state.App{Name: "web", Helm: &state.Helm{
 		ValuesFiles: []string{"v/a.yaml", "v/b.yaml"},
 		Values:      map[string]any{"nested": map[string]any{"r": "inline"}, "b": true},
 	}}
-	rev := reconcile.Revision{Dir: dir}
+	rev := state.Revision{Dir: dir}
 	got, err := a.values(rev, app)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +143,7 @@ func TestValues(t *testing.T) {
 		{[]string{"v/missing.yaml"}, `values file "v/missing.yaml" does not exist`},
 		{[]string{"../outside.yaml"}, `values file "../outside.yaml"`},
 	} {
-		app := devicestate.App{Name: "x", Helm: &devicestate.Helm{ValuesFiles: tc.files}}
+		app := state.App{Name: "x", Helm: &state.Helm{ValuesFiles: tc.files}}
 		if _, err := a.values(rev, app); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err = %v, want %q", tc.files, err, tc.want)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/mirror"
+	"github.com/berth-dev/berth/state"
 )
 
 const defaultAgentConfig = "/etc/berth/agent.yaml"
@@ -568,7 +569,7 @@ func liveHelm(st *api.Status) map[string]helm.ReleaseReport {
 // then its release as it stands now (or as it was applied, without an
 // agent): chart, chart digest, revision, status, the last apply result and
 // the drift found.
-func printHelmApp(w io.Writer, source string, app store.AppStatus, live map[string]helm.ReleaseReport) {
+func printHelmApp(w io.Writer, source string, app state.AppStatus, live map[string]helm.ReleaseReport) {
 	fmt.Fprintf(w, "  app %s (helm): %s", app.Name, app.Outcome)
 	if app.Message != "" {
 		fmt.Fprintf(w, ": %s", firstLine(app.Message))
@@ -643,7 +644,7 @@ func printHelmApp(w io.Writer, source string, app store.AppStatus, live map[stri
 
 // printApp prints one app: its last apply result and, for Compose apps,
 // the services as they run now (or as they were applied, without an agent).
-func printApp(w io.Writer, source string, app store.AppStatus, live map[string]compose.ProjectReport) {
+func printApp(w io.Writer, source string, app state.AppStatus, live map[string]compose.ProjectReport) {
 	fmt.Fprintf(w, "  app %s (%s): %s", app.Name, app.Kind, app.Outcome)
 	if app.Message != "" {
 		fmt.Fprintf(w, ": %s", firstLine(app.Message))

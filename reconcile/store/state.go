@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/berth-dev/berth/state"
 )
 
 // Outcome is the result of one reconcile.
@@ -60,7 +62,7 @@ type Revision struct {
 	Outcome Outcome `json:"outcome"`
 	Error   string  `json:"error,omitempty"`
 	// Apps holds the appliers' per-app results.
-	Apps []AppStatus `json:"apps,omitempty"`
+	Apps []state.AppStatus `json:"apps,omitempty"`
 }
 
 // ViaSource and ViaBundle are the Via values of the source registry
@@ -83,16 +85,6 @@ type Via struct {
 	Signatures string `json:"signatures,omitempty"`
 	// Layer is where the content layer was fetched.
 	Layer string `json:"layer,omitempty"`
-}
-
-// AppStatus is what an applier reported for one app.
-type AppStatus struct {
-	Name    string `json:"name"`
-	Kind    string `json:"kind"` // compose or helm
-	Outcome string `json:"outcome"`
-	Message string `json:"message,omitempty"`
-	// Detail is applier-specific (services and health, release status...).
-	Detail json.RawMessage `json:"detail,omitempty"`
 }
 
 // SourceState is everything the agent records about one source.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/state"
 )
 
 // fullState sets every field of the state.
@@ -25,7 +27,7 @@ func fullState() *State {
 		Via:         &Via{Tag: ViaSource, Manifest: "mirror.example.com", Signatures: "mirror.example.com", Layer: "mirror.example.com"},
 		Time:        t0,
 		Outcome:     OutcomeApplied,
-		Apps: []AppStatus{
+		Apps: []state.AppStatus{
 			{Name: "web", Kind: "compose", Outcome: "applied", Detail: json.RawMessage(`{"services":{"nginx":"running"}}`)},
 			{Name: "metrics", Kind: "helm", Outcome: "failed", Message: "timed out"},
 		},

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"testing/fstest"
 
-	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/state"
 )
 
 // FuzzLockCompose locks arbitrary bytes as the Compose file of an app: it
@@ -69,7 +69,7 @@ func FuzzLockCompose(f *testing.F) {
 // and values files present: it must never panic, and what it returns must
 // have every oci:// chart pinned.
 func FuzzLockState(f *testing.F) {
-	for _, p := range []string{"testdata/golden/in/berth.yaml", "../../apply/devicestate/testdata/good/full.yaml", "../../apply/devicestate/testdata/good/values_aliases.yaml"} {
+	for _, p := range []string{"testdata/golden/in/berth.yaml", "../../state/testdata/good/full.yaml", "../../state/testdata/good/values_aliases.yaml"} {
 		data, err := os.ReadFile(filepath.FromSlash(p))
 		if err != nil {
 			f.Fatal(err)
@@ -81,7 +81,7 @@ func FuzzLockState(f *testing.F) {
 	f.Add([]byte(header + "extensions:\r\n  m:\r\n    helm:\r\n      version: 2 # v\r\n      chart: oci://a.io/c/m\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsys := fstest.MapFS{"berth.yaml": {Data: data}}
-		st, err := devicestate.Parse(devicestate.FileName, data)
+		st, err := state.Parse(state.FileName, data)
 		if err == nil {
 			for _, a := range append(st.Apps, st.Extensions...) {
 				if a.Helm == nil {
@@ -105,11 +105,11 @@ func FuzzLockState(f *testing.F) {
 		if res == nil {
 			t.Fatal("no result and no error")
 		}
-		out, ok := res.Overlay[devicestate.FileName]
+		out, ok := res.Overlay[state.FileName]
 		if !ok {
 			out = data
 		}
-		got, err := devicestate.Parse(devicestate.FileName, out)
+		got, err := state.Parse(state.FileName, out)
 		if err != nil {
 			t.Fatalf("the locked berth.yaml does not parse: %v\n%q", err, out)
 		}

@@ -55,7 +55,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/berth-dev/berth/apply/devicestate"
+	"github.com/berth-dev/berth/state"
 )
 
 const (
@@ -180,7 +180,7 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Lock pins the desired state in dir, resolving tags with r. Without
 // dir/berth.yaml there is nothing to lock: it returns nil and no error.
-// Errors in berth.yaml are those of devicestate.Parse; all the other
+// Errors in berth.yaml are those of state.Parse; all the other
 // problems are reported at once, each an *Error, joined. Files are only
 // read, through links that stay inside dir.
 func Lock(ctx context.Context, dir string, r Resolver) (*Result, error) {
@@ -194,20 +194,20 @@ func Lock(ctx context.Context, dir string, r Resolver) (*Result, error) {
 
 // lockFS is Lock on a file system.
 func lockFS(ctx context.Context, fsys fs.FS, r Resolver) (*Result, error) {
-	data, err := readFile(fsys, devicestate.FileName, devicestate.MaxFileSize)
+	data, err := readFile(fsys, state.FileName, state.MaxFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
-	st, err := devicestate.Parse(devicestate.FileName, data)
+	st, err := state.Parse(state.FileName, data)
 	if err != nil {
 		return nil, err
 	}
 	doc, err := decodeYAML(data)
 	if err != nil || doc == nil {
-		return nil, fmt.Errorf("lock: %s: %v", devicestate.FileName, err)
+		return nil, fmt.Errorf("lock: %s: %v", state.FileName, err)
 	}
 	l := &locker{fsys: fsys, files: map[string]*parsedFile{}}
 	units, err := appNodes(st, doc)
@@ -251,7 +251,7 @@ type parsedFile struct {
 
 // unit is an app or an extension, with its node in berth.yaml.
 type unit struct {
-	app  *devicestate.App
+	app  *state.App
 	ext  bool
 	node *yaml.Node
 }
@@ -302,8 +302,8 @@ func (l *locker) err() error {
 }
 
 // appNodes pairs the apps and extensions of st with their nodes in doc,
-// which devicestate.Parse validated: no aliases, the expected kinds.
-func appNodes(st *devicestate.DeviceState, doc *yaml.Node) ([]unit, error) {
+// which state.Parse validated: no aliases, the expected kinds.
+func appNodes(st *state.DeviceState, doc *yaml.Node) ([]unit, error) {
 	var units []unit
 	root := doc.Content[0]
 	_, apps := get(root, "apps")
@@ -354,7 +354,7 @@ func lineOf(m *yaml.Node, keys ...string) int {
 func (l *locker) scanCompose(u unit) {
 	files, err := u.app.Compose.ConfigFiles(l.fsys)
 	if err != nil {
-		l.fail(u, devicestate.FileName, lineOf(u.node, "compose", "path"), "", "", "", err)
+		l.fail(u, state.FileName, lineOf(u.node, "compose", "path"), "", "", "", err)
 		return
 	}
 	type svc struct {
@@ -449,7 +449,7 @@ func (l *locker) scanHelm(u unit) {
 		_, vn := get(hn, "version")
 		l.sites = append(l.sites, &site{
 			u:       u,
-			entry:   Entry{App: u.app.Name, Extension: u.ext, File: devicestate.FileName, Kind: KindChart, Ref: h.Chart + ":" + h.Version, Repository: repo},
+			entry:   Entry{App: u.app.Name, Extension: u.ext, File: state.FileName, Kind: KindChart, Ref: h.Chart + ":" + h.Version, Repository: repo},
 			resolve: repo + ":" + strings.ReplaceAll(h.Version, "+", "_"),
 			line:    lineOf(hn, "chart"),
 			helm:    hn,
@@ -457,8 +457,8 @@ func (l *locker) scanHelm(u unit) {
 		})
 	}
 	if h.Path != "" {
-		if err := devicestate.RegularFile(l.fsys, path.Join(h.Path, "Chart.yaml")); err != nil {
-			l.fail(u, devicestate.FileName, lineOf(hn, "path"), "", "", "", fmt.Errorf("chart folder %q has no Chart.yaml: %w", h.Path, err))
+		if err := state.RegularFile(l.fsys, path.Join(h.Path, "Chart.yaml")); err != nil {
+			l.fail(u, state.FileName, lineOf(hn, "path"), "", "", "", fmt.Errorf("chart folder %q has no Chart.yaml: %w", h.Path, err))
 		}
 	}
 	_, vfs := get(hn, "valuesFiles")
@@ -468,14 +468,14 @@ func (l *locker) scanHelm(u unit) {
 			line = vfs.Content[i].Line
 		}
 		if err := checkValues(l.fsys, vf); err != nil {
-			l.fail(u, devicestate.FileName, line, "", "", "", err)
+			l.fail(u, state.FileName, line, "", "", "", err)
 		}
 	}
 }
 
 // checkValues checks that a values file exists and is a YAML mapping.
 func checkValues(fsys fs.FS, p string) error {
-	if err := devicestate.RegularFile(fsys, p); err != nil {
+	if err := state.RegularFile(fsys, p); err != nil {
 		return fmt.Errorf("values file %w", err)
 	}
 	data, err := readFile(fsys, p, maxComposeSize)
@@ -570,7 +570,7 @@ func (l *locker) pin() {
 }
 
 // result builds the overlay. st has the digests written in berth.yaml.
-func (l *locker) result(data []byte, doc *yaml.Node, st *devicestate.DeviceState) (*Result, error) {
+func (l *locker) result(data []byte, doc *yaml.Node, st *state.DeviceState) (*Result, error) {
 	res := &Result{Overlay: map[string][]byte{}}
 	var paths []string
 	for p, pf := range l.files {
@@ -589,9 +589,9 @@ func (l *locker) result(data []byte, doc *yaml.Node, st *devicestate.DeviceState
 	if len(l.inserts) > 0 {
 		out, err := rewriteState(data, doc, l.inserts, st)
 		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", devicestate.FileName, err)
+			return nil, fmt.Errorf("lock %s: %w", state.FileName, err)
 		}
-		res.Overlay[devicestate.FileName] = out
+		res.Overlay[state.FileName] = out
 	}
 	sort.SliceStable(l.entries, func(i, j int) bool {
 		a, b := l.entries[i], l.entries[j]
@@ -624,7 +624,7 @@ func encodeLock(entries []Entry) ([]byte, error) {
 		APIVersion string  `json:"apiVersion"`
 		Kind       string  `json:"kind"`
 		Entries    []Entry `json:"entries"`
-	}{devicestate.APIVersion, "Lock", entries})
+	}{state.APIVersion, "Lock", entries})
 	if err != nil {
 		return nil, fmt.Errorf("lock: encode %s: %w", LockFile, err)
 	}
@@ -680,7 +680,7 @@ func composeMatches(out []byte, pf *parsedFile) bool {
 // rewriteState returns berth.yaml with the digests written after the
 // versions, edited in place if it can be, encoded again otherwise. st is
 // what the result must parse to.
-func rewriteState(data []byte, doc *yaml.Node, inserts []insert, st *devicestate.DeviceState) ([]byte, error) {
+func rewriteState(data []byte, doc *yaml.Node, inserts []insert, st *state.DeviceState) ([]byte, error) {
 	starts := lineStarts(data)
 	var edits []edit
 	for _, ins := range inserts {
@@ -717,12 +717,12 @@ func rewriteState(data []byte, doc *yaml.Node, inserts []insert, st *devicestate
 }
 
 // stateMatches checks that out parses to st.
-func stateMatches(out []byte, st *devicestate.DeviceState) bool {
-	got, err := devicestate.Parse(devicestate.FileName, out)
+func stateMatches(out []byte, st *state.DeviceState) bool {
+	got, err := state.Parse(state.FileName, out)
 	if err != nil || len(got.Apps) != len(st.Apps) || len(got.Extensions) != len(st.Extensions) {
 		return false
 	}
-	want := append(append([]devicestate.App(nil), st.Apps...), st.Extensions...)
+	want := append(append([]state.App(nil), st.Apps...), st.Extensions...)
 	for i, a := range append(got.Apps, got.Extensions...) {
 		b := want[i]
 		if a.Helm != nil && b.Helm != nil {

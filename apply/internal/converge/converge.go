@@ -10,14 +10,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/berth-dev/berth/apply/devicestate"
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 // Target is what an app was last converged to: an app of a revision.
 type Target struct {
-	Rev reconcile.Revision
-	App devicestate.App
+	Rev state.Revision
+	App state.App
 }
 
 // State is an applier's locks and targets. The zero value is ready; it is
@@ -78,7 +77,7 @@ func (s *State) Known(source string) bool {
 // it started (this includes the apps of a failed revision that succeeded,
 // and the rollbacks of the others), otherwise rev.Apps(uses), sorted by
 // app.
-func (s *State) TargetsOf(rev reconcile.Revision, uses func(devicestate.App) bool) []Target {
+func (s *State) TargetsOf(rev state.Revision, uses func(state.App) bool) []Target {
 	s.mu.Lock()
 	m, ok := s.targets[rev.Source]
 	s.mu.Unlock()

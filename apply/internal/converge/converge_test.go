@@ -5,8 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/apply/devicestate"
-	"github.com/berth-dev/berth/reconcile"
+	"github.com/berth-dev/berth/state"
 )
 
 func TestLimiter(t *testing.T) {
@@ -49,13 +48,13 @@ func TestLimiter(t *testing.T) {
 }
 
 func TestState(t *testing.T) {
-	st := &devicestate.DeviceState{Apps: []devicestate.App{
-		{Name: "web", Compose: &devicestate.Compose{Path: "apps/web"}},
-		{Name: "db", Compose: &devicestate.Compose{Path: "apps/db"}},
-		{Name: "m", Helm: &devicestate.Helm{Path: "charts/m"}},
+	st := &state.DeviceState{Apps: []state.App{
+		{Name: "web", Compose: &state.Compose{Path: "apps/web"}},
+		{Name: "db", Compose: &state.Compose{Path: "apps/db"}},
+		{Name: "m", Helm: &state.Helm{Path: "charts/m"}},
 	}}
-	isCompose := func(a devicestate.App) bool { return a.Compose != nil }
-	rev := reconcile.Revision{Source: "line-3", Digest: "sha256:2", State: st}
+	isCompose := func(a state.App) bool { return a.Compose != nil }
+	rev := state.Revision{Source: "line-3", Digest: "sha256:2", State: st}
 	var s State
 	names := func(ts []Target) []string {
 		var out []string
@@ -72,7 +71,7 @@ func TestState(t *testing.T) {
 		t.Error("a source never applied is known")
 	}
 	// Apply left web on revision 1 (rolled back) and db on 2.
-	old := reconcile.Revision{Source: "line-3", Digest: "sha256:1", State: st}
+	old := state.Revision{Source: "line-3", Digest: "sha256:1", State: st}
 	s.SetTargets("line-3", map[string]Target{"web": {Rev: old, App: st.Apps[0]}, "db": {Rev: rev, App: st.Apps[1]}})
 	s.SetTargets("line-4", map[string]Target{})
 	if got := names(s.TargetsOf(rev, isCompose)); !slices.Equal(got, []string{"line-3/db@sha256:2", "line-3/web@sha256:1"}) {

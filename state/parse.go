@@ -1,4 +1,4 @@
-package devicestate
+package state
 
 import (
 	"fmt"

@@ -1,5 +1,7 @@
-// Package devicestate defines berth.yaml, the desired state of a device, and
-// parses it strictly.
+// Package state holds the contracts every other package builds on: berth.yaml,
+// the desired state of a device, parsed strictly; the revision an applier
+// receives; and the reports appliers return. It imports no other package of
+// berth but internal helpers.
 //
 // A desired state lists apps, each deployed either with Docker Compose or
 // with Helm, and optional named extensions that have the same shape as an
@@ -26,7 +28,7 @@
 // type and invalid values are errors, every one located at a line of the
 // file, and all of them are reported at once. YAML aliases and merge keys
 // are refused except inside helm.values.
-package devicestate
+package state
 
 import (
 	"errors"

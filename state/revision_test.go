@@ -1,32 +1,30 @@
-package reconcile
+package state
 
 import (
 	"slices"
 	"testing"
-
-	"github.com/berth-dev/berth/apply/devicestate"
 )
 
 func TestRevisionApps(t *testing.T) {
-	st := &devicestate.DeviceState{
-		Apps: []devicestate.App{
-			{Name: "web", Compose: &devicestate.Compose{Path: "apps/web"}},
-			{Name: "metrics", Helm: &devicestate.Helm{Path: "charts/m"}},
+	st := &DeviceState{
+		Apps: []App{
+			{Name: "web", Compose: &Compose{Path: "apps/web"}},
+			{Name: "metrics", Helm: &Helm{Path: "charts/m"}},
 		},
-		Extensions: []devicestate.App{
-			{Name: "usb", Compose: &devicestate.Compose{Path: "ext/usb"}},
-			{Name: "vpn", Helm: &devicestate.Helm{Path: "charts/vpn"}},
-			{Name: "off", Helm: &devicestate.Helm{Path: "charts/off"}},
-			{Name: "cam", Compose: &devicestate.Compose{Path: "ext/cam"}},
+		Extensions: []App{
+			{Name: "usb", Compose: &Compose{Path: "ext/usb"}},
+			{Name: "vpn", Helm: &Helm{Path: "charts/vpn"}},
+			{Name: "off", Helm: &Helm{Path: "charts/off"}},
+			{Name: "cam", Compose: &Compose{Path: "ext/cam"}},
 		},
 	}
-	isCompose := func(a devicestate.App) bool { return a.Compose != nil }
-	isHelm := func(a devicestate.App) bool { return a.Helm != nil }
+	isCompose := func(a App) bool { return a.Compose != nil }
+	isHelm := func(a App) bool { return a.Helm != nil }
 	rev := Revision{State: st, Extensions: []string{"vpn", "usb"}}
 	for _, tc := range []struct {
 		name string
 		rev  Revision
-		uses func(devicestate.App) bool
+		uses func(App) bool
 		want []string
 	}{
 		{"compose: apps, then enabled extensions", rev, isCompose, []string{"web", "usb"}},
@@ -45,7 +43,7 @@ func TestRevisionApps(t *testing.T) {
 	for _, tc := range []struct {
 		rev  *Revision
 		name string
-		uses func(devicestate.App) bool
+		uses func(App) bool
 		ok   bool
 	}{
 		{&rev, "usb", isCompose, true},
