@@ -14,6 +14,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/berth-dev/berth/internal/errdef"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/store"
@@ -238,9 +239,9 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 		_, mm, err := o.client.Manifest(mctx, ep.ref)
 		m = mm
 		return err
-	}, manifestRefused)
+	}, refused)
 	if err != nil {
-		if manifestRefused(err) {
+		if refused(err) {
 			return rev, fail(store.OutcomeRefused, "%w", err)
 		}
 		return rev, err
@@ -304,7 +305,7 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 		res, err := fetch.Extract(pctx, o.client, eps[0].ref, m, dir, fo)
 		cancel()
 		if err != nil {
-			if refusedContent(err) {
+			if refused(err) {
 				return rev, fail(store.OutcomeRefused, "%w", err)
 			}
 			return rev, err
@@ -502,26 +503,9 @@ func downgrade(applied *store.Revision, rev store.Revision) error {
 	return nil
 }
 
-// manifestRefused reports whether a manifest was refused for what it is
-// (no endpoint can serve other bytes for the same digest).
-func manifestRefused(err error) bool {
-	return errors.Is(err, oci.ErrTooLarge) || errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrNoLayer)
-}
-
-// refusedContent reports whether a pull failed because of what the
-// artifact holds rather than because of the network.
-func refusedContent(err error) bool {
-	for _, target := range []error{
-		oci.ErrDigestMismatch, oci.ErrTooLarge, oci.ErrNoLayer,
-		archive.ErrUnsafePath, archive.ErrLinkOutside, archive.ErrHardLink, archive.ErrSpecialFile,
-		archive.ErrDuplicateEntry, archive.ErrTooLarge, archive.ErrTooManyFiles, archive.ErrInvalidArchive,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
-}
+// refused reports whether err is content refused for what it is (see
+// errdef): no endpoint can serve other bytes for the same digest.
+func refused(err error) bool { return errors.Is(err, errdef.ErrRefused) }
 
 // loadState reads berth.yaml from an extracted revision; nil when the
 // artifact has none (a plain Flux artifact).

@@ -3,6 +3,8 @@ package archive
 import (
 	"errors"
 	"fmt"
+
+	"github.com/berth-dev/berth/internal/errdef"
 )
 
 // Sentinel errors. Every error about an archive entry, a path of the folder
@@ -14,34 +16,34 @@ var (
 	// ErrUnsafePath reports an entry name that is absolute, has a ".."
 	// component, names the target folder itself, or lies below an entry
 	// that is not a directory (for instance below a symlink).
-	ErrUnsafePath = errors.New("unsafe path: refused")
+	ErrUnsafePath = errdef.Refusal("unsafe path: refused")
 
 	// ErrLinkOutside reports a symlink whose target is absolute or resolves
 	// outside the folder, lexically or through other symlinks.
-	ErrLinkOutside = errors.New("symlink leaves the folder: refused")
+	ErrLinkOutside = errdef.Refusal("symlink leaves the folder: refused")
 
 	// ErrHardLink reports a hard link entry. Hard links are never extracted.
-	ErrHardLink = errors.New("hard links are not supported: refused")
+	ErrHardLink = errdef.Refusal("hard links are not supported: refused")
 
 	// ErrSpecialFile reports a device, fifo, socket or any other entry that
 	// is not a regular file, a directory or a symlink.
-	ErrSpecialFile = errors.New("special file: refused")
+	ErrSpecialFile = errdef.Refusal("special file: refused")
 
 	// ErrDuplicateEntry reports an archive entry whose path was already
 	// created by an earlier entry.
-	ErrDuplicateEntry = errors.New("duplicate entry: refused")
+	ErrDuplicateEntry = errdef.Refusal("duplicate entry: refused")
 
 	// ErrTooLarge reports that a file, the total of the file contents or the
 	// decompressed stream went past the configured [Limits].
-	ErrTooLarge = errors.New("size limit exceeded")
+	ErrTooLarge = errdef.Refusal("size limit exceeded")
 
 	// ErrTooManyFiles reports that the archive has more entries than
 	// [Limits.MaxFiles] allows.
-	ErrTooManyFiles = errors.New("entry count limit exceeded")
+	ErrTooManyFiles = errdef.Refusal("entry count limit exceeded")
 
 	// ErrInvalidArchive reports a stream that is neither a valid tar nor a
 	// valid tar+gzip stream (truncated, corrupt, empty or not an archive).
-	ErrInvalidArchive = errors.New("not a valid tar or tar+gzip stream")
+	ErrInvalidArchive = errdef.Refusal("not a valid tar or tar+gzip stream")
 
 	// ErrTargetExists reports an extraction target that already exists
 	// ([ExtractAtomic]) or is not an empty folder ([Extract]).

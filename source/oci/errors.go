@@ -1,6 +1,10 @@
 package oci
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/berth-dev/berth/internal/errdef"
+)
 
 // Sentinel errors. Callers branch on them with errors.Is.
 var (
@@ -11,9 +15,9 @@ var (
 	// ErrUnauthorized is returned when the registry refuses the credentials.
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrNoLayer is returned when an artifact has no layer berth can extract.
-	ErrNoLayer = errors.New("no content layer")
+	ErrNoLayer = errdef.Refusal("no content layer")
 	// ErrTooLarge is returned when a manifest or blob exceeds its size cap.
-	ErrTooLarge = errors.New("too large")
+	ErrTooLarge = errdef.Refusal("too large")
 	// ErrDigestMismatch is returned when content does not match its digest.
-	ErrDigestMismatch = errors.New("digest mismatch")
+	ErrDigestMismatch = errdef.Refusal("digest mismatch")
 )
