@@ -13,6 +13,7 @@ import (
 	"github.com/berth-dev/berth/source/selector"
 )
 
+// source parses one entry of sources.
 func (p *parser) source(n *yaml.Node, path string) *Source {
 	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "jitter", "suspend",
 		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits")
