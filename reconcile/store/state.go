@@ -149,12 +149,27 @@ func ReadState(stateDir string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}
+	st, err := parseState(b)
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w (move it aside to start afresh)", filepath.Join(stateDir, StateFile), err)
+	}
+	return st, nil
+}
+
+// parseState decodes the content of state.json. A source recorded as null
+// is a source with no state yet: every source of the result is usable.
+func parseState(b []byte) (*State, error) {
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("read state %s: %w (move it aside to start afresh)", filepath.Join(stateDir, StateFile), err)
+		return nil, err
 	}
 	if st.Sources == nil {
 		st.Sources = map[string]*SourceState{}
+	}
+	for name, ss := range st.Sources {
+		if ss == nil {
+			st.Sources[name] = &SourceState{}
+		}
 	}
 	return &st, nil
 }
