@@ -82,8 +82,7 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 	}
 	env := map[string]string{}
 	if envFile != "" {
-		env, err = dotenv.UnmarshalBytesWithLookup(envData, func(string) (string, bool) { return "", false })
-		if err != nil {
+		if env, err = parseEnvFile(envData); err != nil {
 			return nil, fmt.Errorf("env file %s: %w", envFile, err)
 		}
 	}
@@ -160,6 +159,21 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 		}
 	}
 	return ap, nil
+}
+
+// parseEnvFile parses the device's env file of an app, the way the Compose
+// CLI reads --env-file, except that a variable it names without a value is
+// never looked up in the agent's own environment, and that a line without
+// a name ("=value", which compose-go reads as the variable "") is an error.
+func parseEnvFile(data []byte) (map[string]string, error) {
+	env, err := dotenv.UnmarshalBytesWithLookup(data, func(string) (string, bool) { return "", false })
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := env[""]; ok {
+		return nil, fmt.Errorf("a line sets %q without a variable name", v)
+	}
+	return env, nil
 }
 
 // serviceHash is LabelConfigHash: the sha256 of the service's
