@@ -53,21 +53,36 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Fuzz every parser of untrusted input for a short while each.
+# Fuzz every parser of untrusted input for FUZZTIME each, one after the
+# other. Every target gets -fuzzminimizetime so that a fuzzer spends its time
+# fuzzing rather than minimizing. Extra flags go in FUZZFLAGS, for instance
+# `make fuzz FUZZTIME=10m FUZZFLAGS=-parallel=1` on a shared machine.
 FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 10s
+FUZZFLAGS ?=
+FUZZ_TARGETS := \
+	source/archive:FuzzExtract source/archive:FuzzDiff \
+	state:FuzzParse \
+	source/lock:FuzzLockCompose source/lock:FuzzLockState \
+	source/bundle:FuzzOpen \
+	source/replicate:FuzzParse source/replicate:FuzzJobFields \
+	reconcile/config:FuzzParse reconcile/config:FuzzSourceFields \
+	source/mirror:FuzzEndpoints \
+	source/selector:FuzzSelect \
+	source/oci:FuzzManifest source/oci:FuzzTags source/oci:FuzzDockerConfig \
+	policy/cosign:FuzzReferrerManifest policy/cosign:FuzzBundle \
+	policy/cosign:FuzzStatement policy/cosign:FuzzLegacyPayload \
+	apply/compose:FuzzLoadProject apply/compose:FuzzEnvFile apply/compose:FuzzLoadAnswer \
+	apply/helm:FuzzChartArchive apply/helm:FuzzValues \
+	reconcile/api:FuzzHook reconcile/api:FuzzRequest \
+	reconcile/store:FuzzParseState
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
-	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./apply/devicestate/
-	$(GO) test -run='^$$' -fuzz='^FuzzLockCompose$$' -fuzztime=$(FUZZTIME) ./source/lock/
-	$(GO) test -run='^$$' -fuzz='^FuzzLockState$$' -fuzztime=$(FUZZTIME) ./source/lock/
-	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/bundle/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./source/replicate/
-	$(GO) test -run='^$$' -fuzz='^FuzzJobFields$$' -fuzztime=$(FUZZTIME) ./source/replicate/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./reconcile/config/
-	$(GO) test -run='^$$' -fuzz='^FuzzSourceFields$$' -fuzztime=$(FUZZTIME) ./reconcile/config/
-	$(GO) test -run='^$$' -fuzz='^FuzzEndpoints$$' -fuzztime=$(FUZZTIME) ./source/mirror/
-	$(GO) test -run='^$$' -fuzz='^FuzzSelect$$' -fuzztime=$(FUZZTIME) ./source/selector/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=./$${t%%:*}; name=$${t##*:}; \
+	  echo "== $$name ($$pkg)"; \
+	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) \
+	    -fuzzminimizetime=$(FUZZMINIMIZETIME) $(FUZZFLAGS) $$pkg; \
+	done
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.
