@@ -9,7 +9,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 )
 
 // ExtractResult describes what [Extract] or [ExtractAtomic] wrote.
@@ -171,7 +170,7 @@ func extractInto(ctx context.Context, r io.Reader, root *os.Root, lim Limits) (r
 	if err := rd.finish(); err != nil {
 		return res, err
 	}
-	if err := flushTree(root, slices.Collect(maps.Keys(rd.nodes))); err != nil {
+	if err := flushTree(root, maps.Keys(rd.nodes)); err != nil {
 		return res, fmt.Errorf("flushing to disk: %w", err)
 	}
 	return res, nil

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"errors"
+	"iter"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -11,7 +12,7 @@ import (
 // page and inode, and the journal, in one call. Since Linux 5.8 it reports
 // write-back errors of the file system. Without syncfs (ENOSYS), every
 // entry is synced.
-func flushFS(root *os.Root, names []string) error {
+func flushFS(root *os.Root, names iter.Seq[string]) error {
 	d, err := root.Open(".")
 	if err != nil {
 		return err

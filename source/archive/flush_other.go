@@ -2,7 +2,10 @@
 
 package archive
 
-import "os"
+import (
+	"iter"
+	"os"
+)
 
 // flushFS syncs every entry: other systems have no syncfs(2).
-func flushFS(root *os.Root, names []string) error { return fsyncEach(root, names) }
+func flushFS(root *os.Root, names iter.Seq[string]) error { return fsyncEach(root, names) }

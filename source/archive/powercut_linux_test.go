@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -206,10 +207,10 @@ func diffTrees(want, got map[string]string) string {
 // control run, without the flush, must lose it, or the test proves nothing.
 func TestExtractAtomicPowerCut(t *testing.T) {
 	data, want := powerCutTree(t)
-	noFlush := func(*os.Root, []string) error { return nil }
+	noFlush := func(*os.Root, iter.Seq[string]) error { return nil }
 	for _, tt := range []struct {
 		name     string
-		flush    func(*os.Root, []string) error
+		flush    func(*os.Root, iter.Seq[string]) error
 		workers  int
 		complete bool
 	}{
@@ -307,7 +308,7 @@ func TestExtractAtomicPowerCutDuring(t *testing.T) {
 
 // setExtractHooks sets the flush and the number of writers, and returns
 // the function that restores them.
-func setExtractHooks(t *testing.T, flush func(*os.Root, []string) error, workers int) func() {
+func setExtractHooks(t *testing.T, flush func(*os.Root, iter.Seq[string]) error, workers int) func() {
 	t.Helper()
 	oldFlush, oldWorkers := flushTree, writeWorkers
 	flushTree, writeWorkers = flush, workers
