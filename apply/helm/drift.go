@@ -2,6 +2,7 @@ package helm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"reflect"
@@ -520,15 +521,54 @@ type ReleaseReport struct {
 }
 
 // Report returns the live state of every release this applier converged
+// or keeps free of drift, with its last apply result and drift record,
+// for `berth status` (see releases).
+func (a *Applier) Report(ctx context.Context) []state.AppReport {
+	rels := a.releases(ctx)
+	out := make([]state.AppReport, 0, len(rels))
+	for _, key := range slices.Sorted(maps.Keys(rels)) {
+		r := rels[key]
+		rep := state.AppReport{Source: r.Source, App: r.App, Kind: "helm", Error: r.Error}
+		rep.Detail, _ = json.Marshal(r.Detail)
+		if r.Error == "" {
+			rep.View = view(r.Detail)
+		}
+		if l := r.LastApply; l != nil {
+			rep.LastApply = &state.ApplyResult{Outcome: l.Outcome, Time: l.Time, Message: l.Message}
+		}
+		if d := r.Drift; d != nil {
+			rep.Drift = &state.Drift{LastCheck: d.LastCheck, Drifted: d.Drifted, Restores: d.Restores, LastRestore: d.LastRestore, LastError: d.LastError, Flapping: d.Flapping}
+		}
+		out = append(out, rep)
+	}
+	return out
+}
+
+// view is the shared view of a release's Detail.
+func view(d Detail) *state.View {
+	if d.Release == "" {
+		return nil
+	}
+	v := &state.View{Unit: "release " + d.Namespace + "/" + d.Release, State: "not installed", NotReady: d.NotReady}
+	if d.Revision > 0 {
+		v.State = fmt.Sprintf("revision %d %s", d.Revision, d.Status)
+	}
+	if d.Chart != "" {
+		v.Parts = []state.Part{{Name: "chart", Ref: d.Chart + " " + d.ChartVersion, Digest: d.ChartDigest, Mirror: d.Mirror}}
+	}
+	return v
+}
+
+// releases returns the live state of every release this applier converged
 // or keeps free of drift, keyed by "namespace/release", with its last
-// apply result and drift record, for `berth status`. The releases are
+// apply result and drift record. The releases are
 // those Apply left its sources on since the agent started, and the apps of
 // the applied revisions the drift loop (Watch) works from: after a restart
 // on an already applied revision, these are reported before any Apply.
 // Each is read from Helm's release storage, the newest revision; a release
 // that another source or app owns now is reported with an Error. Report
 // only reads.
-func (a *Applier) Report(ctx context.Context) any {
+func (a *Applier) releases(ctx context.Context) map[string]ReleaseReport {
 	_ = ctx // Helm's storage takes no context
 	type item struct {
 		source string

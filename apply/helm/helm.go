@@ -13,7 +13,7 @@
 // through an os.Root so that nothing outside the revision is reached, or
 // from an OCI registry (chart: oci://…, version:) by the digest the lock
 // step wrote into berth.yaml at push time: the manifest is fetched by that
-// digest through the registry mirrors of Options.Registries, verified, and
+// digest through the registry mirrors of Options.Mirrors, verified, and
 // the chart layer (application/vnd.cncf.helm.chart.content.v1.tar+gzip)
 // streamed through a size-capped, digest-verifying reader before Helm
 // parses it. A chart without a digest, or whose digest no registry serves,
@@ -58,7 +58,6 @@ import (
 	"helm.sh/helm/v3/pkg/storage/driver"
 
 	"github.com/berth-dev/berth/apply/internal/converge"
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/state"
@@ -96,6 +95,9 @@ const (
 	DefaultKubeconfig = "/etc/rancher/k3s/k3s.yaml"
 	DefaultNamespace  = "default"
 	DefaultValuesDir  = "/etc/berth/values"
+	// DefaultPullTimeout bounds the pull of one chart from one registry
+	// (a chart is at most MaxChartSize).
+	DefaultPullTimeout = 5 * time.Minute
 )
 
 // Outcomes reported in state.AppStatus.Outcome.
@@ -134,21 +136,24 @@ type Options struct {
 	CAFile string
 	// PlainHTTP talks plain HTTP to the chart registries.
 	PlainHTTP bool
-	// Registries are the registry mirrors charts are pulled through (the
-	// agent configuration's registries:, in file order; see package
-	// mirror). Empty: every chart comes from its own registry.
-	Registries []mirror.Set
+	// Mirrors are the registry mirrors charts are pulled through (the
+	// agent configuration's registries:; see package mirror). nil: every
+	// chart comes from its own registry.
+	Mirrors *mirror.Resolver
+	// PullTimeout bounds the pull of one chart from one registry. Default
+	// DefaultPullTimeout.
+	PullTimeout time.Duration
 	// Log receives what the applier does; nil discards it.
 	Log *slog.Logger
 }
 
-// Applier applies the Helm apps of revisions. It implements
-// reconcile.Applier, reconcile.Watcher and reconcile.Reporter; one Applier
-// serves every source of the agent.
+// Applier applies the Helm apps of revisions. It implements the agent's
+// Applier, Watcher and Reporter (package reconcile, which checks it); one
+// Applier serves every source of the agent.
 type Applier struct {
 	opts Options
 	log  *slog.Logger
-	// mirrors resolves Options.Registries; nil without any.
+	// mirrors is Options.Mirrors.
 	mirrors *mirror.Resolver
 
 	kubeMu sync.Mutex
@@ -168,12 +173,6 @@ type Applier struct {
 	limit   converge.Limiter        // restores by release key; stateMu
 }
 
-var (
-	_ reconcile.Applier  = (*Applier)(nil)
-	_ reconcile.Watcher  = (*Applier)(nil)
-	_ reconcile.Reporter = (*Applier)(nil)
-)
-
 // New makes a Helm applier. The cluster is reached lazily: a kubeconfig
 // that does not exist yet, or an API server that is not up, fails the
 // first Apply, not New.
@@ -188,17 +187,13 @@ func New(o Options) (*Applier, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var mirrors *mirror.Resolver
-	if len(o.Registries) > 0 {
-		var err error
-		if mirrors, err = mirror.New(o.Registries); err != nil {
-			return nil, fmt.Errorf("helm: %w", err)
-		}
+	if o.PullTimeout <= 0 {
+		o.PullTimeout = DefaultPullTimeout
 	}
 	return &Applier{
 		opts:    o,
 		log:     log,
-		mirrors: mirrors,
+		mirrors: o.Mirrors,
 		results: map[string]resultEntry{},
 		drift:   map[string]*DriftState{},
 		limit:   converge.Limiter{Max: defaultMaxRestores, Window: defaultRestoreWindow},
@@ -259,6 +254,18 @@ func releaseKey(namespace, name string) string { return namespace + "/" + name }
 // whose app rev no longer lists. It returns one status per app, and an
 // error joining the apps' errors.
 func (a *Applier) Apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
+	sts, err := a.apply(ctx, rev, prev)
+	for i := range sts {
+		var d Detail
+		if len(sts[i].Detail) > 0 && json.Unmarshal(sts[i].Detail, &d) == nil {
+			sts[i].View = view(d)
+		}
+	}
+	return sts, err
+}
+
+// apply is Apply without the shared view of each status.
+func (a *Applier) apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
 	mu := a.state.Lock(rev.Source)
 	mu.Lock()
 	defer mu.Unlock()

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/state"
 )
 
 // Status is what GET /status returns.
@@ -35,9 +36,9 @@ type Status struct {
 	StateDir string `json:"stateDir"`
 	// Sources lists the configured sources, in configuration order.
 	Sources []SourceStatus `json:"sources"`
-	// Appliers holds each applier's live report (what runs, drift
-	// corrections), by kind.
-	Appliers map[string]any `json:"appliers,omitempty"`
+	// Apps are the appliers' live reports of the apps they applied (what
+	// runs, the last apply, drift corrections), by source and app.
+	Apps []state.AppReport `json:"apps,omitempty"`
 }
 
 // SourceStatus is the configuration and state of one source.

@@ -50,10 +50,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/berth-dev/berth/internal/yamlstrict"
 	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/selector"
 )
 
@@ -140,6 +142,36 @@ type Config struct {
 	// lines are the lines of the fields that name files, by field path, for
 	// the messages of Check.
 	lines map[string]int
+	// mirrors is the resolver of Registries, made once (see Mirrors);
+	// mirrorsOf is the copy of Registries it was made of.
+	mirrors    *mirror.Resolver
+	mirrorsErr error
+	mirrorsOf  []Registry
+}
+
+// Mirrors returns the resolver of Registries, the one every fetch of the
+// agent goes through (sources, charts, images): nil when there are none.
+// It is made on the first call (Parse makes it) and shared after that, as
+// long as Registries does not change.
+func (c *Config) Mirrors() (*mirror.Resolver, error) {
+	if len(c.Registries) == 0 {
+		return nil, nil
+	}
+	same := slices.EqualFunc(c.mirrorsOf, c.Registries, func(x, y Registry) bool {
+		return x.Source == y.Source && slices.Equal(x.Mirrors, y.Mirrors) && x.AllowTags == y.AllowTags && x.SourceFallback == y.SourceFallback
+	})
+	if !same || (c.mirrors == nil && c.mirrorsErr == nil) {
+		c.mirrorsOf = slices.Clone(c.Registries)
+		for i := range c.mirrorsOf {
+			c.mirrorsOf[i].Mirrors = slices.Clone(c.mirrorsOf[i].Mirrors)
+		}
+		sets := make([]mirror.Set, len(c.Registries))
+		for i, r := range c.Registries {
+			sets[i] = mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback}
+		}
+		c.mirrors, c.mirrorsErr = mirror.New(sets)
+	}
+	return c.mirrors, c.mirrorsErr
 }
 
 // Log configures the agent's logs.

@@ -123,6 +123,13 @@ func TestParseFull(t *testing.T) {
 		t.Errorf("lines = %v", c.lines)
 	}
 	c.lines = nil
+	// Parse made the resolver of registries: once, for every fetch.
+	if m, err := c.Mirrors(); m == nil || err != nil || m != c.mirrors {
+		t.Errorf("Mirrors() = %v, %v; want the resolver Parse made", m, err)
+	} else if eps := m.Endpoints("ghcr.io/acme/web@sha256:" + strings.Repeat("0", 64)); len(eps) != 2 || eps[0].Mirror != "registry.plant.local/acme" {
+		t.Errorf("resolver endpoints = %+v", eps)
+	}
+	c.mirrors, c.mirrorsOf = nil, nil
 	defaults := Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles}
 	pub := []string{"/etc/berth/cosign.pub"}
 	want := &Config{

@@ -142,7 +142,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	if !p.Failed() && len(c.Registries) > 0 {
 		for i, s := range c.Sources {
 			sn := srcNodes[i]
-			p.tagEndpoints(sn.n, sn.path, s, c.Registries)
+			p.tagEndpoints(sn.n, sn.path, s, c)
 		}
 	}
 	p.apply(f, c)

@@ -1,24 +1,19 @@
-// Package fetch pulls an artifact by digest and extracts it safely: the
-// layer is streamed from the registry through a digest-verifying, size-capped
-// reader straight into the extractor, and the result is switched in with a
-// rename only once every byte has been checked.
-package fetch
+package deliver
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
+	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 )
 
-// Options control a pull.
-type Options struct {
+// ExtractOptions control an extraction.
+type ExtractOptions struct {
 	// LayerMediaType picks the layer; empty means the Flux content layer,
 	// else the only tar+gzip layer.
 	LayerMediaType string
@@ -29,14 +24,6 @@ type Options struct {
 	MaxLayerSize int64
 	// Progress, when set, wraps the layer download reader.
 	Progress func(r io.Reader, size int64) io.Reader
-	// Endpoints, when set, are the repositories the layer is fetched from,
-	// tried in order (registry mirrors of ref's repository, and ref's
-	// own): the first that opens the blob serves all of it. An endpoint
-	// that cannot open it (not found, unreachable, refused credentials)
-	// passes to the next; once bytes flow, any error ends the pull, and a
-	// blob refused for its content (digest or size) is never fetched
-	// again elsewhere. Empty: ref's repository alone.
-	Endpoints []oci.Reference
 }
 
 // Result describes what was extracted.
@@ -49,29 +36,21 @@ type Result struct {
 	Files       int               `json:"files"`
 	Size        int64             `json:"size"`
 	Dir         string            `json:"dir"`
-	// Endpoint is the index in Options.Endpoints of the repository that
-	// served the layer (0 without Endpoints).
-	Endpoint int `json:"-"`
+	// Via is the endpoint that served the layer.
+	Via mirror.Endpoint `json:"-"`
+	// Signature is the signature that verified; nil when unverified.
+	Signature *cosign.Result `json:"-"`
 }
 
-// Pull fetches the artifact ref names (ref must carry a digest: resolve a
-// tag once, verify that digest, then pull it) and extracts its layer into
-// dir, which must not exist. On any error dir does not exist afterwards.
-func Pull(ctx context.Context, c *oci.Client, ref oci.Reference, dir string, o Options) (*Result, error) {
-	if ref.Digest == "" {
-		return nil, fmt.Errorf("%w %s: pull by digest (resolve the tag first)", oci.ErrInvalidReference, ref)
-	}
-	_, m, err := c.Manifest(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	return Extract(ctx, c, ref, m, dir, o)
-}
-
-// Extract is Pull for a caller that already fetched (and checked) the
-// manifest of ref.
-func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.Manifest, dir string, o Options) (*Result, error) {
-	layer, err := oci.SelectLayer(m, o.LayerMediaType)
+// Extract streams the artifact's layer into dir, which must not exist. The
+// layer is opened on the first endpoint that serves it (the manifest's
+// first): an endpoint that cannot open it (not found, unreachable, refused
+// credentials) passes to the next; once bytes flow, any error ends the
+// extraction, and a blob refused for its content (digest or size) is never
+// fetched again elsewhere. On any error dir does not exist afterwards.
+func (v *Verified) Extract(ctx context.Context, dir string, o ExtractOptions) (*Result, error) {
+	ref, c := v.Ref, v.remote.Client
+	layer, err := oci.SelectLayer(v.Manifest, o.LayerMediaType)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
@@ -79,7 +58,12 @@ func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.M
 	if maxLayer == 0 {
 		maxLayer = o.Limits.MaxSize
 	}
-	rc, served, err := openBlob(ctx, c, ref, layer, maxLayer, o.Endpoints)
+	what := fmt.Sprintf("layer %s of %s", layer.Digest, ref)
+	mo := v.remote.options(what)
+	mo.Timeout = 0 // the stream is read after the open returns: ctx bounds it
+	rc, served, err := mirror.Try(ctx, v.eps, mo, func(ctx context.Context, ep mirror.Endpoint) (io.ReadCloser, error) {
+		return c.OpenBlob(ctx, v.refs[ep.Ref], layer, maxLayer)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -110,47 +94,11 @@ func Extract(ctx context.Context, c *oci.Client, ref oci.Reference, m *ocispec.M
 		URL:         ref.String(),
 		Digest:      ref.Digest,
 		Layer:       layer.Digest.String(),
-		Annotations: m.Annotations,
+		Annotations: v.Manifest.Annotations,
 		Files:       res.Files,
 		Size:        res.Size,
 		Dir:         dir,
-		Endpoint:    served,
+		Via:         v.eps[served],
+		Signature:   v.Signature,
 	}, nil
 }
-
-// openBlob opens the layer on the first endpoint that serves it (see
-// Options.Endpoints) and returns the endpoint's index.
-func openBlob(ctx context.Context, c *oci.Client, ref oci.Reference, layer ocispec.Descriptor, maxSize int64, eps []oci.Reference) (io.ReadCloser, int, error) {
-	if len(eps) == 0 {
-		rc, err := c.OpenBlob(ctx, ref, layer, maxSize)
-		return rc, 0, err
-	}
-	var errs []error
-	for i, ep := range eps {
-		rc, err := c.OpenBlob(ctx, ep, layer, maxSize)
-		if err == nil {
-			return rc, i, nil
-		}
-		if errors.Is(err, oci.ErrTooLarge) || errors.Is(err, oci.ErrDigestMismatch) || ctx.Err() != nil {
-			return nil, i, err
-		}
-		errs = append(errs, fmt.Errorf("[%s] %w", ep.Repo(), err))
-	}
-	if len(errs) == 1 {
-		return nil, 0, errors.Unwrap(errs[0])
-	}
-	return nil, 0, fmt.Errorf("layer %s of %s: no registry served it; tried in order: %w", layer.Digest, ref, joined(errs))
-}
-
-// joined is errors.Join on one line.
-type joined []error
-
-func (e joined) Error() string {
-	msgs := make([]string, len(e))
-	for i, err := range e {
-		msgs[i] = err.Error()
-	}
-	return strings.Join(msgs, "; ")
-}
-
-func (e joined) Unwrap() []error { return e }
