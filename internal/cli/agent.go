@@ -6,10 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -178,7 +175,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			st, err := api.NewClient(socket).Status(cmd.Context())
 			if errors.Is(err, api.ErrNoAgent) {
 				g.log.Warn("no agent is running: showing the recorded state", "stateDir", stateDir)
-				st, err = statusFromFile(stateDir)
+				st, err = api.Offline{StateDir: stateDir}.Status()
 			}
 			if err != nil {
 				return err
@@ -188,19 +185,6 @@ func newStatusCmd(g *globals) *cobra.Command {
 	}
 	d.register(cmd)
 	return cmd
-}
-
-// statusFromFile builds a status from state.json when no agent runs.
-func statusFromFile(stateDir string) (*api.Status, error) {
-	state, err := store.ReadState(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	st := &api.Status{StateDir: stateDir}
-	for _, name := range slices.Sorted(maps.Keys(state.Sources)) {
-		st.Sources = append(st.Sources, api.SourceStatus{Name: name, SourceState: *state.Sources[name]})
-	}
-	return st, nil
 }
 
 func newHistoryCmd(g *globals) *cobra.Command {
@@ -218,14 +202,7 @@ func newHistoryCmd(g *globals) *cobra.Command {
 			}
 			hist, err := api.NewClient(socket).History(cmd.Context(), args[0])
 			if errors.Is(err, api.ErrNoAgent) {
-				var state *store.State
-				if state, err = store.ReadState(stateDir); err == nil {
-					ss, ok := state.Sources[args[0]]
-					if !ok {
-						return fmt.Errorf("no source %q recorded in %s", args[0], stateDir)
-					}
-					hist = ss.History
-				}
+				hist, err = api.Offline{StateDir: stateDir}.History(args[0])
 			}
 			if err != nil {
 				return err
@@ -370,7 +347,7 @@ func newSuspendCmd(g *globals, suspend bool) *cobra.Command {
 			}
 			if errors.Is(err, api.ErrNoAgent) {
 				// No agent: record the choice; the agent honours it at start.
-				err = setSuspended(stateDir, args[0], suspend)
+				err = api.Offline{StateDir: stateDir}.Suspend(args[0], suspend)
 			}
 			if err != nil {
 				return err
@@ -382,16 +359,4 @@ func newSuspendCmd(g *globals, suspend bool) *cobra.Command {
 	}
 	d.register(cmd)
 	return cmd
-}
-
-func setSuspended(stateDir, name string, suspend bool) error {
-	state, err := store.ReadState(stateDir)
-	if err != nil {
-		return err
-	}
-	state.Source(name).Suspended = suspend
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return err
-	}
-	return store.WriteState(stateDir, state)
 }
