@@ -55,6 +55,7 @@ func (m *materializer) compose(ctx context.Context, repo string, desc ocispec.De
 	defer f.Close()
 	rel := path.Join("apps", app)
 	dst := filepath.Join(m.tmp, filepath.FromSlash(rel))
+	m.created = append(m.created, dst)
 	if _, err := archive.ExtractAtomic(ctx, f, dst, m.o.Limits); err != nil {
 		return "", fmt.Errorf("extract layer %s: %w", layer.Digest, err)
 	}

@@ -228,8 +228,10 @@ func Materialize(ctx context.Context, deps []Deployment, o Options) (*Result, er
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		m.created = nil
 		pd, f := m.deployment(ctx, d)
 		if f != nil {
+			m.discard()
 			if prev, found := m.previous(d.Deployment.ID); found {
 				if err := m.carry(prev); err != nil {
 					return nil, err
@@ -338,6 +340,17 @@ type materializer struct {
 	o     Options
 	tmp   string
 	names map[string]bool
+	// created are the app folders written for the deployment at hand.
+	created []string
+}
+
+// discard removes what a failed deployment wrote.
+func (m *materializer) discard() {
+	for _, d := range m.created {
+		os.RemoveAll(d)
+	}
+	os.Remove(filepath.Join(m.tmp, "apps")) // only when empty
+	m.created = nil
 }
 
 func (m *materializer) previous(id string) (PlanDeployment, bool) {
