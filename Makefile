@@ -68,6 +68,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzSourceFields$$' -fuzztime=$(FUZZTIME) ./reconcile/config/
 	$(GO) test -run='^$$' -fuzz='^FuzzEndpoints$$' -fuzztime=$(FUZZTIME) ./source/mirror/
 	$(GO) test -run='^$$' -fuzz='^FuzzSelect$$' -fuzztime=$(FUZZTIME) ./source/selector/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseManifest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDeployment$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseProblem$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.

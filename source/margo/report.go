@@ -90,3 +90,15 @@ func (c *Client) SyncCapabilities(ctx context.Context, st *State, caps *spec.Cap
 	st.CapabilitiesDigest = sum
 	return true, nil
 }
+
+// RemovalStatus is the status of a deployment the manifest no longer
+// lists, in state (spec.StateRemoving before the appliers prune it,
+// spec.StateRemoved after), built from what State recorded since its YAML
+// is gone. adopted is the manifestVersion of the manifest that removed it.
+func RemovalStatus(id string, ds DeploymentState, deviceID, state string, adopted uint64) spec.DeploymentStatus {
+	cs := make([]spec.ComponentStatus, 0, len(ds.Components))
+	for _, c := range ds.Components {
+		cs = append(cs, spec.ComponentStatus{Name: c, State: state})
+	}
+	return spec.NewStatus(id, deviceID, ds.Name, adopted, cs)
+}
