@@ -58,7 +58,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
 	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./apply/devicestate/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./state/
 	$(GO) test -run='^$$' -fuzz='^FuzzLockCompose$$' -fuzztime=$(FUZZTIME) ./source/lock/
 	$(GO) test -run='^$$' -fuzz='^FuzzLockState$$' -fuzztime=$(FUZZTIME) ./source/lock/
 	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/bundle/

@@ -30,8 +30,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -121,23 +123,37 @@ func buildUnder(ctx context.Context, dir, top string, w io.Writer) (archive.Buil
 	}
 	defer os.RemoveAll(stage)
 	if err := os.CopyFS(filepath.Join(stage, top), os.DirFS(dir)); err != nil {
+		if errors.Is(err, fs.ErrInvalid) {
+			err = fmt.Errorf("%w (symlinks cannot be packed into a Margo component: replace them by the files)", err)
+		}
 		return archive.BuildResult{}, fmt.Errorf("stage %s: %w", dir, err)
 	}
-	// The folder's .berthignore applies; the staging root has none.
+	// The folder's .berthignore applies, rewritten below the top folder;
+	// the staging root has none.
 	opts := archive.BuildOptions{}
 	if data, err := os.ReadFile(filepath.Join(dir, archive.IgnoreFile)); err == nil {
 		for _, l := range strings.Split(string(data), "\n") {
 			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				if neg, ok := strings.CutPrefix(l, "!"); ok {
-					opts.Ignore = append(opts.Ignore, "!"+top+"/"+strings.TrimPrefix(neg, "/"))
-				} else {
-					opts.Ignore = append(opts.Ignore, top+"/"+strings.TrimPrefix(l, "/"))
-				}
+				opts.Ignore = append(opts.Ignore, underTop(top, l))
 			}
 		}
-		opts.Ignore = append(opts.Ignore, top+"/"+archive.IgnoreFile)
+		opts.Ignore = append(opts.Ignore, "/"+top+"/"+archive.IgnoreFile)
 	}
 	return archive.Build(ctx, stage, w, opts)
+}
+
+// underTop rewrites a gitignore pattern of a folder for the same folder
+// staged as top: a pattern with no slash but a trailing one matches at any
+// depth, one with a slash is anchored to the folder.
+func underTop(top, pat string) string {
+	neg := ""
+	if p, ok := strings.CutPrefix(pat, "!"); ok {
+		neg, pat = "!", p
+	}
+	if !strings.Contains(strings.TrimSuffix(pat, "/"), "/") {
+		return neg + "/" + top + "/**/" + pat
+	}
+	return neg + "/" + top + "/" + strings.TrimPrefix(pat, "/")
 }
 
 // blob is content to push.

@@ -204,3 +204,25 @@ deploymentProfiles:
 		t.Errorf("missing component: %v", err)
 	}
 }
+
+func TestComposeArchiveIgnore(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{
+		"compose.yaml": "services: {}\n", ".berthignore": "*.md\n/secret\n!keep.md\n",
+		"README.md": "x", "sub/notes.md": "x", "keep.md": "x", "secret/k": "x", "sub/secret/k": "x",
+	})
+	var buf bytes.Buffer
+	if _, err := BuildComposeArchive(context.Background(), dir, "web", &buf); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "x")
+	if _, err := archive.ExtractAtomic(context.Background(), &buf, out, archive.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{"web/compose.yaml": true, "web/keep.md": true, "web/sub/secret/k": true, "web/README.md": false, "web/sub/notes.md": false, "web/secret/k": false, "web/.berthignore": false} {
+		_, err := os.Stat(filepath.Join(out, filepath.FromSlash(p)))
+		if (err == nil) != want {
+			t.Errorf("%s present = %v, want %v", p, err == nil, want)
+		}
+	}
+}
