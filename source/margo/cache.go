@@ -63,6 +63,9 @@ func (c *contentCache) prune(keep map[string]bool) error {
 		if strings.HasSuffix(name, ".yaml") && spec.ValidDigest(d) && keep[d] {
 			continue
 		}
+		if m := strings.Replace(strings.TrimSuffix(name, ".json"), "-", ":", 1); strings.HasSuffix(name, ".json") && keep[m] {
+			continue
+		}
 		if err := os.RemoveAll(filepath.Join(c.dir, name)); err != nil {
 			errs = append(errs, err)
 		}
@@ -110,3 +113,26 @@ func verifiedBody(r io.Reader, dir, what, want string, maxSize int64) (*os.File,
 }
 
 func digestOf(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
+
+func (c *contentCache) manifestPath(digest string) string {
+	return filepath.Join(c.dir, strings.Replace(digest, ":", "-", 1)+".json")
+}
+
+// putManifest keeps a verified manifest body under its digest.
+func (c *contentCache) putManifest(digest string, raw []byte) error {
+	return writeAtomic(c.manifestPath(digest), raw, 0o600)
+}
+
+// getManifest returns the manifest body of digest, re-verified.
+func (c *contentCache) getManifest(digest string) ([]byte, bool) {
+	f, err := os.Open(c.manifestPath(digest))
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, spec.MaxManifestSize+1))
+	if err != nil || len(data) > spec.MaxManifestSize || sha(data) != digest {
+		return nil, false
+	}
+	return data, true
+}

@@ -92,17 +92,25 @@ func (s *State) Save(path string) error {
 	return writeAtomic(path, data, 0o600)
 }
 
-// Accept records an update that the agent has applied (or started to
-// apply for every deployment): the manifest's version and ETag, the new
-// digests (with the manifest's version as their adopted version) and
-// the removal of the deployments it no longer lists. A not-modified update
-// changes nothing.
-func (s *State) Accept(d *Desired) {
+// Accept records an update that the agent has applied: the manifest's
+// version and ETag, the new digests (with the manifest's version as their
+// adopted version) and the removal of the deployments it no longer lists.
+// The deployments in failed (that could not be materialized or applied)
+// keep what was accepted for them before (or stay absent), so that Replay
+// offers them again as changed while the WFM answers 304. A not-modified
+// update changes nothing.
+func (s *State) Accept(d *Desired, failed ...string) {
 	if d == nil || d.NotModified {
 		return
 	}
 	next := map[string]DeploymentState{}
 	for _, v := range d.Deployments {
+		if slices.Contains(failed, v.Ref.DeploymentID) {
+			if old, ok := s.Deployments[v.Ref.DeploymentID]; ok {
+				next[v.Ref.DeploymentID] = old
+			}
+			continue
+		}
 		ds := DeploymentState{
 			Digest:                 v.Ref.Digest,
 			AdoptedManifestVersion: d.Manifest.ManifestVersion,

@@ -90,6 +90,55 @@ func (c *Client) Poll(ctx context.Context, st *State) (*Desired, error) {
 	if err := c.fetchDeployments(ctx, d); err != nil {
 		return nil, err
 	}
+	if err := c.cache.putManifest(digest, raw); err != nil {
+		return nil, err
+	}
+	c.diff(d, st)
+	c.log.Info("Margo desired state", "manifestVersion", m.ManifestVersion, "deployments", len(d.Deployments),
+		"changed", len(d.Changed), "removed", len(d.Removed), "bundle", d.Fetch.Bundle,
+		"fetched", d.Fetch.Individual, "cached", d.Fetch.Cached, "bytes", d.Fetch.Bytes)
+	return d, nil
+}
+
+// Replay rebuilds the accepted desired state from the local cache (the
+// manifest st accepted and its YAMLs, re-verified), with Changed listing
+// the deployments st does not hold at their manifest digest: those that
+// failed before (see State.Accept). The agent calls it when the WFM
+// answers 304 and st has such deployments, to retry them. It returns nil
+// when st has accepted no manifest.
+func (c *Client) Replay(ctx context.Context, st *State) (*Desired, error) {
+	if st.ManifestDigest == "" {
+		return nil, nil
+	}
+	raw, ok := c.cache.getManifest(st.ManifestDigest)
+	if !ok {
+		return nil, fmt.Errorf("the accepted Margo manifest %s is not in the cache %s", st.ManifestDigest, c.cache.dir)
+	}
+	m, err := spec.ParseManifest(raw)
+	if err != nil {
+		return nil, err
+	}
+	d := &Desired{Manifest: m, ETag: st.ETag, ManifestDigest: st.ManifestDigest}
+	if err := c.fetchDeployments(ctx, d); err != nil {
+		return nil, err
+	}
+	c.diff(d, st)
+	return d, nil
+}
+
+// Pending reports whether d lists deployments that st does not hold at
+// their digest (failed ones to retry).
+func (st *State) Pending(m *spec.Manifest) bool {
+	for _, r := range m.Deployments {
+		if ds, ok := st.Deployments[r.DeploymentID]; !ok || ds.Digest != r.Digest {
+			return true
+		}
+	}
+	return false
+}
+
+// diff fills d.Changed and d.Removed against st.
+func (c *Client) diff(d *Desired, st *State) {
 	listed := map[string]bool{}
 	for _, v := range d.Deployments {
 		listed[v.Ref.DeploymentID] = true
@@ -103,16 +152,12 @@ func (c *Client) Poll(ctx context.Context, st *State) (*Desired, error) {
 		}
 	}
 	slices.Sort(d.Removed)
-	c.log.Info("Margo desired state", "manifestVersion", m.ManifestVersion, "deployments", len(d.Deployments),
-		"changed", len(d.Changed), "removed", len(d.Removed), "bundle", d.Fetch.Bundle,
-		"fetched", d.Fetch.Individual, "cached", d.Fetch.Cached, "bytes", d.Fetch.Bytes)
-	return d, nil
 }
 
 // PruneCache removes the cached YAMLs that neither st nor d needs; call it
 // after saving an accepted state.
 func (c *Client) PruneCache(st *State, d *Desired) error {
-	keep := map[string]bool{}
+	keep := map[string]bool{st.ManifestDigest: true}
 	for _, ds := range st.Deployments {
 		keep[ds.Digest] = true
 	}

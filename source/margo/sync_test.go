@@ -304,3 +304,43 @@ func TestWFMIgnoringIfNoneMatch(t *testing.T) {
 		t.Fatalf("same body again: %+v, %v (must not be taken for a replay)", d, err)
 	}
 }
+
+// TestRetryFailedDeployment: a deployment that failed is not recorded as
+// accepted; while the WFM answers 304, Replay offers it again from the
+// cache, without any download.
+func TestRetryFailedDeployment(t *testing.T) {
+	f := newFixture(t, margotest.Options{}, nil)
+	f.wfm.Publish(5, depYAML(1, "1.0.0"), depYAML(2, "1.0.0"))
+	st := &State{Version: StateVersion}
+	d, err := f.c.Poll(ctx(t), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Accept(d, depID(2))
+	if _, ok := st.Deployments[depID(2)]; ok || st.ManifestVersion != 5 || !st.Pending(d.Manifest) {
+		t.Fatalf("state = %+v", st)
+	}
+	d, err = f.c.Poll(ctx(t), st)
+	if err != nil || !d.NotModified {
+		t.Fatalf("poll: %+v %v", d, err)
+	}
+	mark := len(f.wfm.Requests())
+	r, err := f.c.Replay(ctx(t), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r.Changed, []string{depID(2)}) || len(r.Deployments) != 2 || r.Manifest.ManifestVersion != 5 || len(f.wfm.Requests()) != mark {
+		t.Fatalf("replay: changed %v, %d deployments, %d requests", r.Changed, len(r.Deployments), len(f.wfm.Requests())-mark)
+	}
+	st.Accept(r)
+	if st.Pending(r.Manifest) || st.Deployments[depID(2)].AdoptedManifestVersion != 5 {
+		t.Errorf("after the retry: %+v", st)
+	}
+	// The pruned cache keeps what a replay needs.
+	if err := f.c.PruneCache(st, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.Replay(ctx(t), st); err != nil {
+		t.Errorf("replay after prune: %v", err)
+	}
+}
