@@ -34,4 +34,17 @@
 // of package spec; Reporter queues status posts on disk (package outbox)
 // so that they survive a WFM outage and a restart, and sends them in order.
 // Discover gathers the capabilities of the device.
+//
+// # Wiring into the agent
+//
+// At start: New (cfg.Margo.Client() plus a CacheDir), LoadState, outbox.Open
+// and NewReporter, Discover and SyncCapabilities(force), and
+// materialize.LoadPlan of the Margo revision in force. Every interval
+// inside the polling windows: Reporter.Flush; Discover and
+// SyncCapabilities; Poll (or, on 304 while State.Pending, Replay); then
+// materialize.Materialize, post Plan.Installing and RemovalStatus(removing),
+// apply the revision with the appliers, post Plan.Report and
+// RemovalStatus(removed), and only after the agent has recorded the revision
+// applied, State.Accept (with the failed deployment ids) and State.Save,
+// then PruneCache. Backoff.Next decides when to retry a failed poll.
 package margo
