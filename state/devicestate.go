@@ -94,6 +94,10 @@ type Compose struct {
 	// Files, when set, name the Compose files to load, in order, relative
 	// to Path. See ConfigFiles.
 	Files []string
+	// Env is interpolation environment the source gives the project (the
+	// parameters of a Margo deployment); berth.yaml cannot set it. The
+	// device's env file for the app goes over it.
+	Env map[string]string
 }
 
 // Prune says what removing a Compose app deletes besides its containers

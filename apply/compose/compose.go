@@ -5,10 +5,12 @@
 // Every app of the desired state with `compose:` (and every extension the
 // device enables that has one) is one Compose project named
 // berth-<source>-<app> (see ProjectName), loaded with compose-go from the
-// app's folder in the extracted revision. The only interpolation
-// environment is the device-local env file <EnvDir>/<app>.env, when it
-// exists: nothing comes from the agent's own environment, and no .env file
-// is ever read from the artifact.
+// app's folder in the extracted revision. The interpolation environment
+// is the app's state.Compose.Env (values its source gives, such as the
+// parameters of a Margo deployment) with the device-local env file
+// <EnvDir>/<app>.env over it, when it exists: nothing comes from the
+// agent's own environment, and no .env file is ever read from the
+// artifact.
 //
 // Apply converges the apps in order. For each app it makes sure the images
 // are present (pulling the pinned references that are missing, through the

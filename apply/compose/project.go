@@ -12,6 +12,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -52,7 +53,8 @@ const revisionDirPlaceholder = "${BERTH_REVISION_DIR}"
 
 // load loads the project of app from rev.Dir with compose-go, the way the
 // Compose CLI does, and labels it. The interpolation environment is the
-// device's env file for the app, and nothing else.
+// app's Compose.Env (values the source gives, such as Margo parameters)
+// with the device's env file for the app over it, and nothing else.
 func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (*appProject, error) {
 	if app.Compose == nil {
 		return nil, fmt.Errorf("app %q has no compose section", app.Name)
@@ -80,12 +82,16 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 	case err != nil:
 		return nil, fmt.Errorf("read the env file of app %q: %w", app.Name, err)
 	}
-	env := map[string]string{}
+	env := maps.Clone(app.Compose.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
 	if envFile != "" {
-		env, err = dotenv.UnmarshalBytesWithLookup(envData, func(string) (string, bool) { return "", false })
+		fileEnv, err := dotenv.UnmarshalBytesWithLookup(envData, func(string) (string, bool) { return "", false })
 		if err != nil {
 			return nil, fmt.Errorf("env file %s: %w", envFile, err)
 		}
+		maps.Copy(env, fileEnv)
 	}
 
 	po, err := cli.NewProjectOptions(paths,
@@ -119,7 +125,7 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 		// itself must neither build nor pull.
 		s.Build = nil
 		s.PullPolicy = types.PullPolicyNever
-		h, err := serviceHash(s, root, envData)
+		h, err := serviceHash(s, root, append(envBytes(app.Compose.Env), envData...))
 		if err != nil {
 			return nil, fmt.Errorf("app %q: service %q: %w", app.Name, sname, err)
 		}
@@ -191,4 +197,18 @@ func serviceHash(s types.ServiceConfig, root string, envData []byte) (string, er
 	h.Write([]byte{0})
 	h.Write(envData)
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// envBytes renders env as sorted KEY=VALUE lines for the configuration
+// hash; nil for an empty env, so that apps without one hash as before.
+func envBytes(env map[string]string) []byte {
+	if len(env) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		b.WriteString(k + "=" + env[k] + "\n")
+	}
+	b.WriteByte(0)
+	return b.Bytes()
 }

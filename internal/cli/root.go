@@ -107,6 +107,7 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 		newSuspendCmd(g, true), newSuspendCmd(g, false),
 		newMirrorCmd(g),
 		newBundleCmd(g),
+		newMargoCmd(g),
 	)
 	return root
 }

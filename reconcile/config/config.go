@@ -138,6 +138,8 @@ type Config struct {
 	Bundles Bundles
 	// Apply configures the appliers.
 	Apply Apply
+	// Margo, when set, makes the device a Margo WFM client (see Margo).
+	Margo *Margo
 
 	// lines are the lines of the fields that name files, by field path, for
 	// the messages of Check.

@@ -23,6 +23,7 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	f.Add([]byte(margoYAML))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(name, data)
 		if err != nil {
@@ -36,7 +37,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if len(c.Sources) == 0 || c.KeepRevisions < 1 || c.StateDir == "" || c.Socket == "" || len(c.Socket) > maxSocketPath {
+		if (len(c.Sources) == 0 && c.Margo == nil) || c.KeepRevisions < 1 || c.StateDir == "" || c.Socket == "" || len(c.Socket) > maxSocketPath {
 			t.Fatalf("invalid config: %+v", c)
 		}
 		names := map[string]bool{}

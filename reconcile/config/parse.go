@@ -121,7 +121,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		Log:           Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 		Apply:         Apply{Compose: ComposeOptions{WaitTimeout: DefaultComposeWaitTimeout}},
 	}
-	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply")
+	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo")
 	if f == nil {
 		return c
 	}
@@ -146,6 +146,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		}
 	}
 	p.apply(f, c)
+	p.margo(f, c)
 	return c
 }
 
@@ -212,7 +213,10 @@ type srcNode struct {
 // sources parses sources into c.Sources and returns the node of each.
 func (p *parser) sources(root *yaml.Node, f fields, c *Config) []srcNode {
 	var srcNodes []srcNode
+	_, hasMargo := f["margo"]
 	switch sf, ok := f["sources"]; {
+	case hasMargo && (!ok || yamlstrict.IsNull(sf.Val) || sf.Val.Kind == yaml.SequenceNode && len(sf.Val.Content) == 0):
+		// A Margo device may track no OCI source.
 	case !ok:
 		p.Missing(root, root, "", "sources", " (the OCI repositories this device tracks)")
 	case yamlstrict.IsNull(sf.Val) || sf.Val.Kind == yaml.SequenceNode && len(sf.Val.Content) == 0:
