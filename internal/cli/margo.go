@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/margo/pack"
 	"github.com/berth-dev/berth/source/oci"
 )
@@ -139,11 +140,21 @@ func (g *globals) signPushed(cmd *cobra.Command, c *oci.Client, sf signFlags, p 
 	if sf.key == "" {
 		return nil
 	}
+	signer, err := sf.signer()
+	if err != nil {
+		return err
+	}
 	ref, err := oci.ParseReference(p.URL)
 	if err != nil {
 		return err
 	}
-	return g.sign(cmd, c, ref, sf)
+	ctx, cancel := g.step(cmd.Context())
+	defer cancel()
+	if err := deliver.Sign(ctx, c, ref, *signer); err != nil {
+		return err
+	}
+	g.log.Info("signed", "ref", ref.String(), "format", signer.Format.String())
+	return nil
 }
 
 func printPushed(w io.Writer, p pack.Pushed, sf signFlags) {
