@@ -50,18 +50,37 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 	if s.cfg.InsecureSkipVerify {
 		a.log.Warn("SIGNATURE VERIFICATION IS OFF for this source (insecureSkipVerify): anything pushed to the repository will be applied", "source", name)
 	}
-	for _, step := range []func(context.Context) error{
-		t.origin,    // 0. where to fetch from: the registry and its mirrors, or the bundle file
-		t.resolve,   // 1. resolve to one digest
-		t.unchanged, // 2. already applied, or failed before and backing off: nothing to do
-		t.verify,    // 3. fetch the manifest of that exact digest and verify its signature
-		t.downgrade, // 4. refuse downgrades
-		t.fetch,     // 5. pull by digest into the store, unless already there
-		t.load,      // 6. read the desired state it carries
-		t.unload,    // 7. a bundle's images and charts: to the Docker Engine, to the local registry
-		t.apply,     // 8. switch it in, apply, and switch back if the appliers fail
+	// The steps up to the switch have a deadline (reconcileTimeout); the
+	// bundle's images and the appliers are bounded by their own timeouts,
+	// so that an apply or a rollback is never cut short.
+	dctx := ctx
+	if d := s.cfg.ReconcileTimeout; d > 0 {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	for _, step := range []struct {
+		run      func(context.Context) error
+		deadline bool
+	}{
+		{t.origin, true},    // 0. where to fetch from: the registry and its mirrors, or the bundle file
+		{t.resolve, true},   // 1. resolve to one digest
+		{t.unchanged, true}, // 2. already applied, or failed before and backing off: nothing to do
+		{t.verify, true},    // 3. fetch the manifest of that exact digest and verify its signature
+		{t.downgrade, true}, // 4. refuse downgrades
+		{t.fetch, true},     // 5. pull by digest into the store, unless already there
+		{t.load, true},      // 6. read the desired state it carries
+		{t.unload, false},   // 7. a bundle's images and charts: to the Docker Engine, to the local registry
+		{t.apply, false},    // 8. switch it in, apply, and switch back if the appliers fail
 	} {
-		if err := step(ctx); err != nil {
+		c := ctx
+		if step.deadline {
+			c = dctx
+		}
+		if err := step.run(c); err != nil {
+			if step.deadline && errors.Is(dctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+				err = fmt.Errorf("%w (the reconcile's deadline, reconcileTimeout %s, passed: raise it for slow links or large artifacts)", err, s.cfg.ReconcileTimeout)
+			}
 			return t.rev, err
 		}
 	}
@@ -220,13 +239,15 @@ func verifyReason(err error) string {
 	return "other"
 }
 
-// downgrade refuses a revision older than the applied one, unless this is
-// an explicit rollback or the configuration allows downgrades.
+// downgrade refuses a revision older than the applied one, or one that
+// cannot be ordered against it, unless this is an explicit rollback or the
+// configuration allows downgrades. A digest the configuration pins is an
+// explicit choice: only a revision known to be older is refused.
 func (t *attempt) downgrade(context.Context) error {
-	if t.req.rollback || t.a.cfg.AllowDowngrade || t.applied == nil {
+	if t.req.rollback || t.a.cfg.AllowDowngrade || t.applied == nil || t.applied.Digest == t.rev.Digest {
 		return nil
 	}
-	err := downgrade(t.applied, t.rev)
+	err := downgrade(t.applied, t.rev, t.s.cfg.Ref.Digest != "")
 	if err == nil {
 		return nil
 	}
@@ -237,16 +258,35 @@ func (t *attempt) downgrade(context.Context) error {
 }
 
 // downgrade refuses a revision older than the applied one: a lower version
-// in semver mode, or an older signed creation time in any mode.
-func downgrade(applied *store.Revision, rev store.Revision) error {
+// in semver mode, or an older signed creation time in any mode. A revision
+// that neither orders against the applied one (no signed created time on
+// one of them, and no versions to compare) is refused too, since it may be
+// older: unless pinned (the configuration names its digest).
+func downgrade(applied *store.Revision, rev store.Revision, pinned bool) error {
+	ordered := false
 	if applied.Version != "" && rev.Version != "" {
-		if c, err := selector.CompareVersions(rev.Version, applied.Version); err == nil && c < 0 {
+		c, err := selector.CompareVersions(rev.Version, applied.Version)
+		if err == nil && c < 0 {
 			return fail(store.OutcomeRefused, "downgrade refused: %s (%s) is older than the applied %s (%s); use `berth rollback` or set allowDowngrade", rev.Version, rev.Digest, applied.Version, applied.Digest)
 		}
+		ordered = err == nil
 	}
-	if !rev.Created.IsZero() && !applied.Created.IsZero() && rev.Created.Before(applied.Created) {
-		return fail(store.OutcomeRefused, "downgrade refused: %s was created %s, before the applied %s (%s); use `berth rollback` or set allowDowngrade",
-			rev.Digest, rev.Created.Format(time.RFC3339), applied.Digest, applied.Created.Format(time.RFC3339))
+	if !rev.Created.IsZero() && !applied.Created.IsZero() {
+		if rev.Created.Before(applied.Created) {
+			return fail(store.OutcomeRefused, "downgrade refused: %s was created %s, before the applied %s (%s); use `berth rollback` or set allowDowngrade",
+				rev.Digest, rev.Created.Format(time.RFC3339), applied.Digest, applied.Created.Format(time.RFC3339))
+		}
+		ordered = true
+	}
+	if !ordered && !pinned {
+		missing := rev.Digest
+		if rev.Created.IsZero() == applied.Created.IsZero() {
+			missing = "neither " + rev.Digest + " nor the applied " + applied.Digest
+		} else if applied.Created.IsZero() {
+			missing = "the applied " + applied.Digest
+		}
+		return fail(store.OutcomeRefused, "downgrade refused: %s cannot be ordered against the applied %s: %s has no signed org.opencontainers.image.created annotation and no semantic version to compare, so it may be older; publish with `berth push` (which signs the commit time), track a semver range, pin the digest, use `berth rollback --to %s`, or set allowDowngrade",
+			rev.Digest, applied.Digest, missing, rev.Digest)
 	}
 	return nil
 }
@@ -299,10 +339,16 @@ func (t *attempt) load(context.Context) error {
 	return nil
 }
 
-// unload hands a bundle's images and charts to the device.
+// unload hands a bundle's images and charts to the device, within
+// bundles.timeout.
 func (t *attempt) unload(ctx context.Context) error {
 	if t.o.bundle == nil {
 		return nil
+	}
+	if d := t.a.cfg.Bundles.Timeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
 	}
 	return t.a.unload(ctx, t.name, t.o)
 }

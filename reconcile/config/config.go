@@ -84,6 +84,13 @@ const (
 	DefaultTimeout = time.Minute
 	// MinTimeout is the shortest timeout allowed.
 	MinTimeout = time.Second
+	// ReconcileTimeoutFactor makes a source's default reconcileTimeout from
+	// its timeout: room for the resolve, the manifest, the signatures and
+	// the layer, each bounded by timeout, and retries of mirrors.
+	ReconcileTimeoutFactor = 10
+	// DefaultBundlesTimeout bounds handing a bundle's images to the device
+	// (the push to bundles.pushTo, the loads into the Docker Engine).
+	DefaultBundlesTimeout = 30 * time.Minute
 	// DefaultJitter is a source's jitter when it sets none.
 	DefaultJitter = 0.1
 	// MaxJitter is the largest jitter allowed.
@@ -224,9 +231,14 @@ type Source struct {
 	// Interval between two reconciles, at least MinInterval. Default
 	// DefaultInterval.
 	Interval time.Duration
-	// Timeout bounds the registry calls of one reconcile. Default
+	// Timeout bounds each registry call of one reconcile. Default
 	// DefaultTimeout.
 	Timeout time.Duration
+	// ReconcileTimeout is the deadline of a reconcile's steps up to the
+	// switch (resolve, verify, download, extract). Applies are bounded by
+	// the appliers' own timeouts, a bundle's images by Bundles.Timeout.
+	// Default ReconcileTimeoutFactor × Timeout.
+	ReconcileTimeout time.Duration
 	// Jitter is the fraction of Interval by which each wait is randomly
 	// shortened or lengthened, in [0, MaxJitter]. Default DefaultJitter.
 	Jitter float64
@@ -364,6 +376,9 @@ type Bundles struct {
 	CAFile string
 	// Credentials for PushTo.
 	Credentials Credentials
+	// Timeout bounds handing a bundle's content to the device: the push to
+	// PushTo and the image loads. Default DefaultBundlesTimeout.
+	Timeout time.Duration
 }
 
 // Apply configures the appliers.

@@ -120,6 +120,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		KeepRevisions: DefaultKeepRevisions,
 		Log:           Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 		Apply:         Apply{Compose: ComposeOptions{WaitTimeout: DefaultComposeWaitTimeout}},
+		Bundles:       Bundles{Timeout: DefaultBundlesTimeout},
 	}
 	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo")
 	if f == nil {
@@ -245,9 +246,14 @@ func (p *parser) sources(root *yaml.Node, f fields, c *Config) []srcNode {
 
 // bundles parses bundles.
 func (p *parser) bundles(f fields, c *Config) {
-	bf, _ := p.mapping(f, "", "bundles", "pushTo", "insecure", "caFile", "credentials")
+	bf, _ := p.mapping(f, "", "bundles", "pushTo", "insecure", "caFile", "credentials", "timeout")
 	if bf == nil {
 		return
+	}
+	if fv, ok := bf["timeout"]; ok {
+		if d, ok := p.Duration(fv.Val, "bundles.timeout", MinTimeout); ok {
+			c.Bundles.Timeout = d
+		}
 	}
 	if n, v, ok := p.StrField(bf, "bundles", "pushTo"); ok && p.prefix(n, "bundles.pushTo", v) {
 		c.Bundles.PushTo = v

@@ -15,7 +15,7 @@ import (
 
 // source parses one entry of sources.
 func (p *parser) source(n *yaml.Node, path string) *Source {
-	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "jitter", "suspend",
+	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "reconcileTimeout", "jitter", "suspend",
 		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits")
 	if f == nil {
 		return nil
@@ -66,6 +66,16 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 	if fv, ok := f["timeout"]; ok {
 		if d, ok := p.Duration(fv.Val, join(path, "timeout"), MinTimeout); ok {
 			s.Timeout = d
+		}
+	}
+	s.ReconcileTimeout = ReconcileTimeoutFactor * s.Timeout
+	if fv, ok := f["reconcileTimeout"]; ok {
+		if d, ok := p.Duration(fv.Val, join(path, "reconcileTimeout"), MinTimeout); ok {
+			if d < s.Timeout {
+				p.Errorf(fv.Val, join(path, "reconcileTimeout"), "must be at least the timeout of one call (%s), got %s", s.Timeout, d)
+			} else {
+				s.ReconcileTimeout = d
+			}
 		}
 	}
 	if fv, ok := f["jitter"]; ok {
