@@ -35,7 +35,7 @@ type parser struct {
 
 func (p *parser) state(root *yaml.Node) *DeviceState {
 	st := &DeviceState{}
-	f := p.Mapping(root, "", "apiVersion", "kind", "apps", "extensions")
+	f := p.Mapping(root, "", "apiVersion", "kind", "apps", "extensions", "rollout")
 	if f == nil {
 		return st
 	}
@@ -74,6 +74,9 @@ func (p *parser) state(root *yaml.Node) *DeviceState {
 				st.Extensions = append(st.Extensions, *app)
 			}
 		})
+	}
+	if r, ok := f["rollout"]; ok {
+		st.Rollout = p.rollout(r.Val)
 	}
 	return st
 }
