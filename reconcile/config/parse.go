@@ -122,7 +122,8 @@ func (p *parser) config(root *yaml.Node) *Config {
 		Apply:         Apply{Compose: ComposeOptions{WaitTimeout: DefaultComposeWaitTimeout}},
 		Bundles:       Bundles{Timeout: DefaultBundlesTimeout},
 	}
-	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo")
+	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo",
+		"device", "windows")
 	if f == nil {
 		return c
 	}
@@ -134,6 +135,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		})
 	}
 	srcNodes := p.sources(root, f, c)
+	p.fleet(f, c, srcNodes)
 	for i, n := range p.ListField(f, "", "registries") {
 		if r := p.registry(n, yamlstrict.Index("registries", i)); r != nil {
 			c.Registries = append(c.Registries, *r)

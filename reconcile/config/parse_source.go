@@ -16,7 +16,7 @@ import (
 // source parses one entry of sources.
 func (p *parser) source(n *yaml.Node, path string) *Source {
 	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "reconcileTimeout", "jitter", "suspend",
-		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits")
+		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits", "windows")
 	if f == nil {
 		return nil
 	}
