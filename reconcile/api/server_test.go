@@ -367,6 +367,9 @@ func TestServeTCP(t *testing.T) {
 		{"POST", "/suspend/app", 403},
 		{"POST", "/resume/app", 403},
 		{"POST", "/rollback/app", 403},
+		{"POST", "/inhibit/app?for=1m", 403},
+		{"POST", "/inhibit/app/release", 403},
+		{"GET", "/inhibitors", 200},
 		{"GET", "/rollback/app", 405},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,10 @@
 //	POST /rollback/{source}[?digest=D]  ReconcileResult
 //	POST /hooks/registry          distribution notification events; []string of
 //	                              the sources triggered
+//	GET  /inhibitors              InhibitorList: the inhibitors that hold now
+//	POST /inhibit/{app}?for=D[&reason=R][&by=B]  inhibit.Inhibitor: hold app's
+//	                              updates for D (writes <stateDir>/inhibit/<app>.json)
+//	POST /inhibit/{app}/release   Released
 //
 // Errors are JSON objects {"error": "..."} with status 400, 404 (unknown
 // source), 405, 409 (conflict), 413, 415 or 500. Suspend, resume and rollback
