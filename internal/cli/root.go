@@ -108,6 +108,7 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 		newMirrorCmd(g),
 		newBundleCmd(g),
 		newMargoCmd(g),
+		newRolloutCmd(g), newInhibitCmd(g),
 	)
 	return root
 }

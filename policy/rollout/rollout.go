@@ -3,6 +3,7 @@ package rollout
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"time"
 
 	"github.com/berth-dev/berth/internal/labels"
@@ -113,3 +114,22 @@ func Lookups(plan *state.Rollout, created, firstSeen, now time.Time, interval ti
 
 // FormatTime writes a time for messages: RFC 3339 in UTC, to the second.
 func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// CreatedAnnotation is the manifest annotation holding a release's created
+// time; the release's signature covers the manifest, so it is signed.
+const CreatedAnnotation = "org.opencontainers.image.created"
+
+// Created returns the created time of a release from its manifest's
+// annotations: an error wrapping ErrNoCreated when it is missing or not
+// RFC 3339.
+func Created(annotations map[string]string) (time.Time, error) {
+	s, ok := annotations[CreatedAnnotation]
+	if !ok {
+		return time.Time{}, fmt.Errorf("%w: no %s annotation", ErrNoCreated, CreatedAnnotation)
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %s %q is not an RFC 3339 time", ErrNoCreated, CreatedAnnotation, s)
+	}
+	return t, nil
+}

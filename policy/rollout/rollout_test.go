@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -246,6 +247,42 @@ func TestParseAction(t *testing.T) {
 	for _, s := range []string{"", "Pause", "stop"} {
 		if _, err := ParseAction(s); err == nil {
 			t.Errorf("ParseAction(%q) succeeded", s)
+		}
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	p := plan(t)
+	created := time.Date(2026, 12, 8, 8, 0, 0, 0, time.UTC)
+	got := Describe(p, created, created.Add(2*time.Hour))
+	if len(got) != 5 {
+		t.Fatalf("%d waves", len(got))
+	}
+	for i, want := range []struct {
+		name  string
+		after string
+		open  bool
+	}{{"canary", "0s", true}, {"lab", "30m0s", true}, {"early", "2h0m0s", true}, {"half", "6h0m0s", false}, {"all", "24h0m0s", false}} {
+		if g := got[i]; g.Name != want.name || g.After != want.after || g.Open != want.open || !g.Opens.Equal(created.Add(p.Waves[i].After)) {
+			t.Errorf("wave %d = %+v, want %+v", i, g, want)
+		}
+	}
+	if got[0].Selector["ring"] != "canary" || got[2].Percent != 10 {
+		t.Errorf("selector / percent lost: %+v", got)
+	}
+	if Describe(nil, created, created) != nil {
+		t.Error("no plan described")
+	}
+}
+
+func TestCreated(t *testing.T) {
+	got, err := Created(map[string]string{CreatedAnnotation: "2026-12-08T09:00:00+01:00"})
+	if err != nil || !got.Equal(time.Date(2026, 12, 8, 8, 0, 0, 0, time.UTC)) {
+		t.Errorf("Created = %v, %v", got, err)
+	}
+	for _, a := range []map[string]string{nil, {CreatedAnnotation: "yesterday"}, {CreatedAnnotation: ""}} {
+		if _, err := Created(a); !errors.Is(err, ErrNoCreated) {
+			t.Errorf("Created(%v) = %v, want ErrNoCreated", a, err)
 		}
 	}
 }

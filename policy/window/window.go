@@ -223,9 +223,9 @@ func (s Schedule) Next(t time.Time) time.Time {
 // Europe/Berlin".
 func (w Window) String() string {
 	var days []string
-	for i, on := range w.Days {
-		if on {
-			days = append(days, DayNames[i])
+	for i := range 7 { // Monday first
+		if d := (i + 1) % 7; w.Days[d] {
+			days = append(days, DayNames[d])
 		}
 	}
 	ds := strings.Join(days, ",")
