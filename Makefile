@@ -59,7 +59,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
 	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./state/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./state/
 	$(GO) test -run='^$$' -fuzz='^FuzzLockCompose$$' -fuzztime=$(FUZZTIME) ./source/lock/
 	$(GO) test -run='^$$' -fuzz='^FuzzLockState$$' -fuzztime=$(FUZZTIME) ./source/lock/
 	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/bundle/
@@ -72,6 +72,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseManifest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDeployment$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseProblem$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/rollout/statement/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/inhibit/
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.

@@ -41,7 +41,7 @@ type key struct {
 	pub cosign.Key
 }
 
-func newKey(t *testing.T, name string) key {
+func newKey(t testing.TB, name string) key {
 	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -72,7 +72,7 @@ type target struct {
 var repoSeq atomic.Int64
 
 // release pushes a random image as a release and returns its digest.
-func (tg target) release(t *testing.T) name.Digest {
+func (tg target) release(t testing.TB) name.Digest {
 	t.Helper()
 	img, err := random.Image(256, 1)
 	if err != nil {
