@@ -158,6 +158,13 @@ func Read(ctx context.Context, digest name.Digest, p cosign.Policy, o Options, r
 		o.MaxSize = DefaultMaxSize
 	}
 	opts := append(slices.Clone(ropts), remote.WithContext(ctx), remote.WithReferrersTagFallback(true))
+	// One puller for every request: one /v2/ ping and one token, not one
+	// per request.
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("statements of %s: %w", digest, err)
+	}
+	opts = append(opts, remote.Reuse(puller))
 	idx, err := remote.Referrers(digest, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: listing the referrers of %s: %w", ErrRegistry, digest, err)

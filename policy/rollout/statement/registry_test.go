@@ -364,8 +364,21 @@ func TestDistributionRegistry(t *testing.T) {
 	if fallback := strings.Replace(d.DigestStr(), ":", "-", 1); !slices.Contains(tags, fallback) {
 		t.Errorf("no fallback tag %s among %v", fallback, tags)
 	}
+	// What a lookup costs: one /v2/ ping, the referrers API probe (404
+	// here), the fallback tag, then a manifest and a blob per statement.
+	time.Sleep(300 * time.Millisecond) // the access log lags the answers
+	before := len(reg.Requests())
 	if r, err := Read(ctx, d, cosign.Policy{Keys: []cosign.Key{k.pub}}, Options{}, tg.ropts...); err != nil || r.Action() != rollout.Pause {
 		t.Errorf("Read = %+v, %v", r, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(reg.Requests()) >= before+5 }, "fewer than 5 requests logged")
+	time.Sleep(300 * time.Millisecond)
+	if reqs := reg.Requests()[before:]; len(reqs) != 5 {
+		var lines []string
+		for _, r := range reqs {
+			lines = append(lines, r.Method+" "+r.URI)
+		}
+		t.Errorf("a lookup with one statement made %d requests, want 5:\n%s", len(reqs), strings.Join(lines, "\n"))
 	}
 }
 
