@@ -78,12 +78,12 @@ otherwise, saying which check failed.`,
 				return err
 			}
 			ref = res.Ref
-			v, verr := r.Verify(ctx, ref, *policy)
+			sig, _, verr := r.Signature(ctx, ref, *policy)
 			out := verifyResult{URL: ref.String(), Digest: ref.Digest, Verified: verr == nil}
 			if verr != nil {
 				out.Error = verr.Error()
 			} else {
-				out.Format, out.Key = v.Signature.Format.String(), v.Signature.Key
+				out.Format, out.Key = sig.Format.String(), sig.Key
 			}
 			if err := g.print(out, func(w io.Writer) {
 				if verr == nil {
