@@ -9,11 +9,16 @@
 // protocol (protobuf + snappy; prompb and client_golang's remote API do the
 // encoding and the HTTP exchange). Samples of a series that disappeared
 // (an old digest's berth_source_applied_info, a wait that ended) get a
-// staleness marker, so instant queries stop seeing them at once. A series
-// whose value did not change is sent again only after Refresh (4 minutes,
-// under Prometheus' default 5-minute lookback), which keeps a metered link
-// to a few kilobytes per hour; berth_report_timestamp_seconds, the
-// device's heartbeat, changes at every gather and so is always sent.
+// staleness marker, so instant queries stop seeing them at once. To keep a
+// metered link to a few tens of kilobytes per hour, a gather sends the
+// series that are new and the fleet series that changed
+// (metrics.FleetSeries: device, applied release, last outcome, wave,
+// waiting, and the heartbeat berth_report_timestamp_seconds, which changes
+// every time); every Refresh (4 minutes, under Prometheus' default
+// 5-minute lookback, so that instant queries always see every series) it
+// sends a snapshot of all of them. Counters and runtime gauges thus have a
+// resolution of 4 minutes in Prometheus: use ranges of 10 minutes or more
+// in rate() and increase().
 //
 // While the endpoint is unreachable (a connection error, a timeout, HTTP
 // 5xx or 429) the samples are queued on disk in the queue folder, one file

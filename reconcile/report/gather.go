@@ -16,9 +16,10 @@ import (
 // sampler turns gathered metric families into remote-write time series: it
 // flattens summaries and histograms the way the text exposition does, adds
 // the device's labels, and decides what to send. Every refresh it sends a
-// snapshot of every series; in between, only the fleet series
-// (metrics.FleetSeries: what a rollout is steered by, and the heartbeat)
-// whose value changed. A series that disappeared gets a staleness marker.
+// snapshot of every series; in between, only the series that are new and
+// the fleet series (metrics.FleetSeries: what a rollout is steered by, and
+// the heartbeat) whose value changed. A series that disappeared gets a
+// staleness marker.
 type sampler struct {
 	// extra are the labels added to every series (device and the device's
 	// labels), sorted by name.
@@ -66,7 +67,9 @@ func (s *sampler) sample(families []*dto.MetricFamily, ts int64) (*prompb.WriteR
 		seen[key] = true
 		bits := math.Float64bits(v)
 		prev, known := s.last[key]
-		if !snapshot && (!prompt[name] || known && prev.bits == bits) {
+		// Between snapshots: a series that is new, or a fleet series that
+		// changed.
+		if !snapshot && known && (!prompt[name] || prev.bits == bits) {
 			return
 		}
 		s.last[key] = lastSample{bits: bits, labels: labels}

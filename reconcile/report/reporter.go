@@ -151,7 +151,7 @@ func (r *Reporter) Tick(ctx context.Context) {
 		case errors.Is(err, errRejected):
 			r.dropped(metrics.DropRejected, n, err)
 		default:
-			r.failed(now, err)
+			r.failed(ctx, now, err)
 			r.enqueue(req, now, n)
 		}
 	} else {
@@ -188,6 +188,12 @@ func (r *Reporter) enqueue(req *prompb.WriteRequest, now time.Time, n int) {
 // a time, so that only the gathers it refuses are dropped.
 func (r *Reporter) drain(ctx context.Context, now time.Time) {
 	defer r.queueChanged()
+	before, since := r.queue.samples, r.queue.recs[0].ts
+	defer func() {
+		if r.queue.len() == 0 && before > 0 {
+			r.o.Log.Info("queued samples delivered", "samples", before, "since", time.UnixMilli(since).UTC())
+		}
+	}()
 	for r.queue.len() > 0 {
 		reqs, samples := r.batch()
 		if len(reqs) == 0 {
@@ -200,7 +206,7 @@ func (r *Reporter) drain(ctx context.Context, now time.Time) {
 			r.succeeded(now)
 			continue
 		case !errors.Is(err, errRejected):
-			r.failed(now, err)
+			r.failed(ctx, now, err)
 			return
 		}
 		for _, req := range reqs {
@@ -211,7 +217,7 @@ func (r *Reporter) drain(ctx context.Context, now time.Time) {
 			case errors.Is(err, errRejected):
 				r.dropped(metrics.DropRejected, n, err)
 			default:
-				r.failed(now, err)
+				r.failed(ctx, now, err)
 				return
 			}
 			r.queue.remove(1)
@@ -291,9 +297,13 @@ func (r *Reporter) succeeded(now time.Time) {
 	r.st.LastSuccess, r.st.LastError, r.st.LastErrorTime = now, "", time.Time{}
 }
 
-// failed records a failed attempt and backs off: the next attempt waits
+// failed records a failed attempt, unless ctx ended, and backs off: the next attempt waits
 // interval·(2^(n-1)-1) more, up to MaxBackoff.
-func (r *Reporter) failed(now time.Time, err error) {
+func (r *Reporter) failed(ctx context.Context, now time.Time, err error) {
+	if ctx.Err() != nil {
+		// Stopping: the samples are queued for the next start.
+		return
+	}
 	r.o.Metrics.ReportFailed()
 	r.mu.Lock()
 	defer r.mu.Unlock()
