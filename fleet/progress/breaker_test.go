@@ -53,7 +53,7 @@ func TestBreaker(t *testing.T) {
 	}{
 		{"no failures", Breaker{MaxFailed: pct(0)}, []WaveStatus{wave("a", true, 5)}, nil},
 		{"zero tolerance", Breaker{MaxFailed: pct(0)}, []WaveStatus{wave("a", true, 5, "d1")}, []string{"a"}},
-		{"under the share", Breaker{MaxFailed: pct(20)}, []WaveStatus{wave("a", true, 4, "d1")}, nil},       // 20 % is not over 20 %
+		{"under the share", Breaker{MaxFailed: pct(20)}, []WaveStatus{wave("a", true, 4, "d1")}, nil},          // 20 % is not over 20 %
 		{"over the share", Breaker{MaxFailed: pct(20)}, []WaveStatus{wave("a", true, 3, "d1")}, []string{"a"}}, // 25 %
 		{"too few tried", Breaker{MaxFailed: pct(5), MinDevices: 3}, []WaveStatus{wave("a", true, 1, "d1")}, nil},
 		{"enough tried", Breaker{MaxFailed: pct(5), MinDevices: 3}, []WaveStatus{wave("a", true, 2, "d1")}, []string{"a"}},
