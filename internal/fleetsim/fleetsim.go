@@ -28,6 +28,8 @@ type Options struct {
 	// Refresh of the reporters (see report.Options). Default the
 	// reporter's.
 	Refresh time.Duration
+	// MaxSize of the reporters' queues. Default the reporter's.
+	MaxSize int64
 	// Log receives the reporters' logs; default discarded.
 	Log *slog.Logger
 }
@@ -46,21 +48,32 @@ type Device struct {
 // NewDevice makes a device that reports with o.
 func NewDevice(o Options, id string, labels map[string]string) (*Device, error) {
 	d := &Device{ID: id, Labels: labels, Metrics: metrics.New()}
+	if err := d.Reconnect(o); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Reconnect gives the device a new reporter configured by o, with the same
+// metrics and queue folder (as the agent restarted with another
+// configuration).
+func (d *Device) Reconnect(o Options) error {
+	id, labels := d.ID, d.Labels
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	r, err := report.New(report.Options{
 		URL: o.URL, CAFile: o.CAFile, Insecure: len(o.URL) > 7 && o.URL[:7] == "http://",
-		Interval: o.Interval, Refresh: o.Refresh,
+		Interval: o.Interval, Refresh: o.Refresh, MaxSize: o.MaxSize,
 		QueueDir: filepath.Join(o.Dir, id), Device: id, Labels: labels, Metrics: d.Metrics,
 		Log: log.With("device", id), UserAgent: "berth-fleetsim", Now: d.clock,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("device %s: %w", id, err)
+		return fmt.Errorf("device %s: %w", id, err)
 	}
 	d.Reporter = r
-	return d, nil
+	return nil
 }
 
 func (d *Device) clock() time.Time {
