@@ -94,7 +94,13 @@ func New(c Config) (*http.Client, error) {
 				return nil, fmt.Errorf("%w: CA file %s holds no PEM certificate", ErrConfig, c.CAFile)
 			}
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig = &tls.Config{
+			RootCAs: pool, MinVersion: tls.VersionTLS12,
+			// Resume TLS sessions: when a NAT or the server drops the idle
+			// connection between two pushes, the next handshake is a few
+			// hundred bytes instead of the whole certificate chain.
+			ClientSessionCache: tls.NewLRUClientSessionCache(4),
+		}
 	}
 	return &http.Client{Transport: &authTransport{next: tr, c: c}, Timeout: c.Timeout}, nil
 }
