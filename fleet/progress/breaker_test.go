@@ -4,7 +4,17 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	"github.com/berth-dev/berth/reconcile/metrics"
 )
+
+// TestOutcomesMatchTheAgent keeps the outcomes progress counts as failures
+// equal to those the agent reports.
+func TestOutcomesMatchTheAgent(t *testing.T) {
+	if outcomeFailed != string(metrics.OutcomeFailed) || outcomeRefused != string(metrics.OutcomeRefused) {
+		t.Fatalf("progress counts %q and %q as failures, the agent reports %q and %q", outcomeFailed, outcomeRefused, metrics.OutcomeFailed, metrics.OutcomeRefused)
+	}
+}
 
 func TestParseThreshold(t *testing.T) {
 	for _, tc := range []struct {

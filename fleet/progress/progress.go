@@ -12,8 +12,14 @@ import (
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+)
 
-	"github.com/berth-dev/berth/reconcile/metrics"
+// The outcomes of berth_source_last_outcome that count as a failure of the
+// release (metrics.OutcomeFailed and metrics.OutcomeRefused on the
+// device; the publishing side does not link the agent's packages).
+const (
+	outcomeFailed  = "failed"
+	outcomeRefused = "refused"
 )
 
 // Querier evaluates PromQL; promv1.API is one.
@@ -321,7 +327,7 @@ func device(f *facts, p Placement, q Query, id string) Device {
 	}
 	unseen := d.LastSeen.IsZero() || q.At.Sub(d.LastSeen) > q.UnseenAfter
 	switch {
-	case d.Outcome == string(metrics.OutcomeFailed) || d.Outcome == string(metrics.OutcomeRefused):
+	case d.Outcome == outcomeFailed || d.Outcome == outcomeRefused:
 		d.State = StateFailed
 	case unseen:
 		d.State = StateUnseen
