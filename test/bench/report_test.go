@@ -117,8 +117,9 @@ func runFleet(b *testing.B, tls, reconnect bool, devices int) {
 	if appended != sent {
 		b.Fatalf("Prometheus appended %d samples, the reporters say %d were accepted", appended, sent)
 	}
-	if v := p.Vector(`count(berth_report_timestamp_seconds)`); len(v) != 1 || int(v[0].Value) != devices {
-		b.Fatalf("devices with a heartbeat in Prometheus: %v, want %d", v, devices)
+	last := start.Add(60 * time.Minute)
+	if v, ok := p.Query(`count(berth_report_timestamp_seconds)`, last).(model.Vector); !ok || len(v) != 1 || int(v[0].Value) != devices {
+		b.Fatalf("devices with a heartbeat in Prometheus at %s: %v, want %d", last, v, devices)
 	}
 	perDevice := float64(sent) / float64(devices) * 60 / 61
 	b.ReportMetric(float64(wire)/float64(devices), "B/device/h")
