@@ -97,8 +97,8 @@ func New(c Config) (*http.Client, error) {
 		tr.TLSClientConfig = &tls.Config{
 			RootCAs: pool, MinVersion: tls.VersionTLS12,
 			// Resume TLS sessions: when a NAT or the server drops the idle
-			// connection between two pushes, the next handshake is a few
-			// hundred bytes instead of the whole certificate chain.
+			// connection between two pushes, the next handshake does not
+			// carry the certificate chain again.
 			ClientSessionCache: tls.NewLRUClientSessionCache(4),
 		}
 	}
