@@ -3,9 +3,7 @@ package reconcile
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
@@ -45,26 +43,13 @@ func newReporter(a *Agent, cfg *config.Config, log *slog.Logger) (*report.Report
 	return rep, nil
 }
 
-// machineIDFile is where the device id comes from until agent.yaml names
-// it.
-var machineIDFile = "/etc/machine-id"
-
-// deviceIdentity is the device's id and labels.
-//
-// TODO(rollouts): the device: block of agent.yaml (id and labels) comes
-// with the rollouts work; until then the id is /etc/machine-id, else the
-// host name, and there are no labels. Replace this with cfg.Device.
-func deviceIdentity(*config.Config) (string, map[string]string, error) {
-	if b, err := os.ReadFile(machineIDFile); err == nil {
-		if id := strings.TrimSpace(string(b)); id != "" {
-			return id, nil, nil
-		}
+// deviceIdentity is the device's id and labels (device: in agent.yaml).
+func deviceIdentity(cfg *config.Config) (string, map[string]string, error) {
+	d, err := cfg.Device.Identity()
+	if err != nil {
+		return "", nil, err
 	}
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "", nil, fmt.Errorf("no device id: %s is missing and the host name is unknown (%v)", machineIDFile, err)
-	}
-	return h, nil, nil
+	return d.ID, d.Labels, nil
 }
 
 // withReport is the agent as the local API sees it when it reports: its
