@@ -49,7 +49,8 @@ func TestAgentReportsToPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1 := a.publish("stable", a.key, 1)
-	a.writeConfig("ref: {tag: stable}", fmt.Sprintf(`report:
+	a.writeConfig("ref: {tag: stable}", fmt.Sprintf(`device: {id: press-07, labels: {ring: canary, topology.kubernetes.io/zone: hall-b}}
+report:
   prometheus:
     remoteWrite: %s
     interval: 1s
@@ -60,7 +61,7 @@ func TestAgentReportsToPrometheus(t *testing.T) {
 	a.waitApplied(v1)
 
 	st := a.reportStatus().Report
-	if st.Device == "" || st.Endpoint != p.WriteURL() {
+	if st.Device != "press-07" || st.Endpoint != p.WriteURL() {
 		t.Fatalf("status report = %+v", st)
 	}
 	dev := st.Device
@@ -71,8 +72,12 @@ func TestAgentReportsToPrometheus(t *testing.T) {
 	if v := p.Vector(fmt.Sprintf(`berth_reconcile_total{device=%q,source="line-3",result="applied"}`, dev)); len(v) != 1 || v[0].Value < 1 {
 		t.Fatalf("berth_reconcile_total = %v", v)
 	}
-	if v := p.Vector(fmt.Sprintf(`berth_device_info{device=%q}`, dev)); len(v) != 1 {
+	// The device's labels are on every series, under Prometheus label names.
+	if v := p.Vector(fmt.Sprintf(`berth_device_info{device=%q,ring="canary",topology_kubernetes_io_zone="hall-b"}`, dev)); len(v) != 1 {
 		t.Fatalf("berth_device_info = %v", v)
+	}
+	if v := p.Vector(`berth_source_applied_info{ring="canary",topology_kubernetes_io_zone="hall-b"}`); len(v) != 1 {
+		t.Fatalf("berth_source_applied_info with the device's labels = %v", v)
 	}
 
 	// Prometheus goes away; the agent goes on reconciling.
