@@ -123,7 +123,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		Bundles:       Bundles{Timeout: DefaultBundlesTimeout},
 	}
 	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo",
-		"device", "windows")
+		"device", "windows", "report")
 	if f == nil {
 		return c
 	}
@@ -150,6 +150,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	}
 	p.apply(f, c)
 	p.margo(f, c)
+	p.report(f, c)
 	return c
 }
 
