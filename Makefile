@@ -4,13 +4,18 @@
 
 GO      ?= go
 BIN     ?= bin/berth
+AGENT   ?= $(dir $(BIN))berth-agent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/berth-dev/berth/internal/cli.Version=$(VERSION)
-# kustomize_disable_go_plugin_support: Helm's client pulls in kustomize, whose
-# Go-plugin loader imports package plugin; that alone makes the linker keep
-# every method and export every symbol (+27 MB binary, +35 MB peak RSS).
-# internal/testenv.BuildTags is the same list for the binaries tests build.
-export GOFLAGS ?= -tags=kustomize_disable_go_plugin_support
+# Two binaries: berth (publishing, fetching, device commands; no applier SDK,
+# so one-shot commands start small) and berth-agent (the agent with the
+# Compose and Helm appliers; `berth agent` runs it). Static, without cgo: the
+# binaries run FROM scratch, cross-compile, and the Go-plugin loader Helm's
+# client brings costs nothing (the linker only honours package plugin when
+# runtime/cgo is linked; internal/testenv.BuildEnv builds the same way).
+# AGENT_TAGS=berth_nohelm gives a Compose-only agent, berth_nocompose a
+# Helm-only one.
+AGENT_TAGS ?=
 # The end-to-end suites start real servers and build images; give them room.
 TEST_TIMEOUT ?= 60m
 
@@ -19,7 +24,8 @@ TEST_TIMEOUT ?= 60m
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags '$(AGENT_TAGS)' -o $(AGENT) ./cmd/berth-agent
 
 deps:
 	bash test/scripts/ensure-deps.sh

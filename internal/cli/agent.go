@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/store"
@@ -21,20 +21,37 @@ import (
 
 const defaultAgentConfig = "/etc/berth/agent.yaml"
 
-func newAgentCmd(g *globals) *cobra.Command {
-	var path string
-	var once, check bool
-	cmd := &cobra.Command{
-		Use:   "agent --config /etc/berth/agent.yaml",
-		Short: "Run the device agent: track, verify, fetch, switch and apply revisions",
-		Long: `Run the device agent. For every source in the configuration it resolves
+// Agent runs the device agent with the appliers linked into the binary
+// (package agentrun, in cmd/berth-agent). cmd/berth has none: its `agent`
+// command runs berth-agent instead, so that its one-shot commands do not
+// pay for the Compose and Helm SDKs.
+type Agent interface {
+	// Once reconciles every source once.
+	Once(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]api.ReconcileResult, error)
+	// Serve runs the agent until ctx ends.
+	Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error
+	// Appliers names the appliers linked in.
+	Appliers() []string
+}
+
+const agentShort = "Run the device agent: track, verify, fetch, switch and apply revisions"
+
+const agentLong = `Run the device agent. For every source in the configuration it resolves
 the tag, digest or semver range to one digest, verifies that digest's
 signature, refuses downgrades, pulls and extracts it beside the current
 revision, switches it in atomically and hands it to the appliers.
 
 It serves a local API on a unix socket (status, reconcile, suspend, rollback,
 metrics, registry webhooks) that the other device commands use, and tells
-systemd when it is ready (Type=notify).`,
+systemd when it is ready (Type=notify).`
+
+func newAgentCmd(g *globals, a Agent) *cobra.Command {
+	var path string
+	var once, check bool
+	cmd := &cobra.Command{
+		Use:   "agent --config /etc/berth/agent.yaml",
+		Short: agentShort,
+		Long:  agentLong,
 		Example: `  berth agent --config /etc/berth/agent.yaml
   berth agent --config /etc/berth/agent.yaml --check-config
   # reconcile every source once and exit non-zero if any failed (scripts, CI)
@@ -53,17 +70,11 @@ systemd when it is ready (Type=notify).`,
 				return nil
 			}
 			log := g.agentLogger(cfg)
-			appliers, closeAppliers, err := reconcile.NewAppliers(cmd.Context(), cfg, log)
-			if err != nil {
-				return err
-			}
-			defer closeAppliers()
-			agent, err := reconcile.New(cfg, reconcile.Options{Appliers: appliers, Log: log, Version: Version})
-			if err != nil {
-				return err
-			}
 			if once {
-				res := agent.RunOnce(cmd.Context())
+				res, err := a.Once(cmd.Context(), cfg, log)
+				if err != nil {
+					return err
+				}
 				failed := 0
 				for _, r := range res {
 					if r.Failed() {
@@ -78,7 +89,7 @@ systemd when it is ready (Type=notify).`,
 				}
 				return nil
 			}
-			return reconcile.Serve(cmd.Context(), agent, cfg, log)
+			return a.Serve(cmd.Context(), cfg, log)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", defaultAgentConfig, "agent configuration file")

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,12 +23,23 @@ import (
 // Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
 var Version = "dev"
 
-// Main runs berth with args and returns the process exit code.
+// Main runs berth with args and returns the process exit code. Its agent
+// command runs berth-agent (see AgentMain).
 func Main(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	return run(newRoot(g), args, stdout, stderr)
+}
+
+// AgentMain runs berth-agent with args: the agent command of berth, with
+// the appliers a, as the root command.
+func AgentMain(args []string, stdout, stderr io.Writer, a Agent) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	return run(newAgentRoot(g, a), args, stdout, stderr)
+}
+
+func run(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	g := &globals{stdout: stdout, stderr: stderr}
-	root := newRoot(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -91,6 +103,40 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 			return g.setup()
 		},
 	}
+	g.register(root)
+	root.AddCommand(
+		newBuildCmd(g), newPushCmd(g), newSignCmd(g), newVerifyCmd(g), newPullCmd(g),
+		newTagCmd(g), newListCmd(g), newDiffCmd(g), newLoginCmd(g), newGenerateKeyCmd(g),
+		newAgentExecCmd(g), newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g),
+		newSuspendCmd(g, true), newSuspendCmd(g, false),
+		newMirrorCmd(g),
+		newBundleCmd(g),
+		newMargoCmd(g),
+		newRolloutCmd(g), newInhibitCmd(g),
+		newVersionCmd(g, nil),
+	)
+	return root
+}
+
+// newAgentRoot is berth-agent's command tree: the agent command at the
+// root, and version.
+func newAgentRoot(g *globals, a Agent) *cobra.Command {
+	root := newAgentCmd(g, a)
+	root.Use = "berth-agent --config /etc/berth/agent.yaml"
+	root.Example = strings.ReplaceAll(root.Example, "berth agent", "berth-agent")
+	root.Long += `
+
+berth-agent is the half of berth that links the appliers; ` + "`berth agent`" + ` runs it.`
+	root.Version = Version
+	root.SilenceUsage, root.SilenceErrors = true, true
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.setup() }
+	g.register(root)
+	root.AddCommand(newVersionCmd(g, a))
+	return root
+}
+
+// register adds the global flags to root.
+func (g *globals) register(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.output, "output", "text", "output format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -99,18 +145,6 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 	pf.StringVar(&g.dockerConfig, "docker-config", "", "Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
 	pf.StringVar(&g.caFile, "ca-file", "", "PEM file of CA certificates to trust for the registry, in addition to the system ones")
 	pf.BoolVar(&g.insecure, "insecure", false, "talk plain HTTP to the registry (test and lab registries only)")
-
-	root.AddCommand(
-		newBuildCmd(g), newPushCmd(g), newSignCmd(g), newVerifyCmd(g), newPullCmd(g),
-		newTagCmd(g), newListCmd(g), newDiffCmd(g), newLoginCmd(g), newGenerateKeyCmd(g),
-		newAgentCmd(g), newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g),
-		newSuspendCmd(g, true), newSuspendCmd(g, false),
-		newMirrorCmd(g),
-		newBundleCmd(g),
-		newMargoCmd(g),
-		newRolloutCmd(g), newInhibitCmd(g),
-	)
-	return root
 }
 
 func (g *globals) setup() error {
