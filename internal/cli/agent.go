@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -185,6 +186,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			st, err := api.NewClient(socket).Status(cmd.Context())
 			if errors.Is(err, api.ErrNoAgent) {
+				if !recorded(stateDir) {
+					return d.nothingHere(stateDir, socket)
+				}
 				g.log.Warn("no agent is running: showing the recorded state", "stateDir", stateDir)
 				st, err = api.Offline{StateDir: stateDir}.Status()
 			}
@@ -370,4 +374,24 @@ func newSuspendCmd(g *globals, suspend bool) *cobra.Command {
 	}
 	d.register(cmd)
 	return cmd
+}
+
+// recorded reports whether an agent ever recorded state in stateDir.
+func recorded(stateDir string) bool {
+	_, err := os.Stat(filepath.Join(stateDir, store.StateFile))
+	return err == nil
+}
+
+// nothingHere says where the device commands looked for an agent and found
+// none: no answer on the socket, no state.json, and whether the
+// configuration was found.
+func (d *deviceFlags) nothingHere(stateDir, socket string) error {
+	cfgNote := "config " + d.config
+	if _, err := os.Stat(d.config); err != nil {
+		cfgNote += " is missing"
+	} else {
+		cfgNote += " was read"
+	}
+	return fmt.Errorf("no agent answers on %s and none has recorded state in %s (no %s there); %s: start the agent (systemctl start berth-agent, or berth agent --config FILE), or point at it with --config, --state-dir or --socket",
+		socket, stateDir, store.StateFile, cfgNote)
 }

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"bytes"
+	"io"
+	"log"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// run runs berth in-process and returns stdout, stderr and the exit code.
+func runBerth(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := Main(args, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// TestStatusWithNothingSaysWhereItLooked: with no agent, no state and no
+// config, status fails naming the socket, state folder and config it
+// tried (issue 14, point 5: it printed "no sources" and exited 0).
+func TestStatusWithNothingSaysWhereItLooked(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.yaml")
+	stdout, stderr, code := runBerth(t, "status", "--config", cfg, "--state-dir", dir)
+	if code == 0 {
+		t.Fatalf("status with nothing to show: exit 0, stdout %q", stdout)
+	}
+	for _, want := range []string{dir, cfg + " is missing", "state.json", "berth.sock", "--config"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q lacks %q", stderr, want)
+		}
+	}
+	if strings.Contains(stdout, "no sources") {
+		t.Errorf("stdout %q", stdout)
+	}
+}
+
+// TestListNoMatchSaysSo: a range that matches no tag prints nothing on
+// stdout ([] with --output json) and says so on stderr (issue 14, point 8).
+func TestListNoMatchSaysSo(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"1.0.0", "1.2.0", "main"} {
+		ref, err := name.ParseReference(host + "/fleet/line-3:" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repo := "oci://" + host + "/fleet/line-3"
+	stdout, stderr, code := runBerth(t, "list", repo, "--insecure", "--semver", ">=5.0.0")
+	if code != 0 || stdout != "" {
+		t.Errorf("no match: exit %d, stdout %q", code, stdout)
+	}
+	if !strings.Contains(stderr, `no tag of `+repo+` matches --semver ">=5.0.0" (3 tags listed`) {
+		t.Errorf("no match: stderr %q", stderr)
+	}
+	stdout, _, code = runBerth(t, "list", repo, "--insecure", "--semver", ">=5.0.0", "--output", "json")
+	if code != 0 || strings.TrimSpace(stdout) != "[]" {
+		t.Errorf("json: exit %d, stdout %q", code, stdout)
+	}
+	// A match prints the tags and nothing on stderr.
+	stdout, stderr, code = runBerth(t, "list", repo, "--insecure", "--semver", ">=1.1.0")
+	if code != 0 || stdout != "1.2.0\n" || stderr != "" {
+		t.Errorf("match: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
