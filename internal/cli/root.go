@@ -113,7 +113,7 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 		newBundleCmd(g),
 		newMargoCmd(g),
 		newRolloutCmd(g), newInhibitCmd(g),
-		newVersionCmd(g, nil),
+		newVersionCmd(g, nil), newInitCmd(g),
 	)
 	return root
 }
