@@ -19,7 +19,7 @@ AGENT_TAGS ?=
 # The end-to-end suites start real servers and build images; give them room.
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build test test-unit lint demo deps dockerd kube-apiserver fuzz clean
+.PHONY: all build test test-unit lint demo deps dockerd kube-apiserver fuzz clean dist
 
 all: build
 
@@ -39,10 +39,26 @@ dockerd: deps
 
 # Unit and end-to-end tests, with the race detector. The end-to-end tests
 # start Debian's docker-registry with TLS and htpasswd themselves, and use
-# the Docker Engine `dockerd` provides through DOCKER_HOST.
-test: deps lint dockerd kube-apiserver
+# the Docker Engine `dockerd` provides through DOCKER_HOST. The release
+# (make dist) is built first: test/e2e checks its archives, .deb and image,
+# and runs its arm64 and armv7 binaries under qemu-user-static.
+test: deps lint dockerd kube-apiserver dist
 	host=$$(bash test/scripts/dockerd.sh host) && \
-	  DOCKER_HOST=$$host $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	  DOCKER_HOST=$$host BERTH_DIST_DIR=$(CURDIR)/$(DIST) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The release into $(DIST)/: for each of PLATFORMS, berth and berth-agent
+# (static), berth_<version>_<os>_<arch>.tar.gz and berth_<version>_<arch>.deb
+# (nfpm: binaries, systemd unit, /etc/berth/agent.yaml as a conffile, a
+# berth system user, completion and man pages), SHA256SUMS, the agent image
+# FROM scratch as an OCI layout in $(DIST)/image (IMAGE=HOST/REPO:TAG also
+# pushes its index), and sizes.txt. VARIANTS=1 adds the Compose-only and
+# Helm-only agents to sizes.txt. No Docker needed.
+DIST      ?= dist
+PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
+IMAGE     ?=
+dist:
+	$(GO) run ./internal/dist/cmd/dist -out $(DIST) -version $(VERSION) -platforms $(PLATFORMS) \
+	  $(if $(VARIANTS),-variants) $(if $(IMAGE),-push $(IMAGE))
 
 # The kube-apiserver the Helm tests run (with Debian's etcd): built once from
 # k8s.io/kubernetes through the Go module proxy, then cached in
@@ -95,7 +111,7 @@ demo-helm: deps build kube-apiserver
 	bash test/scripts/demo-helm.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)
 
 # Benchmarks of issue 3: berth against crane in the same run, figures
 # reported with b.ReportMetric (timings are never asserted). Needs about

@@ -118,6 +118,12 @@ func (b Build) Binaries(ctx context.Context, p Platform, dir, agentTags string) 
 	return out, nil
 }
 
+// BuildOne builds the command pkg (./cmd/berth or ./cmd/berth-agent) for
+// p into out, with the build tags tags.
+func (b Build) BuildOne(ctx context.Context, p Platform, pkg, out, tags string) error {
+	return b.goBuild(ctx, p, pkg, out, tags)
+}
+
 // goBuild builds pkg for p, stripped and reproducible (-trimpath, no
 // build id).
 func (b Build) goBuild(ctx context.Context, p Platform, pkg, out, tags string) error {
