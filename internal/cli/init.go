@@ -28,7 +28,6 @@ Existing files are never overwritten: init refuses and names them.`,
 			if len(args) == 1 {
 				o.Dir = args[0]
 			}
-			o.Insecure = o.Insecure || g.insecure
 			files, err := scaffold.Write(o)
 			if err != nil {
 				return err

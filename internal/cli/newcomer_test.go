@@ -80,3 +80,24 @@ func TestListNoMatchSaysSo(t *testing.T) {
 		t.Errorf("match: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+// TestIgnoredRegistryFlagIsAnError: a registry flag given to a command
+// that reaches no registry is refused, saying where the setting belongs
+// (issue 14, point 2: berth agent --insecure was silently ignored).
+func TestIgnoredRegistryFlagIsAnError(t *testing.T) {
+	for _, args := range [][]string{
+		{"status", "--insecure"},
+		{"history", "line-3", "--ca-file", "ca.pem"},
+		{"init", t.TempDir(), "--docker-config", "c.json"},
+	} {
+		_, stderr, code := runBerth(t, args...)
+		if code == 0 || !strings.Contains(stderr, "does not apply to berth "+args[0]) {
+			t.Errorf("berth %v: exit %d, %q", args, code, stderr)
+		}
+	}
+	var out, errOut bytes.Buffer
+	code := AgentMain([]string{"--config", "agent.yaml", "--insecure"}, &out, &errOut, nil)
+	if code == 0 || !strings.Contains(errOut.String(), "insecure: true") {
+		t.Errorf("berth-agent --insecure: exit %d, %q", code, errOut.String())
+	}
+}

@@ -100,6 +100,9 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 		SilenceErrors: true,
 		Version:       Version,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkRegistryFlags(cmd); err != nil {
+				return err
+			}
 			return g.setup()
 		},
 	}
@@ -107,14 +110,16 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 	root.AddCommand(
 		newBuildCmd(g), newPushCmd(g), newSignCmd(g), newVerifyCmd(g), newPullCmd(g),
 		newTagCmd(g), newListCmd(g), newDiffCmd(g), newLoginCmd(g), newGenerateKeyCmd(g),
-		newAgentExecCmd(g), newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g),
-		newSuspendCmd(g, true), newSuspendCmd(g, false),
+		newAgentExecCmd(g),
 		newMirrorCmd(g),
 		newBundleCmd(g),
 		newMargoCmd(g),
 		newRolloutCmd(g), newInhibitCmd(g),
-		newVersionCmd(g, nil), newInitCmd(g),
 	)
+	root.AddCommand(reachesNoRegistry("it talks to the agent's local API, and the agent takes registry settings per source from agent.yaml",
+		newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g), newSuspendCmd(g, true), newSuspendCmd(g, false))...)
+	root.AddCommand(reachesNoRegistry("it reaches no registry (agent.yaml says insecure: true for a plain-HTTP source)",
+		newVersionCmd(g, nil), newInitCmd(g))...)
 	return root
 }
 
@@ -122,6 +127,7 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 // root, and version.
 func newAgentRoot(g *globals, a Agent) *cobra.Command {
 	root := newAgentCmd(g, a)
+	reachesNoRegistry("the agent takes registry settings per source from agent.yaml: insecure: true (plain HTTP off loopback), caFile, credentials.dockerConfig", root)
 	root.Use = "berth-agent --config /etc/berth/agent.yaml"
 	root.Example = strings.ReplaceAll(root.Example, "berth agent", "berth-agent")
 	root.Long += `
@@ -129,7 +135,12 @@ func newAgentRoot(g *globals, a Agent) *cobra.Command {
 berth-agent is the half of berth that links the appliers; ` + "`berth agent`" + ` runs it.`
 	root.Version = Version
 	root.SilenceUsage, root.SilenceErrors = true, true
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.setup() }
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkRegistryFlags(cmd); err != nil {
+			return err
+		}
+		return g.setup()
+	}
 	g.register(root)
 	root.AddCommand(newVersionCmd(g, a))
 	return root
@@ -191,4 +202,38 @@ func (g *globals) print(v any, text func(w io.Writer)) error {
 	}
 	text(g.stdout)
 	return nil
+}
+
+// noRegistry marks, in a command's Annotations, a command that reaches no
+// registry: the global registry flags do not apply to it.
+const noRegistry = "berth.dev/no-registry"
+
+// registryFlags are the global flags only registry commands use.
+var registryFlags = []string{"insecure", "ca-file", "docker-config"}
+
+// checkRegistryFlags refuses a registry flag given to a command that would
+// ignore it: silence would leave the user believing it took effect.
+func checkRegistryFlags(cmd *cobra.Command) error {
+	why, ok := cmd.Annotations[noRegistry]
+	if !ok {
+		return nil
+	}
+	for _, f := range registryFlags {
+		if cmd.Flags().Changed(f) {
+			return fmt.Errorf("--%s does not apply to %s: %s", f, cmd.CommandPath(), why)
+		}
+	}
+	return nil
+}
+
+// reachesNoRegistry annotates cmds as reaching no registry, for the reason
+// why, and returns them.
+func reachesNoRegistry(why string, cmds ...*cobra.Command) []*cobra.Command {
+	for _, c := range cmds {
+		if c.Annotations == nil {
+			c.Annotations = map[string]string{}
+		}
+		c.Annotations[noRegistry] = why
+	}
+	return cmds
 }

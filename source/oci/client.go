@@ -72,6 +72,9 @@ func NewClient(opts Options) (*Client, error) {
 	if opts.WrapTransport != nil {
 		rt = opts.WrapTransport(rt)
 	}
+	if !opts.Insecure {
+		rt = &loopbackHTTP{next: rt}
+	}
 	hc := &http.Client{Transport: retry.NewTransport(rt)}
 	ua := opts.UserAgent
 	if ua == "" {
