@@ -8,11 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/berth-dev/berth/reconcile/api"
+	"github.com/berth-dev/berth/reconcile/store"
 )
 
 // run runs berth in-process and returns stdout, stderr and the exit code.
@@ -99,5 +103,34 @@ func TestIgnoredRegistryFlagIsAnError(t *testing.T) {
 	code := AgentMain([]string{"--config", "agent.yaml", "--insecure"}, &out, &errOut, nil)
 	if code == 0 || !strings.Contains(errOut.String(), "insecure: true") {
 		t.Errorf("berth-agent --insecure: exit %d, %q", code, errOut.String())
+	}
+}
+
+// TestStatusAfterRollback: a suspended source shows no next reconcile, and
+// the rolled-back revision keeps the version it had (issue 14, point 10).
+func TestStatusAfterRollback(t *testing.T) {
+	d1 := "sha256:" + strings.Repeat("1", 64)
+	d2 := "sha256:" + strings.Repeat("2", 64)
+	now := time.Now()
+	st := &api.Status{Sources: []api.SourceStatus{{Name: "line-3", SourceState: store.SourceState{
+		Suspended: true,
+		Applied:   &store.Revision{Digest: d1, Outcome: store.OutcomeRolledBack, Time: now},
+		History: []store.Revision{
+			{Digest: d1, Outcome: store.OutcomeRolledBack, Time: now},
+			{Digest: d2, Version: "1.1.0", Outcome: store.OutcomeApplied, Time: now.Add(-time.Hour)},
+			{Digest: d1, Version: "1.0.0", Outcome: store.OutcomeApplied, Time: now.Add(-2 * time.Hour)},
+		},
+	}, NextReconcile: now.Add(time.Minute)}}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	if !strings.Contains(out, "applied:  "+d1+" (version 1.0.0)") {
+		t.Errorf("the rolled-back revision lost its version:\n%s", out)
+	}
+	if strings.Contains(out, "next:") || !strings.Contains(out, "SUSPENDED") {
+		t.Errorf("a suspended source shows a next reconcile:\n%s", out)
+	}
+	if store.OutcomeRolledBack != "rolled-back" {
+		t.Errorf("outcome spelt %q", store.OutcomeRolledBack)
 	}
 }
