@@ -22,11 +22,11 @@ type Outcome string
 
 // Outcomes recorded in state.json.
 const (
-	OutcomeApplied    Outcome = "applied"    // verified, switched in and applied
-	OutcomeUnchanged  Outcome = "unchanged"  // the digest is already applied
-	OutcomeFailed     Outcome = "failed"     // the appliers failed; see Error
-	OutcomeRefused    Outcome = "refused"    // signature, downgrade or archive check failed
-	OutcomeError      Outcome = "error"      // the registry could not be reached or answered an error
+	OutcomeApplied    Outcome = "applied"     // verified, switched in and applied
+	OutcomeUnchanged  Outcome = "unchanged"   // the digest is already applied
+	OutcomeFailed     Outcome = "failed"      // the appliers failed; see Error
+	OutcomeRefused    Outcome = "refused"     // signature, downgrade or archive check failed
+	OutcomeError      Outcome = "error"       // the registry could not be reached or answered an error
 	OutcomeRolledBack Outcome = "rolled-back" // an explicit rollback was applied
 )
 
