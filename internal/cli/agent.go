@@ -67,8 +67,9 @@ func newAgentCmd(g *globals, a Agent) *cobra.Command {
 				if err := cfg.Check(); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "%s: valid (%d sources)\n", path, len(cfg.Sources))
-				return nil
+				return g.print(map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources)}, func(w io.Writer) {
+					fmt.Fprintf(w, "%s: valid (%d sources)\n", path, len(cfg.Sources))
+				})
 			}
 			log := g.agentLogger(cfg)
 			if once {

@@ -150,8 +150,9 @@ func newLoginCmd(g *globals) *cobra.Command {
 			if where == "" {
 				where = "the Docker config"
 			}
-			fmt.Fprintf(g.stderr, "Login succeeded: credentials for %s stored in %s\n", host, where)
-			return nil
+			return g.print(map[string]string{"registry": host, "storedIn": where}, func(io.Writer) {
+				fmt.Fprintf(g.stderr, "Login succeeded: credentials for %s stored in %s\n", host, where)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&username, "username", "u", "", "user name")

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // loopbackHTTP follows Docker's convention for registries on loopback
@@ -61,6 +63,39 @@ func asHTTP(req *http.Request) *http.Request {
 func answeredPlainHTTP(err error) bool {
 	var re tls.RecordHeaderError
 	return errors.As(err, &re) && string(re.RecordHeader[:]) == "HTTP/"
+}
+
+// plainHTTP reports whether to speak plain HTTP to host: with
+// Options.Insecure, or when host is on loopback and answers plain HTTP to
+// HTTPS (probed once, then remembered). oras-go needs to know before the
+// first request: it refuses an upload location that downgrades from the
+// scheme it started with.
+func (c *Client) plainHTTP(host string) bool {
+	if c.opts.Insecure {
+		return true
+	}
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	if !IsLoopback(h) || c.opts.Transport != nil {
+		return false
+	}
+	if v, ok := c.plain.Load(host); ok {
+		return v.(bool)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	plain := false
+	if req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+"/v2/", nil); err == nil {
+		resp, err := c.base.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		plain = err != nil && answeredPlainHTTP(err)
+	}
+	c.plain.Store(host, plain)
+	return plain
 }
 
 // IsLoopback reports whether host (a name or an IP, without port) is a
