@@ -71,7 +71,7 @@ func newAgentCmd(g *globals, a Agent) *cobra.Command {
 					fmt.Fprintf(w, "%s: valid (%d sources)\n", path, len(cfg.Sources))
 				})
 			}
-			log := g.agentLogger(cfg)
+			log := g.agentLogger(cfg, once)
 			if once {
 				res, err := a.Once(cmd.Context(), cfg, log)
 				if err != nil {
@@ -100,10 +100,16 @@ func newAgentCmd(g *globals, a Agent) *cobra.Command {
 	return cmd
 }
 
-// agentLogger honours the config's log settings over the flags.
-func (g *globals) agentLogger(cfg *config.Config) *slog.Logger {
+// agentLogger takes --log-level, else the config's level; the config's format
+// over --log-format.
+// With --once, the results table says what failed: the logs stay at
+// errors unless --log-level says otherwise.
+func (g *globals) agentLogger(cfg *config.Config, once bool) *slog.Logger {
 	level, format := g.logLevel, g.logFormat
-	if cfg.Log.Level != "" {
+	switch {
+	case once && level == "":
+		level = "error"
+	case level == "" && cfg.Log.Level != "":
 		level = cfg.Log.Level
 	}
 	if cfg.Log.Format != "" {

@@ -95,3 +95,28 @@ func TestJSONOutputOneStyle(t *testing.T) {
 	}
 	checkJSONStyle(t, "berth-agent --check-config", out.String())
 }
+
+// TestOneShotSaysItOnce: push prints one summary on stdout and no INFO
+// logs on stderr unless asked for (issue 14, point 11: it logged INFO
+// lines, then printed the same summary).
+func TestOneShotSaysItOnce(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "berth.yaml"), []byte("apiVersion: berth.dev/v1\nkind: DeviceState\napps: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	repo := testenv.GitRepo(t, src)
+	url := "oci://" + strings.TrimPrefix(srv.URL, "http://") + "/fleet/once:v1"
+	cfg := "--docker-config=" + filepath.Join(t.TempDir(), "config.json")
+	stdout, stderr, code := runBerth(t, "push", repo, url, cfg)
+	if code != 0 || !strings.Contains(stdout, "sha256:") || stderr != "" {
+		t.Errorf("push: exit %d, stdout %q, stderr %q (want the summary once, on stdout)", code, stdout, stderr)
+	}
+	if _, stderr, _ := runBerth(t, "push", repo, url, cfg, "--log-level", "info"); !strings.Contains(stderr, "level=INFO") {
+		t.Errorf("push --log-level info logs nothing: %q", stderr)
+	}
+}

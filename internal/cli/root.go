@@ -76,6 +76,9 @@ type globals struct {
 	stdout, stderr io.Writer
 	output         string
 	logLevel       string
+	// defaultLevel is the command's log level without --log-level
+	// (logLevelAnnotation); "" is warn.
+	defaultLevel string
 	logFormat      string
 	timeout        time.Duration
 
@@ -103,6 +106,7 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 			if err := checkRegistryFlags(cmd); err != nil {
 				return err
 			}
+			g.defaultLevel = cmd.Annotations[logLevelAnnotation]
 			return g.setup()
 		},
 	}
@@ -150,7 +154,7 @@ berth-agent is the half of berth that links the appliers; ` + "`berth agent`" + 
 func (g *globals) register(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.output, "output", "text", "output format: text or json")
-	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn or error (default: warn; the agent: its configuration's, info)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Minute, "time limit for each registry operation")
 	pf.StringVar(&g.dockerConfig, "docker-config", "", "Docker config.json with registry credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)")
@@ -162,8 +166,10 @@ func (g *globals) setup() error {
 	if g.output != "text" && g.output != "json" {
 		return fmt.Errorf("--output %q: use text or json", g.output)
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+	// One-shot commands print one summary on stdout: their progress logs
+	// stay quiet unless asked for.
+	lvl := slog.LevelWarn
+	if err := lvl.UnmarshalText([]byte(cmpOr(g.logLevel, cmpOr(g.defaultLevel, "warn")))); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
@@ -237,3 +243,14 @@ func reachesNoRegistry(why string, cmds ...*cobra.Command) []*cobra.Command {
 	}
 	return cmds
 }
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// logLevelAnnotation, in a command's Annotations, is its log level without
+// --log-level: info for the commands that run as daemons.
+const logLevelAnnotation = "berth.dev/log-level"
