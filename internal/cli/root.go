@@ -79,8 +79,8 @@ type globals struct {
 	// defaultLevel is the command's log level without --log-level
 	// (logLevelAnnotation); "" is warn.
 	defaultLevel string
-	logFormat      string
-	timeout        time.Duration
+	logFormat    string
+	timeout      time.Duration
 
 	dockerConfig string
 	caFile       string
