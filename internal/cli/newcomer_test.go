@@ -134,3 +134,19 @@ func TestStatusAfterRollback(t *testing.T) {
 		t.Errorf("outcome spelt %q", store.OutcomeRolledBack)
 	}
 }
+
+// TestMissingArgumentsShowUsage: a command given too few arguments says
+// how to call it (issue 14, point 12).
+func TestMissingArgumentsShowUsage(t *testing.T) {
+	for args, want := range map[string]string{
+		"push ./fleet":  "Usage: berth push DIR",
+		"tag":           "Usage: berth tag",
+		"history":       "Usage: berth history SOURCE",
+		"bundle create": "Usage: berth bundle create",
+	} {
+		_, stderr, code := runBerth(t, strings.Fields(args)...)
+		if code == 0 || !strings.Contains(stderr, want) {
+			t.Errorf("berth %s: exit %d, %q; want %q", args, code, stderr, want)
+		}
+	}
+}

@@ -124,7 +124,25 @@ Fetching:             berth pull oci://registry.example.com/fleet/line-3:v1.0.0 
 		newStatusCmd(g), newHistoryCmd(g), newReconcileCmd(g), newRollbackCmd(g), newSuspendCmd(g, true), newSuspendCmd(g, false))...)
 	root.AddCommand(reachesNoRegistry("it reaches no registry (agent.yaml says insecure: true for a plain-HTTP source)",
 		newVersionCmd(g, nil), newInitCmd(g))...)
+	usageOnArgErrors(root)
 	return root
+}
+
+// usageOnArgErrors makes every command's argument errors end with its
+// usage line: "accepts 2 arg(s), received 1" alone does not say which.
+func usageOnArgErrors(c *cobra.Command) {
+	if args := c.Args; args != nil {
+		cmd := c
+		c.Args = func(cc *cobra.Command, a []string) error {
+			if err := args(cc, a); err != nil {
+				return fmt.Errorf("%w\nUsage: %s (see %s --help)", err, cmd.UseLine(), cmd.CommandPath())
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageOnArgErrors(sub)
+	}
 }
 
 // newAgentRoot is berth-agent's command tree: the agent command at the

@@ -252,6 +252,7 @@ func classify(err error) error {
 	if errors.As(err, &re) {
 		return err
 	}
+	err = plainDetails(err)
 	var resp *errcode.ErrorResponse
 	code := 0
 	if errors.As(err, &resp) {
