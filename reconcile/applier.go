@@ -74,6 +74,27 @@ type applierMaker struct {
 	linked  bool
 	enabled func(cfg *config.Config) bool
 	new     func(ctx context.Context, cfg *config.Config, e applierEnv) (Applier, func() error, error)
+	// probe checks that the applier's engine or cluster answers.
+	probe func(ctx context.Context, cfg *config.Config) error
+}
+
+// probeTimeout bounds each applier's reachability check.
+const probeTimeout = 5 * time.Second
+
+// ProbeAppliers checks that what each enabled applier talks to answers
+// (the Docker Engine, the kube-apiserver), and returns a warning for each
+// that does not, naming the address or kubeconfig it tried.
+func ProbeAppliers(ctx context.Context, cfg *config.Config) []string {
+	var out []string
+	for _, m := range applierMakers {
+		if !m.enabled(cfg) || m.probe == nil {
+			continue
+		}
+		if err := m.probe(ctx, cfg); err != nil {
+			out = append(out, fmt.Sprintf("%s applier: %v", m.kind, err))
+		}
+	}
+	return out
 }
 
 // applierMakers are the appliers in apply order: Compose, then Helm.

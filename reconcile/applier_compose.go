@@ -27,4 +27,7 @@ var composeMaker = applierMaker{
 		}
 		return a, a.Close, nil
 	},
+	probe: func(ctx context.Context, cfg *config.Config) error {
+		return compose.Probe(ctx, cfg.Apply.Compose.Host, probeTimeout)
+	},
 }

@@ -27,4 +27,7 @@ var helmMaker = applierMaker{
 		}
 		return a, nil, nil
 	},
+	probe: func(ctx context.Context, cfg *config.Config) error {
+		return helm.Probe(ctx, cfg.Apply.Helm.Kubeconfig, probeTimeout)
+	},
 }

@@ -25,6 +25,12 @@ type Runner struct {
 // Appliers names the appliers linked into this binary, in apply order.
 func (Runner) Appliers() []string { return reconcile.LinkedAppliers() }
 
+// Probe warns of each enabled applier whose Docker Engine or
+// kube-apiserver does not answer (see reconcile.ProbeAppliers).
+func (Runner) Probe(ctx context.Context, cfg *config.Config) []string {
+	return reconcile.ProbeAppliers(ctx, cfg)
+}
+
 // Once reconciles every source of cfg once.
 func (r Runner) Once(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]api.ReconcileResult, error) {
 	agent, closeAll, err := r.agent(ctx, cfg, log)

@@ -33,6 +33,9 @@ type Agent interface {
 	Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	// Appliers names the appliers linked in.
 	Appliers() []string
+	// Probe warns of each enabled applier whose Docker Engine or
+	// kube-apiserver does not answer.
+	Probe(ctx context.Context, cfg *config.Config) []string
 }
 
 const agentShort = "Run the device agent: track, verify, fetch, switch and apply revisions"
@@ -67,8 +70,15 @@ func newAgentCmd(g *globals, a Agent) *cobra.Command {
 				if err := cfg.Check(); err != nil {
 					return err
 				}
-				return g.print(map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources)}, func(w io.Writer) {
+				warnings := []string{}
+				if a != nil {
+					warnings = append(warnings, a.Probe(cmd.Context(), cfg)...)
+				}
+				return g.print(map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources), "warnings": warnings}, func(w io.Writer) {
 					fmt.Fprintf(w, "%s: valid (%d sources)\n", path, len(cfg.Sources))
+					for _, wn := range warnings {
+						fmt.Fprintf(g.stderr, "warning: %s\n", wn)
+					}
 				})
 			}
 			log := g.agentLogger(cfg, once)
