@@ -296,7 +296,9 @@ type legacyTag struct {
 	desc ocispec.Descriptor
 }
 
-// syncRoute syncs one upstream repository to its targets.
+// syncRoute syncs one upstream repository to its targets, in steps:
+// select the tags, resolve them upstream, read the signatures of each
+// digest, copy each digest to each target, and record what was done.
 func (s *Syncer) syncRoute(ctx context.Context, r Route, res *routeResult, st *passState) {
 	job := s.cfg.Jobs[r.Job]
 	log := s.log.With("job", job.Name, "source", r.Source)
@@ -316,6 +318,22 @@ func (s *Syncer) syncRoute(ctx context.Context, r Route, res *routeResult, st *p
 	st.total.Add(int64(len(tags) * len(r.Targets)))
 	st.report()
 
+	groups, err := s.resolveTags(ctx, r, src, tags, res, st, log)
+	if err != nil {
+		res.upstream = err
+		log.Error("upstream unavailable, targets left as they are", "err", res.upstream)
+		return
+	}
+	s.readSignatures(ctx, r, src, groups)
+	out := s.copyGroups(ctx, r, src, groups, st)
+	recordItems(out, res, log)
+}
+
+// resolveTags resolves every tag upstream and groups the tags by digest.
+// A tag the upstream does not have fails at every target; any other
+// failure is the upstream's: it discards the items recorded and returns
+// the error, and nothing is written anywhere.
+func (s *Syncer) resolveTags(ctx context.Context, r Route, src *remote.Repository, tags []string, res *routeResult, st *passState, log *slog.Logger) ([]*group, error) {
 	// Resolve every tag upstream first: if the upstream cannot answer,
 	// nothing is written anywhere.
 	descs := make([]ocispec.Descriptor, len(tags))
@@ -342,9 +360,7 @@ func (s *Syncer) syncRoute(ctx context.Context, r Route, res *routeResult, st *p
 		default:
 			res.items = nil
 			res.errs = nil
-			res.upstream = failure(ErrUpstream, "resolve "+r.Source+":"+tag, err)
-			log.Error("upstream unavailable, targets left as they are", "err", res.upstream)
-			return
+			return nil, failure(ErrUpstream, "resolve "+r.Source+":"+tag, err)
 		}
 		g := byDigest[descs[i].Digest.String()]
 		if g == nil {
@@ -354,6 +370,12 @@ func (s *Syncer) syncRoute(ctx context.Context, r Route, res *routeResult, st *p
 		}
 		g.tags = append(g.tags, tag)
 	}
+	return groups, nil
+}
+
+// readSignatures lists, for each group, what hangs off its digest
+// upstream; a group whose signatures cannot be read fails at every target.
+func (s *Syncer) readSignatures(ctx context.Context, r Route, src *remote.Repository, groups []*group) {
 	s.each(len(groups), func(i int) {
 		g := groups[i]
 		sctx, cancel := s.step(ctx)
@@ -363,7 +385,11 @@ func (s *Syncer) syncRoute(ctx context.Context, r Route, res *routeResult, st *p
 			g.err = failure(ErrUpstream, fmt.Sprintf("read the signatures of %s@%s", r.Source, g.desc.Digest), g.err)
 		}
 	})
+}
 
+// copyGroups syncs each group to each target of r, at most Concurrency
+// copies in flight, and returns the items of each (group, target) pair.
+func (s *Syncer) copyGroups(ctx context.Context, r Route, src *remote.Repository, groups []*group, st *passState) [][]Item {
 	dsts := make([]*remote.Repository, len(r.Targets))
 	dstErrs := make([]error, len(r.Targets))
 	for i, t := range r.Targets {
@@ -389,6 +415,11 @@ func (s *Syncer) syncRoute(ctx context.Context, r Route, res *routeResult, st *p
 		st.done.Add(int64(len(out[k])))
 		st.report()
 	})
+	return out
+}
+
+// recordItems logs the items of a route and adds them to res.
+func recordItems(out [][]Item, res *routeResult, log *slog.Logger) {
 	for _, items := range out {
 		for _, it := range items {
 			switch it.Status {
