@@ -323,9 +323,15 @@ func (a *Applier) desiredKeys(rev state.Revision) map[string]bool {
 	return m
 }
 
-// applyApp converges the release of one app and rolls it back on failure.
-// It returns the app's status, what the release is left on (nil when it
-// is not deployed), and the error of the app.
+// applyApp converges the release of one app and rolls it back on failure,
+// in steps: load the chart and values (loadApp), read the release's
+// history (releaseHistory), stop there when the deployed revision already
+// has this chart and these values, take over a revision left pending
+// (recoverPending), make the namespace, record on the chart what it came
+// from (annotate), install or upgrade (installOrUpgrade), and on failure
+// say what was not ready and roll back (undo). It returns the app's
+// status, what the release is left on (nil when it is not deployed), and
+// the error of the app.
 func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.Revision, app state.App) (state.AppStatus, *appTarget, error) {
 	h := app.Helm
 	ns, name := a.namespace(h), h.ReleaseName
@@ -346,88 +352,35 @@ func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.
 		return st, a.state.Target(rev.Source, app.Name), err
 	}
 
-	lc, err := a.loadChart(ctx, rev, app)
+	in, err := a.loadApp(ctx, rev, app, &detail)
 	if err != nil {
 		// Nothing was changed: what runs keeps running.
-		return fail(err)
-	}
-	detail.Chart, detail.ChartVersion = lc.chart.Name(), lc.chart.Metadata.Version
-	detail.ChartDigest, detail.Mirror = lc.digest, lc.mirror
-	vals, err := a.values(rev, app)
-	if err != nil {
-		return fail(err)
-	}
-	hash, err := configHash(lc.digest, vals)
-	if err != nil {
 		return fail(err)
 	}
 	cfg, kc, err := a.actionConfig(ns, h.MaxHistory)
 	if err != nil {
 		return fail(err)
 	}
-	hist, err := cfg.Releases.History(name)
-	if err != nil && !isNotFound(err) {
-		return fail(fmt.Errorf("read the release history: %w", err))
+	last, deployed, err := releaseHistory(cfg, rev, app, key)
+	if err != nil {
+		return fail(err)
 	}
-	last, deployed := latest(hist), latestDeployed(hist)
-	if last != nil && (last.Labels[LabelSource] != rev.Source || last.Labels[LabelApp] != app.Name) {
-		return fail(fmt.Errorf("%w: a release %s already exists and belongs to %s: rename the release (helm.releaseName) or remove it", ErrNotOwned, key, owner(last)))
-	}
-	if last != nil && last.Info.Status == release.StatusDeployed && last.Labels[LabelConfigHash] == hash {
+	if last != nil && last.Info.Status == release.StatusDeployed && last.Labels[LabelConfigHash] == in.hash {
 		fillDetail(&detail, last)
 		log.Debug("helm: release unchanged", "helmRevision", last.Version)
 		st, _, _ := finish(OutcomeApplied, fmt.Sprintf("unchanged: revision %d of release %s is deployed with this chart and these values", last.Version, key), nil)
 		return st, a.targetAfter(rev, prev, app, true), nil
 	}
-	if last != nil && last.Info.Status.IsPending() {
-		age := time.Since(last.Info.LastDeployed.Time)
-		if age < h.Timeout+pendingGrace {
-			return fail(fmt.Errorf("revision %d of the release is %s since %s ago: another Helm operation is running; try again later", last.Version, last.Info.Status, age.Round(time.Second)))
-		}
-		log.Warn("helm: release left pending by an interrupted operation: marking it failed", "helmRevision", last.Version, "status", last.Info.Status, "since", age.Round(time.Second))
-		last.SetStatus(release.StatusFailed, fmt.Sprintf("berth: %s for %s, taken for interrupted", last.Info.Status, age.Round(time.Second)))
-		if err := cfg.Releases.Update(last); err != nil {
-			return fail(fmt.Errorf("mark the interrupted revision %d failed: %w", last.Version, err))
-		}
+	if err := recoverPending(cfg, last, h, log); err != nil {
+		return fail(err)
 	}
 	if err := a.ensureNamespace(ctx, kc, ns); err != nil {
 		return fail(err)
 	}
 
-	// Record on the release what it came from.
-	if lc.chart.Metadata.Annotations == nil {
-		lc.chart.Metadata.Annotations = map[string]string{}
-	}
-	lc.chart.Metadata.Annotations[AnnotationChartDigest] = lc.digest
-	lc.chart.Metadata.Annotations[AnnotationRevision] = rev.Digest
-	if lc.mirror != "" {
-		lc.chart.Metadata.Annotations[AnnotationChartMirror] = lc.mirror
-	} else {
-		delete(lc.chart.Metadata.Annotations, AnnotationChartMirror)
-	}
-	labels := map[string]string{LabelSource: rev.Source, LabelApp: app.Name, LabelConfigHash: hash}
-	description := "berth: revision " + rev.Digest
-	install := last == nil || last.Info.Status == release.StatusUninstalled
+	annotate(in.chart, rev)
 	start := time.Now()
-	var rel *release.Release
-	if install {
-		in := action.NewInstall(cfg)
-		in.ReleaseName, in.Namespace = name, ns
-		in.Wait, in.Timeout = h.Wait, h.Timeout
-		in.Labels, in.Description = labels, description
-		in.Replace = last != nil // over an uninstalled release whose history was kept
-		log.Info("helm: installing", "chart", lc.ref, "chartDigest", lc.digest, "wait", h.Wait, "timeout", h.Timeout)
-		rel, err = in.RunWithContext(ctx, lc.chart, vals)
-	} else {
-		up := action.NewUpgrade(cfg)
-		up.Namespace = ns
-		up.Wait, up.Timeout = h.Wait, h.Timeout
-		up.MaxHistory = h.MaxHistory
-		up.Labels, up.Description = labels, description
-		up.ResetValues = true // the values are exactly these, never the last ones reused
-		log.Info("helm: upgrading", "chart", lc.ref, "chartDigest", lc.digest, "from", last.Version, "wait", h.Wait, "timeout", h.Timeout)
-		rel, err = up.RunWithContext(ctx, name, lc.chart, vals)
-	}
+	rel, install, err := installOrUpgrade(ctx, cfg, ns, rev, app, in, last, log)
 	if err == nil {
 		fillDetail(&detail, rel)
 		verb := "upgraded to"
@@ -440,6 +393,133 @@ func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.
 		return st, a.targetAfter(rev, prev, app, true), nil
 	}
 
+	rbFailed, err := a.undo(ctx, cfg, h, install, deployed, rel, err, &detail, log)
+	st, _, err := fail(err)
+	if rbFailed {
+		return st, a.state.Target(rev.Source, app.Name), err
+	}
+	if deployed == nil {
+		return st, nil, err
+	}
+	return st, a.targetAfter(rev, prev, app, false), err
+}
+
+// appInput is what a release is made from.
+type appInput struct {
+	chart  *loadedChart
+	values map[string]any
+	hash   string // configHash of the chart and values
+}
+
+// loadApp loads the chart and the values of app and hashes them; it
+// records the chart in detail as soon as it is loaded.
+func (a *Applier) loadApp(ctx context.Context, rev state.Revision, app state.App, detail *Detail) (*appInput, error) {
+	lc, err := a.loadChart(ctx, rev, app)
+	if err != nil {
+		return nil, err
+	}
+	detail.Chart, detail.ChartVersion = lc.chart.Name(), lc.chart.Metadata.Version
+	detail.ChartDigest, detail.Mirror = lc.digest, lc.mirror
+	vals, err := a.values(rev, app)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := configHash(lc.digest, vals)
+	if err != nil {
+		return nil, err
+	}
+	return &appInput{chart: lc, values: vals, hash: hash}, nil
+}
+
+// releaseHistory returns the newest revision of the release key and its
+// newest deployed one (nil when none), and fails when the release belongs
+// to another source or app.
+func releaseHistory(cfg *action.Configuration, rev state.Revision, app state.App, key string) (last, deployed *release.Release, err error) {
+	hist, err := cfg.Releases.History(app.Helm.ReleaseName)
+	if err != nil && !isNotFound(err) {
+		return nil, nil, fmt.Errorf("read the release history: %w", err)
+	}
+	last, deployed = latest(hist), latestDeployed(hist)
+	if last != nil && (last.Labels[LabelSource] != rev.Source || last.Labels[LabelApp] != app.Name) {
+		return nil, nil, fmt.Errorf("%w: a release %s already exists and belongs to %s: rename the release (helm.releaseName) or remove it", ErrNotOwned, key, owner(last))
+	}
+	return last, deployed, nil
+}
+
+// recoverPending marks last failed when another Helm operation left it
+// pending for longer than the app's timeout and pendingGrace: it was
+// interrupted. A younger pending revision is an operation still running:
+// an error.
+func recoverPending(cfg *action.Configuration, last *release.Release, h *state.Helm, log *slog.Logger) error {
+	if last == nil || !last.Info.Status.IsPending() {
+		return nil
+	}
+	age := time.Since(last.Info.LastDeployed.Time)
+	if age < h.Timeout+pendingGrace {
+		return fmt.Errorf("revision %d of the release is %s since %s ago: another Helm operation is running; try again later", last.Version, last.Info.Status, age.Round(time.Second))
+	}
+	log.Warn("helm: release left pending by an interrupted operation: marking it failed", "helmRevision", last.Version, "status", last.Info.Status, "since", age.Round(time.Second))
+	last.SetStatus(release.StatusFailed, fmt.Sprintf("berth: %s for %s, taken for interrupted", last.Info.Status, age.Round(time.Second)))
+	if err := cfg.Releases.Update(last); err != nil {
+		return fmt.Errorf("mark the interrupted revision %d failed: %w", last.Version, err)
+	}
+	return nil
+}
+
+// annotate records on the chart, and so on the release, what it came
+// from: the chart digest, the berth revision and the mirror that served
+// it.
+func annotate(lc *loadedChart, rev state.Revision) {
+	if lc.chart.Metadata.Annotations == nil {
+		lc.chart.Metadata.Annotations = map[string]string{}
+	}
+	lc.chart.Metadata.Annotations[AnnotationChartDigest] = lc.digest
+	lc.chart.Metadata.Annotations[AnnotationRevision] = rev.Digest
+	if lc.mirror != "" {
+		lc.chart.Metadata.Annotations[AnnotationChartMirror] = lc.mirror
+	} else {
+		delete(lc.chart.Metadata.Annotations, AnnotationChartMirror)
+	}
+}
+
+// installOrUpgrade installs the release in namespace ns when it has no
+// revision or was uninstalled (install), or else upgrades it from last,
+// labelled with the source, the app and the hash, and waits for it as the
+// app says.
+func installOrUpgrade(ctx context.Context, cfg *action.Configuration, ns string, rev state.Revision, app state.App, input *appInput, last *release.Release, log *slog.Logger) (rel *release.Release, install bool, err error) {
+	h, lc, vals := app.Helm, input.chart, input.values
+	name := h.ReleaseName
+	labels := map[string]string{LabelSource: rev.Source, LabelApp: app.Name, LabelConfigHash: input.hash}
+	description := "berth: revision " + rev.Digest
+	install = last == nil || last.Info.Status == release.StatusUninstalled
+	if install {
+		in := action.NewInstall(cfg)
+		in.ReleaseName, in.Namespace = name, ns
+		in.Wait, in.Timeout = h.Wait, h.Timeout
+		in.Labels, in.Description = labels, description
+		in.Replace = last != nil // over an uninstalled release whose history was kept
+		log.Info("helm: installing", "chart", lc.ref, "chartDigest", lc.digest, "wait", h.Wait, "timeout", h.Timeout)
+		rel, err = in.RunWithContext(ctx, lc.chart, vals)
+		return rel, install, err
+	}
+	up := action.NewUpgrade(cfg)
+	up.Namespace = ns
+	up.Wait, up.Timeout = h.Wait, h.Timeout
+	up.MaxHistory = h.MaxHistory
+	up.Labels, up.Description = labels, description
+	up.ResetValues = true // the values are exactly these, never the last ones reused
+	log.Info("helm: upgrading", "chart", lc.ref, "chartDigest", lc.digest, "from", last.Version, "wait", h.Wait, "timeout", h.Timeout)
+	rel, err = up.RunWithContext(ctx, name, lc.chart, vals)
+	return rel, install, err
+}
+
+// undo handles a failed install or upgrade (applyErr; rel is what it
+// returned): it says in the error and in detail what was not ready, rolls
+// the release back, and refreshes detail from the release as it is left.
+// It returns whether the rollback failed, and the app's error.
+func (a *Applier) undo(ctx context.Context, cfg *action.Configuration, h *state.Helm, install bool, deployed, rel *release.Release, applyErr error, detail *Detail, log *slog.Logger) (rbFailed bool, err error) {
+	name := h.ReleaseName
+	err = applyErr
 	// Failure: say what was not ready, then roll the release back.
 	var manifest string
 	if rel != nil {
@@ -458,18 +538,11 @@ func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.
 		err = fmt.Errorf("%w; %s", err, rbMsg)
 	}
 	if cur, rerr := cfg.Releases.Last(name); rerr == nil {
-		fillDetail(&detail, cur)
+		fillDetail(detail, cur)
 	} else {
 		detail.Revision, detail.Status = 0, ""
 	}
-	st, _, err := fail(err)
-	if rbErr != nil {
-		return st, a.state.Target(rev.Source, app.Name), err
-	}
-	if deployed == nil {
-		return st, nil, err
-	}
-	return st, a.targetAfter(rev, prev, app, false), err
+	return rbErr != nil, err
 }
 
 // rollback brings the release back to the revision deployed before
