@@ -16,6 +16,7 @@ import (
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/metrics"
 	"github.com/berth-dev/berth/reconcile/store"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/selector"
@@ -31,6 +32,10 @@ type Agent struct {
 	log      *slog.Logger
 	version  string
 
+	// mirrors are the registry mirrors of the configuration (nil: none),
+	// for every fetch of the sources and of the appliers.
+	mirrors *mirror.Resolver
+
 	mu      sync.Mutex // guards state, inUse and writes of state.json
 	state   *store.State
 	inUse   map[string]int // digests being extracted or switched in: kept by GC
@@ -45,12 +50,13 @@ var _ api.Agent = (*Agent)(nil)
 // source is the runtime of one configured source.
 type source struct {
 	cfg      config.Source
-	ref      oci.Reference
-	client   *oci.Client
+	ref      oci.Reference // the repository, for a registry source
 	policy   cosign.Policy
 	selector *selector.Selector
-	// mirrors are the registry mirrors of the configuration (nil: none).
-	mirrors *mirror.Resolver
+	// remote is the delivery path of a registry source, through the
+	// registry mirrors of the configuration; for a bundle source, only its
+	// timeout and log (the bundle's own is made when it is opened).
+	remote *deliver.Remote
 	// file is the bundle file of a file:// source; "" for a registry.
 	file string
 	// bundleCache is what the last poll learnt of file (guarded by run).
@@ -94,10 +100,11 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
 		state: state, sources: map[string]*source{}, inUse: map[string]int{},
 	}
-	mirrors, err := newMirrors(cfg.Registries)
+	mirrors, err := cfg.Mirrors()
 	if err != nil {
 		return nil, err
 	}
+	a.mirrors = mirrors
 	if b := cfg.Bundles; b.PushTo != "" {
 		a.pushClient, err = oci.NewClient(oci.Options{
 			DockerConfig: b.Credentials.DockerConfig, CAFile: b.CAFile, Insecure: b.Insecure,
@@ -112,7 +119,6 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("source %s: %w", sc.Name, err)
 		}
-		s.mirrors = mirrors
 		a.sources[sc.Name] = s
 		a.order = append(a.order, sc.Name)
 		ss := state.Source(sc.Name)
@@ -125,6 +131,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 
 func (a *Agent) newSource(sc config.Source) (*source, error) {
 	s := &source{cfg: sc, file: sc.File, trigger: make(chan struct{}, 1)}
+	s.remote = &deliver.Remote{Timeout: sc.Timeout, Log: a.log.With("source", sc.Name)}
 	if sc.File == "" {
 		// A bundle's client is made when it is opened.
 		ref, err := oci.ParseReference(sc.URL)
@@ -141,7 +148,7 @@ func (a *Agent) newSource(sc config.Source) (*source, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.ref, s.client = ref, client
+		s.ref, s.remote.Client, s.remote.Mirrors = ref, client, a.mirrors
 	}
 	var err error
 	if sc.Ref.Semver != "" || sc.Filter != nil {
@@ -390,12 +397,8 @@ func (s *source) tracks(host, repository string) bool {
 	if s.ref.Registry == host && s.ref.Repository == repository {
 		return true
 	}
-	if !s.mirrored() {
-		return false
-	}
-	eps, _ := s.endpoints(s.ref.WithDigest("sha256:" + strings.Repeat("0", 64)))
-	for _, ep := range eps {
-		if ep.mirror != "" && ep.ref.Registry == host && ep.ref.Repository == repository {
+	for _, ep := range s.remote.Mirrors.Endpoints(s.ref.Repo() + "@sha256:" + strings.Repeat("0", 64)) {
+		if r, err := oci.ParseReference(ep.Ref); err == nil && ep.Mirror != "" && r.Registry == host && r.Repository == repository {
 			return true
 		}
 	}
@@ -428,10 +431,7 @@ func (a *Agent) Status() api.Status {
 	for _, ap := range a.appliers {
 		if r, ok := ap.(Reporter); ok {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if st.Appliers == nil {
-				st.Appliers = map[string]any{}
-			}
-			st.Appliers[ap.Kind()] = r.Report(ctx)
+			st.Apps = append(st.Apps, r.Report(ctx)...)
 			cancel()
 		}
 	}

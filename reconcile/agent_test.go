@@ -70,28 +70,33 @@ func TestDowngrade(t *testing.T) {
 		applied *store.Revision
 		rev     store.Revision
 		refused string // substring of the error; "" means allowed
+		pinned  bool   // the configuration pins the digest
 	}{
-		{"newer version and time", applied, store.Revision{Version: "1.3.0", Created: t1.Add(time.Hour)}, ""},
-		{"same version, same time", applied, store.Revision{Version: "1.2.0", Created: t1}, ""},
-		{"same version, later", applied, store.Revision{Version: "1.2.0", Created: t1.Add(time.Second)}, ""},
-		{"lower version", applied, store.Revision{Version: "1.1.9", Created: t1.Add(time.Hour)}, "1.1.9"},
-		{"lower major", applied, store.Revision{Version: "0.9.0"}, "older than the applied 1.2.0"},
-		{"pre-release of the applied", applied, store.Revision{Version: "1.2.0-rc.1", Created: t1.Add(time.Hour)}, "1.2.0-rc.1"},
-		{"v prefix compares", applied, store.Revision{Version: "v1.1.0"}, "v1.1.0"},
-		{"build metadata ignored", applied, store.Revision{Version: "1.2.0+build.7", Created: t1}, ""},
-		{"higher version, older time", applied, store.Revision{Version: "1.3.0", Created: t1.Add(-time.Hour)}, "was created"},
-		{"older time, no versions", &store.Revision{Digest: "sha256:applied", Created: t1}, store.Revision{Created: t1.Add(-time.Second)}, "was created"},
-		{"newer time, no versions", &store.Revision{Digest: "sha256:applied", Created: t1}, store.Revision{Created: t1.Add(time.Second)}, ""},
-		{"no time on the new revision", applied, store.Revision{Version: "1.3.0"}, ""},
-		{"no time on the applied revision", &store.Revision{Version: "1.2.0"}, store.Revision{Version: "1.2.1", Created: t1.Add(-time.Hour)}, ""},
-		{"applied from a rollback has no version", &store.Revision{Created: t1}, store.Revision{Version: "0.1.0", Created: t1.Add(time.Hour)}, ""},
-		{"new revision has no version", applied, store.Revision{Created: t1.Add(time.Hour)}, ""},
-		{"unparsable version", applied, store.Revision{Version: "main", Created: t1.Add(time.Hour)}, ""},
-		{"nothing known", &store.Revision{}, store.Revision{}, ""},
+		{"newer version and time", applied, store.Revision{Version: "1.3.0", Created: t1.Add(time.Hour)}, "", false},
+		{"same version, same time", applied, store.Revision{Version: "1.2.0", Created: t1}, "", false},
+		{"same version, later", applied, store.Revision{Version: "1.2.0", Created: t1.Add(time.Second)}, "", false},
+		{"lower version", applied, store.Revision{Version: "1.1.9", Created: t1.Add(time.Hour)}, "1.1.9", false},
+		{"lower major", applied, store.Revision{Version: "0.9.0"}, "older than the applied 1.2.0", false},
+		{"pre-release of the applied", applied, store.Revision{Version: "1.2.0-rc.1", Created: t1.Add(time.Hour)}, "1.2.0-rc.1", false},
+		{"v prefix compares", applied, store.Revision{Version: "v1.1.0"}, "v1.1.0", false},
+		{"build metadata ignored", applied, store.Revision{Version: "1.2.0+build.7", Created: t1}, "", false},
+		{"higher version, older time", applied, store.Revision{Version: "1.3.0", Created: t1.Add(-time.Hour)}, "was created", false},
+		{"older time, no versions", &store.Revision{Digest: "sha256:applied", Created: t1}, store.Revision{Created: t1.Add(-time.Second)}, "was created", false},
+		{"newer time, no versions", &store.Revision{Digest: "sha256:applied", Created: t1}, store.Revision{Created: t1.Add(time.Second)}, "", false},
+		{"no time on the new revision", applied, store.Revision{Version: "1.3.0"}, "", false},
+		{"no time on the applied revision", &store.Revision{Version: "1.2.0"}, store.Revision{Version: "1.2.1", Created: t1.Add(-time.Hour)}, "", false},
+		{"applied from a rollback has no version", &store.Revision{Created: t1}, store.Revision{Version: "0.1.0", Created: t1.Add(time.Hour)}, "", false},
+		{"new revision has no version", applied, store.Revision{Created: t1.Add(time.Hour)}, "", false},
+		{"unparsable version", applied, store.Revision{Version: "main", Created: t1.Add(time.Hour)}, "", false},
+		{"nothing known: may be older", &store.Revision{}, store.Revision{}, "cannot be ordered", false},
+		{"nothing known, digest pinned", &store.Revision{}, store.Revision{}, "", true},
+		{"no time on the new revision, no versions", &store.Revision{Digest: "sha256:applied", Created: t1}, store.Revision{}, "sha256:new has no signed", false},
+		{"no time on the applied revision, no versions", &store.Revision{Digest: "sha256:applied"}, store.Revision{Created: t1}, "the applied sha256:applied has no signed", false},
+		{"unparsable version, no time", applied, store.Revision{Version: "main"}, "cannot be ordered", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.rev.Digest = "sha256:new"
-			err := downgrade(tc.applied, tc.rev)
+			err := downgrade(tc.applied, tc.rev, tc.pinned)
 			if tc.refused == "" {
 				if err != nil {
 					t.Fatalf("downgrade = %v, want allowed", err)

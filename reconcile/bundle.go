@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/bundle"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 )
 
@@ -33,7 +33,7 @@ import (
 type origin struct {
 	s      *source
 	ref    oci.Reference // the repository (no tag, no digest)
-	client *oci.Client
+	remote *deliver.Remote
 	// Bundle sources only.
 	bundle *bundle.Bundle // nil until opened (not needed for an unchanged poll)
 	root   oci.Reference  // the bundle's root: tag and digest
@@ -59,7 +59,7 @@ type bundleCache struct {
 // origin when done.
 func (a *Agent) origin(ctx context.Context, s *source) (*origin, error) {
 	if s.file == "" {
-		return &origin{s: s, ref: s.ref, client: s.client}, nil
+		return &origin{s: s, ref: s.ref, remote: s.remote}, nil
 	}
 	fi, err := os.Stat(s.file)
 	if err != nil {
@@ -92,39 +92,28 @@ func (a *Agent) openBundle(ctx context.Context, o *origin) error {
 	s.bundleCache = nil
 	b, err := bundle.Open(ctx, s.file)
 	if err != nil {
-		if errors.Is(err, bundle.ErrInvalidBundle) || errors.Is(err, bundle.ErrDigestMismatch) || errors.Is(err, bundle.ErrTooLarge) {
+		if refused(err) {
 			err = fail(store.OutcomeRefused, "bundle %s: %w", s.file, err)
 			s.bundleCache = &bundleCache{key: o.key, err: err} // not read again until it changes
 			return err
 		}
 		return fmt.Errorf("bundle %s: %w", s.file, err)
 	}
-	rootRef, desc := b.Root()
-	root, err := oci.ParseReference(rootRef)
-	if err == nil && root.Digest != "" && root.Digest != desc.Digest.String() {
-		err = fmt.Errorf("the root reference %s does not name its manifest %s", rootRef, desc.Digest)
-	}
+	remote, root, err := b.Remote(oci.Options{UserAgent: "berth-agent/" + a.version})
 	if err != nil {
 		b.Close()
-		err = fail(store.OutcomeRefused, "bundle %s: %w", s.file, err)
-		s.bundleCache = &bundleCache{key: o.key, err: err}
+		if refused(err) {
+			err = fail(store.OutcomeRefused, "bundle %s: %w", s.file, err)
+			s.bundleCache = &bundleCache{key: o.key, err: err}
+		}
 		return err
 	}
-	root = root.WithDigest(desc.Digest.String())
-	client, err := oci.NewClient(oci.Options{
-		DockerConfig: s.cfg.Credentials.DockerConfig,
-		UserAgent:    "berth-agent/" + a.version,
-		Transport:    b.Transport(),
-	})
-	if err != nil {
-		b.Close()
-		return err
-	}
+	remote.Timeout, remote.Log = s.remote.Timeout, s.remote.Log
 	if o.root.Digest != "" && o.root.Digest != root.Digest {
 		b.Close()
 		return fmt.Errorf("bundle %s changed while it was read: trying again at the next poll", s.file)
 	}
-	o.bundle, o.client, o.root, o.ref = b, client, root, root.WithTag("")
+	o.bundle, o.remote, o.root, o.ref = b, remote, root, root.WithTag("")
 	s.bundleCache = &bundleCache{key: o.key, root: root}
 	a.log.Info("bundle opened", "source", s.cfg.Name, "file", s.file, "root", root.String(), "images", len(b.Images()))
 	return nil
@@ -146,27 +135,6 @@ func (o *origin) close() {
 	}
 }
 
-// endpoints lists where to fetch ref from (see source.endpoints); a
-// bundle is its only endpoint.
-func (o *origin) endpoints(ref oci.Reference) ([]endpoint, error) {
-	if o.s.file != "" {
-		return []endpoint{{ref: ref, bundle: o.s.file}}, nil
-	}
-	return o.s.endpoints(ref)
-}
-
-// ImageLoader is an Applier that takes a bundle's images before applying,
-// so that it needs no registry for them (the Compose applier loads them
-// into its Docker Engine).
-type ImageLoader interface {
-	// LoadImages makes images (original references pinned by digest,
-	// host/repo@sha256:…) present for the applier, reading them through
-	// rt, which serves every repository under its original name. Images
-	// already present are skipped. Content that does not match its
-	// digest is an error wrapping oci.ErrDigestMismatch.
-	LoadImages(ctx context.Context, images []string, rt http.RoundTripper) error
-}
-
 // unload hands the bundle's content to the device before its state is
 // applied: pushed to bundles.pushTo, loaded into the appliers that take
 // images.
@@ -175,7 +143,7 @@ func (a *Agent) unload(ctx context.Context, name string, o *origin) error {
 	if a.pushClient != nil {
 		res, err := b.Push(ctx, a.pushClient, bundle.PushOptions{Target: a.cfg.Bundles.PushTo, Log: a.log.With("source", name)})
 		if err != nil && !errors.Is(err, bundle.ErrIncomplete) {
-			if errors.Is(err, oci.ErrDigestMismatch) {
+			if refused(err) {
 				return fail(store.OutcomeRefused, "push bundle %s to %s: %w", b.Path(), a.cfg.Bundles.PushTo, err)
 			}
 			return fail(store.OutcomeFailed, "push bundle %s to %s: %w", b.Path(), a.cfg.Bundles.PushTo, err)
@@ -196,7 +164,7 @@ func (a *Agent) unload(ctx context.Context, name string, o *origin) error {
 			continue
 		}
 		if err := l.LoadImages(ctx, images, b.Transport()); err != nil {
-			if errors.Is(err, oci.ErrDigestMismatch) {
+			if refused(err) {
 				return fail(store.OutcomeRefused, "bundle %s: %s: %w", b.Path(), ap.Kind(), err)
 			}
 			return fail(store.OutcomeFailed, "bundle %s: %s: load images: %w", b.Path(), ap.Kind(), err)

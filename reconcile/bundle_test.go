@@ -27,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/bundle"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/lock"
 	"github.com/berth-dev/berth/source/oci"
 )
@@ -36,10 +37,12 @@ import (
 func (e *env) makeBundle(repo, tag, digest string) string {
 	e.t.Helper()
 	out := filepath.Join(e.t.TempDir(), "site.tar")
-	b, err := bundle.Create(context.Background(), e.client, bundle.CreateOptions{
-		Ref:    oci.Reference{Registry: e.host, Repository: repo, Tag: tag, Digest: digest},
-		Output: out,
-	})
+	ctx := context.Background()
+	state, err := (&deliver.Remote{Client: e.client}).Fetch(ctx, oci.Reference{Registry: e.host, Repository: repo, Tag: tag, Digest: digest}, nil, true)
+	if err != nil {
+		e.t.Fatalf("fetch the state: %v", err)
+	}
+	b, err := bundle.Create(ctx, e.client, bundle.CreateOptions{State: state, Output: out})
 	if err != nil {
 		e.t.Fatalf("bundle.Create: %v", err)
 	}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -402,5 +404,45 @@ func TestMirrorNotifyRepository(t *testing.T) {
 	}
 	if hit := a.NotifyRepository(ctx, m.host, "fleet/other", "", ""); len(hit) != 0 {
 		t.Errorf("a push to another repository of the mirror triggered %v", hit)
+	}
+}
+
+// TestReconcileDeadline: every endpoint hangs on the manifest; each
+// attempt is bounded by timeout, and the whole reconcile by
+// reconcileTimeout, which ends the search before the last endpoints are
+// tried and says so.
+func TestReconcileDeadline(t *testing.T) {
+	e := newEnv(t)
+	d := e.push("fleet/app", "stable", artifact{files: withState(nil), created: t0})
+	ms := []*env{newEnv(t), newEnv(t), newEnv(t)}
+	var mu sync.Mutex
+	var hung []string
+	hang := func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/sha256:") {
+			return false
+		}
+		mu.Lock()
+		hung = append(hung, r.Host)
+		mu.Unlock()
+		<-r.Context().Done()
+		return true
+	}
+	for _, m := range append(ms, e) {
+		m.intercept.Store(&hang)
+	}
+	cfg := e.config(registries(e, "", ms...), src{name: "app", repo: "fleet/app"})
+	cfg.Sources[0].Timeout, cfg.Sources[0].ReconcileTimeout = 300*time.Millisecond, 700*time.Millisecond
+	a := newAgent(t, cfg, newRecorder())
+	r := one(t, poll(a, "app"), "error", d)
+	if !strings.Contains(r.Error, "reconcileTimeout 700ms") {
+		t.Errorf("error %q does not name the deadline", r.Error)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hung) == 0 || len(hung) > 3 || slices.Contains(hung, e.host) {
+		t.Errorf("manifest requests reached %v: the deadline should stop the search before the source", hung)
+	}
+	if got := current(t, a, "app"); got != "" {
+		t.Errorf("current = %s after a failed reconcile, want nothing", got)
 	}
 }

@@ -308,6 +308,54 @@ func TestDowngradeByCreated(t *testing.T) {
 	}
 }
 
+// TestUnorderedRevision: a revision with no signed created time, on a tag
+// (no versions to compare), cannot be ordered against the applied one: it
+// may be older, so it is refused unless downgrades are allowed, it is an
+// explicit rollback, or the configuration pins its digest.
+func TestUnorderedRevision(t *testing.T) {
+	for _, tc := range []struct {
+		name, global, ref string
+		want              string
+	}{
+		{name: "refused", want: "refused"},
+		{name: "allowDowngrade", global: "allowDowngrade: true", want: "applied"},
+		{name: "digest pinned", ref: "pinned", want: "applied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			d1 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: t0})
+			s := src{name: "app", repo: "fleet/app"}
+			cfg := e.config(tc.global, s)
+			rec := newRecorder()
+			a := newAgent(t, cfg, rec)
+			one(t, poll(a, "app"), "applied", d1)
+
+			unordered := e.push("fleet/app", "stable", artifact{files: withState(map[string]string{"x": "y"})}) // no created
+			if tc.ref == "pinned" {
+				s.ref = "{digest: " + unordered + "}"
+				a = newAgent(t, e.config(tc.global, s), rec)
+			}
+			r := one(t, poll(a, "app"), tc.want, unordered)
+			if tc.want == "applied" {
+				return
+			}
+			for _, want := range []string{"cannot be ordered", unordered + " has no signed org.opencontainers.image.created", "allowDowngrade", "berth rollback"} {
+				if !strings.Contains(r.Error, want) {
+					t.Errorf("error %q lacks %q", r.Error, want)
+				}
+			}
+			if got := current(t, a, "app"); got != d1 || rec.count() != 1 {
+				t.Errorf("current = %s after %d applies, want %s kept", short(got), rec.count(), short(d1))
+			}
+			// An explicit rollback to it is the operator's choice.
+			res, err := a.Rollback(context.Background(), "app", unordered)
+			if err != nil || res.Outcome != string(store.OutcomeRolledBack) {
+				t.Errorf("rollback to the unordered revision = %+v, %v", res, err)
+			}
+		})
+	}
+}
+
 func TestSemverDowngrade(t *testing.T) {
 	for _, allow := range []bool{false, true} {
 		name := "refused"
@@ -427,7 +475,7 @@ func TestRollback(t *testing.T) {
 		t.Fatalf("Rollback: %v", err)
 	}
 	if res.Outcome != string(store.OutcomeRolledBack) || res.Digest != d1 || res.Error != "" {
-		t.Fatalf("Rollback = %+v, want rolledback to %s (older, so a downgrade)", res, short(d1))
+		t.Fatalf("Rollback = %+v, want rolled-back to %s (older, so a downgrade)", res, short(d1))
 	}
 	c := rec.last(t)
 	if rec.count() != calls+1 || c.rev.Digest != d1 || c.prev == nil || c.prev.Digest != d2 {
@@ -459,7 +507,7 @@ func TestRollback(t *testing.T) {
 
 	// An explicit digest, and rolling back again from a rolled-back state.
 	res, err = a.Rollback(ctx, "app", d2)
-	if err != nil || res.Outcome != "rolledback" || res.Digest != d2 {
+	if err != nil || res.Outcome != "rolled-back" || res.Digest != d2 {
 		t.Fatalf("Rollback --to d2 = %+v, %v", res, err)
 	}
 	res, err = a.Rollback(ctx, "app", "")
@@ -490,7 +538,7 @@ func TestRollbackRepullsCollectedRevision(t *testing.T) {
 		t.Fatal("keepRevisions: 1 kept the older revision")
 	}
 	res, err := a.Rollback(ctx, "app", "")
-	if err != nil || res.Outcome != "rolledback" || res.Digest != d1 {
+	if err != nil || res.Outcome != "rolled-back" || res.Digest != d1 {
 		t.Fatalf("Rollback = %+v, %v", res, err)
 	}
 	if !a.store.Has(d1) || current(t, a, "app") != d1 {

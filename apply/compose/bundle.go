@@ -16,11 +16,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/moby/client"
 
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/source/oci"
 )
 
-// Images of a bundle source (see reconcile.ImageLoader) are loaded into
+// Images of a bundle source (the agent's ImageLoader) are loaded into
 // the engine so that Apply needs no registry. The engine (Debian's Docker
 // 20.10) loads `docker save` archives, not OCI layouts: each image, the
 // manifest for the engine's platform when it is an index, is read through
@@ -36,8 +35,6 @@ import (
 // was read from. Since the tag is derived from the manifest digest and the
 // manifest is checked against it, the tag always names content of that
 // digest (unless someone with access to the engine retags an image).
-
-var _ reconcile.ImageLoader = (*Applier)(nil)
 
 // bundleTagPrefix starts the tags of images loaded from bundles.
 const bundleTagPrefix = "berth-"
@@ -72,7 +69,7 @@ func BundleTag(ref string) (string, bool) {
 
 // LoadImages loads images (repo@sha256:…, as bundle.Bundle.Images lists
 // them) into the engine from rt, skipping those present (by digest, or
-// under their BundleTag). It implements reconcile.ImageLoader.
+// under their BundleTag). It implements the agent's ImageLoader (package reconcile).
 func (a *Applier) LoadImages(ctx context.Context, images []string, rt http.RoundTripper) error {
 	var plat *v1.Platform
 	for _, ref := range images {

@@ -5,14 +5,16 @@
 // Every app of the desired state with `compose:` (and every extension the
 // device enables that has one) is one Compose project named
 // berth-<source>-<app> (see ProjectName), loaded with compose-go from the
-// app's folder in the extracted revision. The only interpolation
-// environment is the device-local env file <EnvDir>/<app>.env, when it
-// exists: nothing comes from the agent's own environment, and no .env file
-// is ever read from the artifact.
+// app's folder in the extracted revision. The interpolation environment
+// is the app's state.Compose.Env (values its source gives, such as the
+// parameters of a Margo deployment) with the device-local env file
+// <EnvDir>/<app>.env over it, when it exists: nothing comes from the
+// agent's own environment, and no .env file is ever read from the
+// artifact.
 //
 // Apply converges the apps in order. For each app it makes sure the images
 // are present (pulling the pinned references that are missing, through the
-// registry mirrors of Options.Registries, see ensureImages and pull),
+// registry mirrors of Options.Mirrors, see ensureImages and pull),
 // runs the equivalent of `docker compose up -d --remove-orphans` (containers
 // whose configuration diverged are recreated, the others are left alone),
 // then waits until every container runs and, where it has a healthcheck, is
@@ -48,7 +50,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
 	"github.com/berth-dev/berth/apply/internal/converge"
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/state"
 )
@@ -68,7 +69,7 @@ const (
 	// container's service (see Applier.Apply).
 	LabelConfigHash = "dev.berth.config-hash"
 	// LabelImageMirror is the registry mirror that served the image the
-	// container was created from (see Options.Registries); absent when the
+	// container was created from (see Options.Mirrors); absent when the
 	// image came from its own registry. It is not part of any hash.
 	LabelImageMirror = "dev.berth.image-mirror"
 )
@@ -78,6 +79,10 @@ const (
 	DefaultHost        = "unix:///var/run/docker.sock"
 	DefaultWaitTimeout = 2 * time.Minute
 	DefaultEnvDir      = "/etc/berth/env"
+	// DefaultPullTimeout bounds the pull of one image from one registry:
+	// long enough for a large image over a slow link, short enough that a
+	// registry that stalls does not hold the device forever.
+	DefaultPullTimeout = 15 * time.Minute
 )
 
 // Outcomes reported in state.AppStatus.Outcome.
@@ -104,26 +109,29 @@ type Options struct {
 	// credHelpers, credsStore) for image pulls. Empty: Docker's default
 	// location ($DOCKER_CONFIG/config.json, else ~/.docker/config.json).
 	DockerConfig string
-	// Registries are the registry mirrors images are pulled through (the
-	// agent configuration's registries:, in file order; see package
-	// mirror). An image is pulled from the first endpoint that serves it,
-	// and the service then runs the reference that was pulled (the mirror's,
-	// same digest); the configuration hash is always that of the reference
-	// written in the compose file. Empty: every image comes from its own
-	// registry.
-	Registries []mirror.Set
+	// Mirrors are the registry mirrors images are pulled through (the
+	// agent configuration's registries:; see package mirror). An image is
+	// pulled from the first endpoint that serves it, and the service then
+	// runs the reference that was pulled (the mirror's, same digest); the
+	// configuration hash is always that of the reference written in the
+	// compose file. nil: every image comes from its own registry.
+	Mirrors *mirror.Resolver
+	// PullTimeout bounds the pull of one image from one endpoint. Default
+	// DefaultPullTimeout.
+	PullTimeout time.Duration
 	// Log receives what the applier does; nil discards it.
 	Log *slog.Logger
 }
 
 // Applier applies the Compose apps of revisions. It implements
-// reconcile.Applier; one Applier serves every source of the agent.
+// the agent's Applier (package reconcile, which checks it); one Applier
+// serves every source of the agent.
 type Applier struct {
 	opts   Options
 	log    *slog.Logger
 	docker client.APIClient
 	svc    api.Compose
-	// mirrors resolves Options.Registries; nil without any.
+	// mirrors is Options.Mirrors.
 	mirrors *mirror.Resolver
 
 	credsOnce sync.Once
@@ -140,8 +148,6 @@ type Applier struct {
 	debounce     time.Duration
 	pollInterval time.Duration
 }
-
-var _ reconcile.Applier = (*Applier)(nil)
 
 // New connects to the Docker Engine (lazily: an engine that is not up yet
 // fails the first Apply, not New) and creates the Compose service.
@@ -162,12 +168,8 @@ func New(ctx context.Context, o Options) (*Applier, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var mirrors *mirror.Resolver
-	if len(o.Registries) > 0 {
-		var err error
-		if mirrors, err = mirror.New(o.Registries); err != nil {
-			return nil, fmt.Errorf("compose: %w", err)
-		}
+	if o.PullTimeout <= 0 {
+		o.PullTimeout = DefaultPullTimeout
 	}
 	// The client negotiates the API version with the engine on its first
 	// request (Debian's 20.10 speaks 1.41).
@@ -185,7 +187,7 @@ func New(ctx context.Context, o Options) (*Applier, error) {
 		log:          log,
 		docker:       dc,
 		svc:          svc,
-		mirrors:      mirrors,
+		mirrors:      o.Mirrors,
 		drift:        map[string]*DriftState{},
 		limit:        converge.Limiter{Max: defaultMaxRestores, Window: defaultRestoreWindow},
 		debounce:     defaultDebounce,
@@ -217,6 +219,15 @@ func (a *Applier) Kind() string { return kind }
 // when its image changes), and a new revision with the same app
 // configuration recreates nothing.
 func (a *Applier) Apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
+	sts, err := a.apply(ctx, rev, prev)
+	for i := range sts {
+		sts[i].View = view(sts[i].Detail)
+	}
+	return sts, err
+}
+
+// apply is Apply without the shared view of each status.
+func (a *Applier) apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
 	mu := a.state.Lock(rev.Source)
 	mu.Lock()
 	defer mu.Unlock()

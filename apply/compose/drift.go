@@ -1,9 +1,11 @@
 package compose
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -290,31 +292,39 @@ func drifted(ap *appProject, cs []ctr) (reason string, force []string) {
 	return strings.Join(reasons, "; "), force
 }
 
-// ProjectReport is the live state of one managed project.
-type ProjectReport struct {
-	Source string          `json:"source"`
-	App    string          `json:"app"`
-	Detail json.RawMessage `json:"detail,omitempty"`
-	Drift  *DriftState     `json:"drift,omitempty"`
+// Report returns the live state of every project this applier converged,
+// with its drift record, for `berth status`.
+func (a *Applier) Report(ctx context.Context) []state.AppReport {
+	drift := a.Drift()
+	var out []state.AppReport
+	for _, t := range a.state.Targets() {
+		r := state.AppReport{Source: t.Rev.Source, App: t.App.Name, Kind: kind}
+		name := ProjectName(r.Source, r.App)
+		if d, ok := drift[name]; ok {
+			r.Drift = &state.Drift{Restores: d.Restores, LastRestore: d.LastRestore, LastError: d.LastError, Flapping: d.Flapping}
+			if d.LastReason != "" {
+				r.Drift.Drifted = []string{d.LastReason}
+			}
+		}
+		r.Detail = a.detail(ctx, name)
+		r.View = view(r.Detail)
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(x, y state.AppReport) int {
+		return cmp.Or(strings.Compare(x.Source, y.Source), strings.Compare(x.App, y.App))
+	})
+	return out
 }
 
-// Report returns the live state of every project this applier converged,
-// keyed by project name, with its drift record, for `berth status`.
-func (a *Applier) Report(ctx context.Context) any {
-	drift := a.Drift()
-	var reports []ProjectReport
-	for _, t := range a.state.Targets() {
-		r := ProjectReport{Source: t.Rev.Source, App: t.App.Name}
-		if d, ok := drift[ProjectName(r.Source, r.App)]; ok {
-			r.Drift = &d
-		}
-		reports = append(reports, r)
+// view is the shared view of a project's Detail; nil without one.
+func view(raw json.RawMessage) *state.View {
+	var d Detail
+	if len(raw) == 0 || json.Unmarshal(raw, &d) != nil || d.Project == "" {
+		return nil
 	}
-	out := map[string]ProjectReport{}
-	for _, r := range reports {
-		name := ProjectName(r.Source, r.App)
-		r.Detail = a.detail(ctx, name)
-		out[name] = r
+	v := &state.View{Unit: "project " + d.Project}
+	for _, s := range d.Services {
+		v.Parts = append(v.Parts, state.Part{Name: s.Name, State: s.State, Health: s.Health, Ref: s.Image, Mirror: s.Source})
 	}
-	return out
+	return v
 }

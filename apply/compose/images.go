@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	cerrdefs "github.com/containerd/errdefs"
@@ -39,7 +37,7 @@ type imageChoice struct {
 // and is then not pulled again: the reference the service's containers
 // already run first, so that a container is never recreated because
 // another copy of the same digest is also present, then the endpoints in
-// order (Registries), the written reference last. The written reference
+// order (Options.Mirrors), the written reference last. The written reference
 // counts even when the source registry is not an endpoint (sourceFallback
 // off): pinned, it is the same content. Last, an image loaded from a
 // bundle counts under its BundleTag, which names the same digest.
@@ -157,47 +155,27 @@ func localChoice(ref string, ep mirror.Endpoint) imageChoice {
 }
 
 // pull fetches the image ref (normally repo:tag@sha256:…, pinned by the
-// publishing side) into the engine: from the endpoints of
-// Options.Registries in order (mirror.Resolver.Endpoints: the mirrors, by
-// digest only unless their set allows tags, then the source registry
-// unless the set turns sourceFallback off; only the source when no set
-// matches), each with the credentials of the Docker config for its host,
-// stopping at the first that serves it. It returns that endpoint; the
-// error lists every endpoint tried with its error.
+// publishing side) into the engine through the failover of package mirror:
+// from the endpoints of Options.Mirrors in order (the mirrors, by digest
+// only unless their set allows tags, then the source registry unless the
+// set turns sourceFallback off; only the source when no set matches), each
+// with the credentials of the Docker config for its host and at most
+// Options.PullTimeout, stopping at the first that serves it. It returns
+// that endpoint; the error names every endpoint tried with its error.
 func (a *Applier) pull(ctx context.Context, ref string) (mirror.Endpoint, error) {
 	eps, err := a.mirrors.Resolve(ref)
 	if err != nil {
 		return mirror.Endpoint{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
-	var tried []string
-	for _, ep := range eps {
-		err := a.pullRef(ctx, ep.Ref)
-		if err == nil {
-			a.log.Info("compose: pulled image", "image", ref, "from", ep.Ref, "mirror", mirrorName(ep.Mirror))
-			return ep, nil
-		}
-		if ctx.Err() != nil {
-			return mirror.Endpoint{}, err
-		}
-		if len(eps) == 1 && ep.Mirror == "" {
-			return mirror.Endpoint{}, err // no mirror: the error of pullRef says it all
-		}
-		a.log.Warn("compose: pull failed, trying the next registry", "image", ref, "from", ep.Ref, "mirror", mirrorName(ep.Mirror), "err", err)
-		tried = append(tried, fmt.Sprintf("[%s] %v", mirrorName(ep.Mirror), err))
+	o := mirror.Options{What: "pull " + ref, Timeout: a.opts.PullTimeout, Log: a.log.With("applier", kind, "image", ref)}
+	ep, _, err := mirror.Try(ctx, eps, o, func(ctx context.Context, ep mirror.Endpoint) (mirror.Endpoint, error) {
+		return ep, a.pullRef(ctx, ep.Ref)
+	})
+	if err != nil {
+		return mirror.Endpoint{}, err
 	}
-	msg := fmt.Sprintf("pull %s: no registry served it; tried in order: %s", ref, strings.Join(tried, "; "))
-	if src, ok := a.mirrors.Source(ref); ok && eps[len(eps)-1].Mirror != "" {
-		msg += fmt.Sprintf("; the source registry was not tried: sourceFallback is off for %s", src)
-	}
-	return mirror.Endpoint{}, errors.New(msg)
-}
-
-// mirrorName names an endpoint in logs and errors.
-func mirrorName(m string) string {
-	if m == "" {
-		return "source"
-	}
-	return "mirror " + m
+	a.log.Info("compose: pulled image", "image", ref, "from", ep.Ref, "mirror", ep.Name())
+	return ep, nil
 }
 
 // pullRef pulls ref from its own registry with the credentials of the

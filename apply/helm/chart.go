@@ -23,6 +23,8 @@ import (
 	"helm.sh/helm/v3/pkg/ignore"
 	"helm.sh/helm/v3/pkg/registry"
 
+	"github.com/berth-dev/berth/internal/errdef"
+	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/state"
 )
@@ -192,13 +194,15 @@ func readCapped(fsys fs.FS, name string, max int64) ([]byte, error) {
 func chartTag(version string) string { return strings.ReplaceAll(version, "+", "_") }
 
 // pullChart fetches the OCI chart of h by the digest berth.yaml pins,
-// through the registry mirrors (Options.Registries): from each endpoint in
-// order, the manifest by digest (its digest and size verified), then the
-// chart layer through a size-capped, digest-verifying reader. A chart is
-// loaded only once every byte of its layer has been verified. An endpoint
-// that does not serve the chart (not found, unreachable, refused
-// credentials) passes to the next; content that does not match its digest,
-// or is not a Helm chart, is refused and fetched nowhere else.
+// through the failover of package mirror over the registry mirrors
+// (Options.Mirrors): from each endpoint in order, at most
+// Options.PullTimeout each, the manifest by digest (its digest and size
+// verified), then the chart layer through a size-capped, digest-verifying
+// reader. A chart is loaded only once every byte of its layer has been
+// verified. An endpoint that does not serve the chart (not found,
+// unreachable, refused credentials) passes to the next; content that does
+// not match its digest, or is not a Helm chart, is refused and fetched
+// nowhere else.
 func (a *Applier) pullChart(ctx context.Context, h *state.Helm) (*loadedChart, error) {
 	repo := strings.TrimPrefix(h.Chart, oci.Scheme)
 	named := fmt.Sprintf("chart %s version %s", h.Chart, h.Version)
@@ -214,42 +218,39 @@ func (a *Applier) pullChart(ctx context.Context, h *state.Helm) (*loadedChart, e
 	if err != nil {
 		return nil, err
 	}
-	var tried []string
-	allNotFound := true
-	for _, ep := range eps {
+	o := mirror.Options{What: named, Timeout: a.opts.PullTimeout, Log: a.log.With("applier", "helm", "chart", h.Chart)}
+	ch, i, err := mirror.Try(ctx, eps, o, func(ctx context.Context, ep mirror.Endpoint) (*chart.Chart, error) {
 		r, err := oci.ParseReference(ep.Ref)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", named, err)
 		}
-		ch, err := a.pullFrom(ctx, client, r, h, named)
-		if err == nil {
-			a.log.Info("helm: pulled chart", "chart", h.Chart, "version", h.Version, "digest", h.Digest, "from", r.String(), "mirror", mirrorName(ep.Mirror))
-			return &loadedChart{chart: ch, ref: h.Chart + ":" + h.Version, digest: h.Digest, mirror: ep.Mirror}, nil
-		}
-		if errors.Is(err, ErrChartDigest) || errors.Is(err, ErrNotChart) || ctx.Err() != nil {
-			return nil, err
-		}
-		allNotFound = allNotFound && errors.Is(err, oci.ErrNotFound)
-		if len(eps) > 1 {
-			a.log.Warn("helm: chart pull failed, trying the next registry", "chart", h.Chart, "from", r.String(), "mirror", mirrorName(ep.Mirror), "err", err)
-		}
-		tried = append(tried, fmt.Sprintf("[%s] %v", mirrorName(ep.Mirror), err))
+		return a.pullFrom(ctx, client, r, h, named)
+	})
+	if err == nil {
+		ep := eps[i]
+		a.log.Info("helm: pulled chart", "chart", h.Chart, "version", h.Version, "digest", h.Digest, "from", ep.Ref, "mirror", ep.Name())
+		return &loadedChart{chart: ch, ref: h.Chart + ":" + h.Version, digest: h.Digest, mirror: ep.Mirror}, nil
 	}
-	if allNotFound && len(eps) > 0 {
+	var te *mirror.TriedError
+	notFound := errors.Is(err, oci.ErrNotFound) && (!errors.As(err, &te) || te.All(oci.ErrNotFound))
+	if notFound && len(eps) > 0 {
 		// Say what the version's tag points at, when a registry tells.
 		msg := fmt.Sprintf("%s: no registry serves the digest %s that berth.yaml pins", named, h.Digest)
-		last := eps[len(eps)-1]
-		if r, err := oci.ParseReference(last.Ref); err == nil {
+		if r, err := oci.ParseReference(eps[len(eps)-1].Ref); err == nil {
 			if desc, err := client.Resolve(ctx, r.WithTag(chartTag(h.Version))); err == nil {
 				msg += fmt.Sprintf(" (%s:%s is %s)", r.Repo(), chartTag(h.Version), desc.Digest)
 			}
 		}
-		return nil, fmt.Errorf("%w: %s; tried in order: %s", ErrChartDigest, msg, strings.Join(tried, "; "))
+		tried := "[source] " + err.Error()
+		if te != nil {
+			tried = te.Tried()
+		}
+		return nil, fmt.Errorf("%w: %s; tried in order: %s", ErrChartDigest, msg, tried)
 	}
-	if len(tried) == 1 {
-		return nil, fmt.Errorf("%s: %s", named, strings.TrimPrefix(tried[0], "[source] "))
+	if te == nil && !errors.Is(err, errdef.ErrRefused) {
+		return nil, fmt.Errorf("%s: %w", named, err)
 	}
-	return nil, fmt.Errorf("%s: no registry served it; tried in order: %s", named, strings.Join(tried, "; "))
+	return nil, err
 }
 
 // pullFrom fetches and loads the chart from one endpoint.
@@ -318,14 +319,6 @@ func (a *Applier) ociClient() (*oci.Client, error) {
 	}
 	a.oci = c
 	return c, nil
-}
-
-// mirrorName names an endpoint in logs and errors.
-func mirrorName(m string) string {
-	if m == "" {
-		return "source"
-	}
-	return "mirror " + m
 }
 
 // values returns the effective values of app, merged the way Helm merges

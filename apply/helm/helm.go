@@ -13,7 +13,7 @@
 // through an os.Root so that nothing outside the revision is reached, or
 // from an OCI registry (chart: oci://…, version:) by the digest the lock
 // step wrote into berth.yaml at push time: the manifest is fetched by that
-// digest through the registry mirrors of Options.Registries, verified, and
+// digest through the registry mirrors of Options.Mirrors, verified, and
 // the chart layer (application/vnd.cncf.helm.chart.content.v1.tar+gzip)
 // streamed through a size-capped, digest-verifying reader before Helm
 // parses it. A chart without a digest, or whose digest no registry serves,
@@ -47,18 +47,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/release"
-	"helm.sh/helm/v3/pkg/storage/driver"
-
 	"github.com/berth-dev/berth/apply/internal/converge"
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/state"
@@ -96,6 +88,9 @@ const (
 	DefaultKubeconfig = "/etc/rancher/k3s/k3s.yaml"
 	DefaultNamespace  = "default"
 	DefaultValuesDir  = "/etc/berth/values"
+	// DefaultPullTimeout bounds the pull of one chart from one registry
+	// (a chart is at most MaxChartSize).
+	DefaultPullTimeout = 5 * time.Minute
 )
 
 // Outcomes reported in state.AppStatus.Outcome.
@@ -134,21 +129,24 @@ type Options struct {
 	CAFile string
 	// PlainHTTP talks plain HTTP to the chart registries.
 	PlainHTTP bool
-	// Registries are the registry mirrors charts are pulled through (the
-	// agent configuration's registries:, in file order; see package
-	// mirror). Empty: every chart comes from its own registry.
-	Registries []mirror.Set
+	// Mirrors are the registry mirrors charts are pulled through (the
+	// agent configuration's registries:; see package mirror). nil: every
+	// chart comes from its own registry.
+	Mirrors *mirror.Resolver
+	// PullTimeout bounds the pull of one chart from one registry. Default
+	// DefaultPullTimeout.
+	PullTimeout time.Duration
 	// Log receives what the applier does; nil discards it.
 	Log *slog.Logger
 }
 
-// Applier applies the Helm apps of revisions. It implements
-// reconcile.Applier, reconcile.Watcher and reconcile.Reporter; one Applier
-// serves every source of the agent.
+// Applier applies the Helm apps of revisions. It implements the agent's
+// Applier, Watcher and Reporter (package reconcile, which checks it); one
+// Applier serves every source of the agent.
 type Applier struct {
 	opts Options
 	log  *slog.Logger
-	// mirrors resolves Options.Registries; nil without any.
+	// mirrors is Options.Mirrors.
 	mirrors *mirror.Resolver
 
 	kubeMu sync.Mutex
@@ -168,12 +166,6 @@ type Applier struct {
 	limit   converge.Limiter        // restores by release key; stateMu
 }
 
-var (
-	_ reconcile.Applier  = (*Applier)(nil)
-	_ reconcile.Watcher  = (*Applier)(nil)
-	_ reconcile.Reporter = (*Applier)(nil)
-)
-
 // New makes a Helm applier. The cluster is reached lazily: a kubeconfig
 // that does not exist yet, or an API server that is not up, fails the
 // first Apply, not New.
@@ -188,17 +180,13 @@ func New(o Options) (*Applier, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var mirrors *mirror.Resolver
-	if len(o.Registries) > 0 {
-		var err error
-		if mirrors, err = mirror.New(o.Registries); err != nil {
-			return nil, fmt.Errorf("helm: %w", err)
-		}
+	if o.PullTimeout <= 0 {
+		o.PullTimeout = DefaultPullTimeout
 	}
 	return &Applier{
 		opts:    o,
 		log:     log,
-		mirrors: mirrors,
+		mirrors: o.Mirrors,
 		results: map[string]resultEntry{},
 		drift:   map[string]*DriftState{},
 		limit:   converge.Limiter{Max: defaultMaxRestores, Window: defaultRestoreWindow},
@@ -259,6 +247,18 @@ func releaseKey(namespace, name string) string { return namespace + "/" + name }
 // whose app rev no longer lists. It returns one status per app, and an
 // error joining the apps' errors.
 func (a *Applier) Apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
+	sts, err := a.apply(ctx, rev, prev)
+	for i := range sts {
+		var d Detail
+		if len(sts[i].Detail) > 0 && json.Unmarshal(sts[i].Detail, &d) == nil {
+			sts[i].View = view(d)
+		}
+	}
+	return sts, err
+}
+
+// apply is Apply without the shared view of each status.
+func (a *Applier) apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
 	mu := a.state.Lock(rev.Source)
 	mu.Lock()
 	defer mu.Unlock()
@@ -314,335 +314,4 @@ func (a *Applier) desiredKeys(rev state.Revision) map[string]bool {
 		m[releaseKey(a.namespace(app.Helm), app.Helm.ReleaseName)] = true
 	}
 	return m
-}
-
-// applyApp converges the release of one app and rolls it back on failure.
-// It returns the app's status, what the release is left on (nil when it
-// is not deployed), and the error of the app.
-func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.Revision, app state.App) (state.AppStatus, *appTarget, error) {
-	h := app.Helm
-	ns, name := a.namespace(h), h.ReleaseName
-	key := releaseKey(ns, name)
-	log := a.log.With("source", rev.Source, "app", app.Name, "release", key, "revision", rev.Digest)
-	status := state.AppStatus{Name: app.Name, Kind: kind}
-	detail := Detail{Release: name, Namespace: ns}
-	finish := func(outcome, msg string, err error) (state.AppStatus, *appTarget, error) {
-		status.Outcome, status.Message = outcome, msg
-		status.Detail, _ = json.Marshal(detail)
-		a.setResult(key, rev, app, outcome, msg)
-		return status, nil, err
-	}
-	fail := func(err error) (state.AppStatus, *appTarget, error) {
-		err = fmt.Errorf("app %q (release %s): %w", app.Name, key, err)
-		log.Error("helm: apply failed", "err", err)
-		st, _, err := finish(OutcomeFailed, err.Error(), err)
-		return st, a.state.Target(rev.Source, app.Name), err
-	}
-
-	lc, err := a.loadChart(ctx, rev, app)
-	if err != nil {
-		// Nothing was changed: what runs keeps running.
-		return fail(err)
-	}
-	detail.Chart, detail.ChartVersion = lc.chart.Name(), lc.chart.Metadata.Version
-	detail.ChartDigest, detail.Mirror = lc.digest, lc.mirror
-	vals, err := a.values(rev, app)
-	if err != nil {
-		return fail(err)
-	}
-	hash, err := configHash(lc.digest, vals)
-	if err != nil {
-		return fail(err)
-	}
-	cfg, kc, err := a.actionConfig(ns, h.MaxHistory)
-	if err != nil {
-		return fail(err)
-	}
-	hist, err := cfg.Releases.History(name)
-	if err != nil && !isNotFound(err) {
-		return fail(fmt.Errorf("read the release history: %w", err))
-	}
-	last, deployed := latest(hist), latestDeployed(hist)
-	if last != nil && (last.Labels[LabelSource] != rev.Source || last.Labels[LabelApp] != app.Name) {
-		return fail(fmt.Errorf("%w: a release %s already exists and belongs to %s: rename the release (helm.releaseName) or remove it", ErrNotOwned, key, owner(last)))
-	}
-	if last != nil && last.Info.Status == release.StatusDeployed && last.Labels[LabelConfigHash] == hash {
-		fillDetail(&detail, last)
-		log.Debug("helm: release unchanged", "helmRevision", last.Version)
-		st, _, _ := finish(OutcomeApplied, fmt.Sprintf("unchanged: revision %d of release %s is deployed with this chart and these values", last.Version, key), nil)
-		return st, a.targetAfter(rev, prev, app, true), nil
-	}
-	if last != nil && last.Info.Status.IsPending() {
-		age := time.Since(last.Info.LastDeployed.Time)
-		if age < h.Timeout+pendingGrace {
-			return fail(fmt.Errorf("revision %d of the release is %s since %s ago: another Helm operation is running; try again later", last.Version, last.Info.Status, age.Round(time.Second)))
-		}
-		log.Warn("helm: release left pending by an interrupted operation: marking it failed", "helmRevision", last.Version, "status", last.Info.Status, "since", age.Round(time.Second))
-		last.SetStatus(release.StatusFailed, fmt.Sprintf("berth: %s for %s, taken for interrupted", last.Info.Status, age.Round(time.Second)))
-		if err := cfg.Releases.Update(last); err != nil {
-			return fail(fmt.Errorf("mark the interrupted revision %d failed: %w", last.Version, err))
-		}
-	}
-	if err := a.ensureNamespace(ctx, kc, ns); err != nil {
-		return fail(err)
-	}
-
-	// Record on the release what it came from.
-	if lc.chart.Metadata.Annotations == nil {
-		lc.chart.Metadata.Annotations = map[string]string{}
-	}
-	lc.chart.Metadata.Annotations[AnnotationChartDigest] = lc.digest
-	lc.chart.Metadata.Annotations[AnnotationRevision] = rev.Digest
-	if lc.mirror != "" {
-		lc.chart.Metadata.Annotations[AnnotationChartMirror] = lc.mirror
-	} else {
-		delete(lc.chart.Metadata.Annotations, AnnotationChartMirror)
-	}
-	labels := map[string]string{LabelSource: rev.Source, LabelApp: app.Name, LabelConfigHash: hash}
-	description := "berth: revision " + rev.Digest
-	install := last == nil || last.Info.Status == release.StatusUninstalled
-	start := time.Now()
-	var rel *release.Release
-	if install {
-		in := action.NewInstall(cfg)
-		in.ReleaseName, in.Namespace = name, ns
-		in.Wait, in.Timeout = h.Wait, h.Timeout
-		in.Labels, in.Description = labels, description
-		in.Replace = last != nil // over an uninstalled release whose history was kept
-		log.Info("helm: installing", "chart", lc.ref, "chartDigest", lc.digest, "wait", h.Wait, "timeout", h.Timeout)
-		rel, err = in.RunWithContext(ctx, lc.chart, vals)
-	} else {
-		up := action.NewUpgrade(cfg)
-		up.Namespace = ns
-		up.Wait, up.Timeout = h.Wait, h.Timeout
-		up.MaxHistory = h.MaxHistory
-		up.Labels, up.Description = labels, description
-		up.ResetValues = true // the values are exactly these, never the last ones reused
-		log.Info("helm: upgrading", "chart", lc.ref, "chartDigest", lc.digest, "from", last.Version, "wait", h.Wait, "timeout", h.Timeout)
-		rel, err = up.RunWithContext(ctx, name, lc.chart, vals)
-	}
-	if err == nil {
-		fillDetail(&detail, rel)
-		verb := "upgraded to"
-		if install {
-			verb = "installed as"
-		}
-		msg := fmt.Sprintf("%s revision %d of release %s", verb, rel.Version, key)
-		log.Info("helm: applied", "helmRevision", rel.Version, "took", time.Since(start).Round(time.Millisecond))
-		st, _, _ := finish(OutcomeApplied, msg, nil)
-		return st, a.targetAfter(rev, prev, app, true), nil
-	}
-
-	// Failure: say what was not ready, then roll the release back.
-	var manifest string
-	if rel != nil {
-		manifest = rel.Manifest
-	}
-	if notReady := a.notReady(ctx, cfg, manifest); len(notReady) > 0 {
-		detail.NotReady = notReady
-		err = fmt.Errorf("%w within %s: %s (helm: %v)", ErrNotReady, h.Timeout, strings.Join(notReady, "; "), err)
-	}
-	log.Warn("helm: apply failed, rolling back", "err", err)
-	rbMsg, rbErr := a.rollback(ctx, cfg, name, h, install, deployed)
-	switch {
-	case rbErr != nil:
-		err = fmt.Errorf("%w; rollback failed: %v", err, rbErr)
-	default:
-		err = fmt.Errorf("%w; %s", err, rbMsg)
-	}
-	if cur, rerr := cfg.Releases.Last(name); rerr == nil {
-		fillDetail(&detail, cur)
-	} else {
-		detail.Revision, detail.Status = 0, ""
-	}
-	st, _, err := fail(err)
-	if rbErr != nil {
-		return st, a.state.Target(rev.Source, app.Name), err
-	}
-	if deployed == nil {
-		return st, nil, err
-	}
-	return st, a.targetAfter(rev, prev, app, false), err
-}
-
-// rollback brings the release back to the revision deployed before
-// (deployed), or uninstalls it when it had none and this was its install.
-// It returns what it did.
-func (a *Applier) rollback(ctx context.Context, cfg *action.Configuration, name string, h *state.Helm, install bool, deployed *release.Release) (string, error) {
-	_ = ctx // Helm's rollback and uninstall take no context: they are bounded by the timeout.
-	switch {
-	case deployed != nil:
-		rb := action.NewRollback(cfg)
-		rb.Version = deployed.Version
-		rb.Wait, rb.Timeout = h.Wait, h.Timeout
-		rb.MaxHistory = h.MaxHistory
-		if err := rb.Run(name); err != nil {
-			return "", fmt.Errorf("roll back to revision %d: %w", deployed.Version, err)
-		}
-		return fmt.Sprintf("rolled back to revision %d (%s)", deployed.Version, revisionOf(deployed)), nil
-	case install:
-		un := action.NewUninstall(cfg)
-		un.Timeout = h.Timeout
-		if _, err := un.Run(name); err != nil && !isNotFound(err) {
-			return "", fmt.Errorf("uninstall the failed first install: %w", err)
-		}
-		return "the release had no deployed revision before: uninstalled", nil
-	default:
-		return "no deployed revision to roll back to: the release is left failed", nil
-	}
-}
-
-// revisionOf names the berth revision that made a release revision.
-func revisionOf(r *release.Release) string {
-	if r.Chart != nil && r.Chart.Metadata != nil {
-		if d := r.Chart.Metadata.Annotations[AnnotationRevision]; d != "" {
-			return "berth revision " + d
-		}
-	}
-	return "not made by berth"
-}
-
-// targetAfter is what the app is left on: rev's app when it applied, else
-// (it was rolled back) what it was on before.
-func (a *Applier) targetAfter(rev state.Revision, prev *state.Revision, app state.App, ok bool) *appTarget {
-	if ok {
-		return &appTarget{Rev: rev, App: app}
-	}
-	if t := a.state.Target(rev.Source, app.Name); t != nil {
-		return t
-	}
-	if prevApp, found := hasApp(prev, app.Name); found {
-		pr := *prev
-		pr.Source = rev.Source
-		return &appTarget{Rev: pr, App: prevApp}
-	}
-	return nil
-}
-
-// fillDetail copies what a release says about itself into d.
-func fillDetail(d *Detail, r *release.Release) {
-	if r == nil {
-		return
-	}
-	d.Revision = r.Version
-	if r.Info != nil {
-		d.Status = r.Info.Status.String()
-	}
-	if r.Chart != nil && r.Chart.Metadata != nil {
-		d.Chart, d.ChartVersion = r.Chart.Metadata.Name, r.Chart.Metadata.Version
-		d.ChartDigest = r.Chart.Metadata.Annotations[AnnotationChartDigest]
-		d.Mirror = r.Chart.Metadata.Annotations[AnnotationChartMirror]
-	}
-}
-
-// latest returns the newest revision of a history.
-func latest(hist []*release.Release) *release.Release {
-	var out *release.Release
-	for _, r := range hist {
-		if out == nil || r.Version > out.Version {
-			out = r
-		}
-	}
-	return out
-}
-
-// latestDeployed returns the newest deployed revision of a history.
-func latestDeployed(hist []*release.Release) *release.Release {
-	var out *release.Release
-	for _, r := range hist {
-		if r.Info != nil && r.Info.Status == release.StatusDeployed && (out == nil || r.Version > out.Version) {
-			out = r
-		}
-	}
-	return out
-}
-
-// owner describes who owns a release, for errors.
-func owner(r *release.Release) string {
-	if r.Labels[LabelSource] == "" {
-		return "no berth source (it was not installed by berth)"
-	}
-	return fmt.Sprintf("source %q, app %q", r.Labels[LabelSource], r.Labels[LabelApp])
-}
-
-// releaseInfo is a release of a source found on the cluster.
-type releaseInfo struct {
-	namespace, name string
-	source, app     string
-	status          release.Status
-}
-
-func (r releaseInfo) key() string { return releaseKey(r.namespace, r.name) }
-
-// listReleases finds the releases of source in every namespace (their
-// newest revisions), by the LabelSource of their records.
-func (a *Applier) listReleases(ctx context.Context, source string) (map[string]releaseInfo, error) {
-	kc, err := a.conn()
-	if err != nil {
-		return nil, err
-	}
-	_ = ctx // Helm's storage drivers take no context.
-	d := driver.NewSecrets(kc.clientset.CoreV1().Secrets(""))
-	d.Log = func(format string, v ...any) { a.log.Debug("helm: " + fmt.Sprintf(format, v...)) }
-	rels, err := d.Query(map[string]string{"owner": "helm", LabelSource: source})
-	if err != nil && !isNotFound(err) {
-		return nil, fmt.Errorf("list the Helm releases on %s: %w", kc.config.Host, err)
-	}
-	newest := map[string]*release.Release{}
-	for _, r := range rels {
-		k := releaseKey(r.Namespace, r.Name)
-		if cur, ok := newest[k]; !ok || r.Version > cur.Version {
-			newest[k] = r
-		}
-	}
-	out := map[string]releaseInfo{}
-	for k, r := range newest {
-		st := release.StatusUnknown
-		if r.Info != nil {
-			st = r.Info.Status
-		}
-		if st == release.StatusUninstalled {
-			continue
-		}
-		out[k] = releaseInfo{namespace: r.Namespace, name: r.Name, source: r.Labels[LabelSource], app: r.Labels[LabelApp], status: st}
-	}
-	return out, nil
-}
-
-// pruneCandidates lists the releases that are not among want, sorted.
-func pruneCandidates(existing map[string]releaseInfo, want map[string]bool) []releaseInfo {
-	var out []releaseInfo
-	for _, k := range slices.Sorted(maps.Keys(existing)) {
-		if !want[k] {
-			out = append(out, existing[k])
-		}
-	}
-	return out
-}
-
-// prune uninstalls a release its source no longer deploys.
-func (a *Applier) prune(ctx context.Context, r releaseInfo) (state.AppStatus, error) {
-	_ = ctx // Helm's uninstall takes no context: it is bounded by its timeout.
-	status := state.AppStatus{Name: r.app, Kind: kind}
-	detail, _ := json.Marshal(Detail{Release: r.name, Namespace: r.namespace})
-	status.Detail = detail
-	cfg, _, err := a.actionConfig(r.namespace, 0)
-	if err == nil {
-		un := action.NewUninstall(cfg)
-		un.Timeout = state.DefaultTimeout
-		if _, err = un.Run(r.name); isNotFound(err) {
-			err = nil
-		}
-	}
-	if err != nil {
-		err = fmt.Errorf("prune app %q (release %s): %w", r.app, r.key(), err)
-		status.Outcome, status.Message = OutcomeFailed, err.Error()
-		a.log.Error("helm: prune failed", "source", r.source, "app", r.app, "release", r.key(), "err", err)
-		return status, err
-	}
-	status.Outcome = OutcomePruned
-	status.Message = fmt.Sprintf("uninstalled release %s: the revision no longer lists the app", r.key())
-	a.forget(r.key())
-	a.log.Info("helm: pruned", "source", r.source, "app", r.app, "release", r.key())
-	return status, nil
 }

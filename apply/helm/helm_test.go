@@ -188,9 +188,9 @@ func TestLifecycle(t *testing.T) {
 	stopWatch()
 
 	// Report: the live release, the last apply result, the drift.
-	rep, ok := a.Report(ctx).(map[string]ReleaseReport)[key]
+	rep, ok := a.releases(ctx)[key]
 	if !ok {
-		t.Fatalf("no report for %s: %+v", key, a.Report(ctx))
+		t.Fatalf("no report for %s: %+v", key, a.releases(ctx))
 	}
 	if rep.Source != src || rep.App != "hello" || rep.Revision != 4 || rep.Status != "deployed" || rep.Chart != "hello" || rep.ChartDigest != d.ChartDigest || rep.Error != "" {
 		t.Errorf("report = %+v", rep)
@@ -214,7 +214,7 @@ func TestLifecycle(t *testing.T) {
 	if configMap(t, k, ns, "hello-config") != nil || service(t, k, ns, rel) != nil {
 		t.Error("objects of the pruned release are left")
 	}
-	if _, ok := a.Report(ctx).(map[string]ReleaseReport)[key]; ok {
+	if _, ok := a.releases(ctx)[key]; ok {
 		t.Error("the pruned release is still reported")
 	}
 }

@@ -178,11 +178,11 @@ func TestOCIChart(t *testing.T) {
 	})
 
 	t.Run("through a mirror", func(t *testing.T) {
-		b := newApplier(t, k, Options{CAFile: caFile, DockerConfig: dockerConfig, Registries: []mirror.Set{{
+		b := newApplier(t, k, Options{CAFile: caFile, DockerConfig: dockerConfig, Mirrors: mirrors(t, mirror.Set{
 			Source:         reg.Host() + "/charts",
 			Mirrors:        []string{mir.Host() + "/charts"},
 			SourceFallback: true,
-		}}})
+		})})
 		reg.Stop() // only the mirror can serve it
 		defer reg.Start()
 		sts := mustApply(t, b, revision(t, "oci-mirror", "ok", state("oci-mirror", digest), nil), nil)
@@ -194,4 +194,15 @@ func TestOCIChart(t *testing.T) {
 			t.Error("no ConfigMap")
 		}
 	})
+}
+
+// mirrors is the resolver of sets (the agent builds one from its
+// configuration's registries:, which package mirror checks).
+func mirrors(t *testing.T, sets ...mirror.Set) *mirror.Resolver {
+	t.Helper()
+	r, err := mirror.New(sets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -33,7 +33,7 @@ func TestReportAfterRestart(t *testing.T) {
 
 	// The agent restarts: a new Applier knows nothing until its Watch runs.
 	a := newApplier(t, k, Options{ValuesDir: before.opts.ValuesDir})
-	if rep := a.Report(ctx).(map[string]ReleaseReport); len(rep) != 0 {
+	if rep := a.releases(ctx); len(rep) != 0 {
 		t.Errorf("report before Watch = %+v, want none", rep)
 	}
 
@@ -70,14 +70,14 @@ func TestReportAfterRestart(t *testing.T) {
 			t.Errorf("%s: drifted = %q, want the deleted Service", when, got)
 		}
 	}
-	rep, ok := a.Report(ctx).(map[string]ReleaseReport)[key]
+	rep, ok := a.releases(ctx)[key]
 	check("while Watch runs", rep, ok)
 
 	// After the loop stops the report still stands, and reading it writes
 	// nothing.
 	stopWatch()
 	mark := k.Mark()
-	rep, ok = a.Report(ctx).(map[string]ReleaseReport)[key]
+	rep, ok = a.releases(ctx)[key]
 	noWrites(t, k, mark, "a report")
 	check("after Watch", rep, ok)
 	if n := len(releaseSecrets(t, k, ns, rel)); n != 1 {

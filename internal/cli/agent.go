@@ -2,48 +2,60 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-dev/berth/apply/compose"
-	"github.com/berth-dev/berth/apply/helm"
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/store"
-	"github.com/berth-dev/berth/source/mirror"
-	"github.com/berth-dev/berth/state"
 )
 
 const defaultAgentConfig = "/etc/berth/agent.yaml"
 
-func newAgentCmd(g *globals) *cobra.Command {
-	var path string
-	var once, check bool
-	cmd := &cobra.Command{
-		Use:   "agent --config /etc/berth/agent.yaml",
-		Short: "Run the device agent: track, verify, fetch, switch and apply revisions",
-		Long: `Run the device agent. For every source in the configuration it resolves
+// Agent runs the device agent with the appliers linked into the binary
+// (package agentrun, in cmd/berth-agent). cmd/berth has none: its `agent`
+// command runs berth-agent instead, so that its one-shot commands do not
+// pay for the Compose and Helm SDKs.
+type Agent interface {
+	// Once reconciles every source once.
+	Once(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]api.ReconcileResult, error)
+	// Serve runs the agent until ctx ends.
+	Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error
+	// Appliers names the appliers linked in.
+	Appliers() []string
+	// Probe warns of each enabled applier whose Docker Engine or
+	// kube-apiserver does not answer.
+	Probe(ctx context.Context, cfg *config.Config) []string
+}
+
+const agentShort = "Run the device agent: track, verify, fetch, switch and apply revisions"
+
+const agentLong = `Run the device agent. For every source in the configuration it resolves
 the tag, digest or semver range to one digest, verifies that digest's
 signature, refuses downgrades, pulls and extracts it beside the current
 revision, switches it in atomically and hands it to the appliers.
 
 It serves a local API on a unix socket (status, reconcile, suspend, rollback,
 metrics, registry webhooks) that the other device commands use, and tells
-systemd when it is ready (Type=notify).`,
+systemd when it is ready (Type=notify).`
+
+func newAgentCmd(g *globals, a Agent) *cobra.Command {
+	var path string
+	var once, check bool
+	cmd := &cobra.Command{
+		Use:   "agent --config /etc/berth/agent.yaml",
+		Short: agentShort,
+		Long:  agentLong,
 		Example: `  berth agent --config /etc/berth/agent.yaml
   berth agent --config /etc/berth/agent.yaml --check-config
   # reconcile every source once and exit non-zero if any failed (scripts, CI)
@@ -58,21 +70,23 @@ systemd when it is ready (Type=notify).`,
 				if err := cfg.Check(); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "%s: valid (%d sources)\n", path, len(cfg.Sources))
-				return nil
+				warnings := []string{}
+				if a != nil {
+					warnings = append(warnings, a.Probe(cmd.Context(), cfg)...)
+				}
+				return g.print(map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources), "warnings": warnings}, func(w io.Writer) {
+					fmt.Fprintf(w, "%s: valid (%d sources)\n", path, len(cfg.Sources))
+					for _, wn := range warnings {
+						fmt.Fprintf(g.stderr, "warning: %s\n", wn)
+					}
+				})
 			}
-			log := g.agentLogger(cfg)
-			appliers, closeAppliers, err := newAppliers(cmd.Context(), cfg, log)
-			if err != nil {
-				return err
-			}
-			defer closeAppliers()
-			agent, err := reconcile.New(cfg, reconcile.Options{Appliers: appliers, Log: log, Version: Version})
-			if err != nil {
-				return err
-			}
+			log := g.agentLogger(cfg, once)
 			if once {
-				res := agent.RunOnce(cmd.Context())
+				res, err := a.Once(cmd.Context(), cfg, log)
+				if err != nil {
+					return err
+				}
 				failed := 0
 				for _, r := range res {
 					if r.Failed() {
@@ -87,7 +101,7 @@ systemd when it is ready (Type=notify).`,
 				}
 				return nil
 			}
-			return reconcile.Serve(cmd.Context(), agent, cfg, log)
+			return a.Serve(cmd.Context(), cfg, log)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", defaultAgentConfig, "agent configuration file")
@@ -96,58 +110,16 @@ systemd when it is ready (Type=notify).`,
 	return cmd
 }
 
-// newAppliers creates the appliers the configuration enables.
-func newAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]reconcile.Applier, func(), error) {
-	var out []reconcile.Applier
-	closers := []func() error{}
-	// Image and chart pulls use the first source credentials given: one
-	// Docker config per device is the usual layout.
-	var dockerConfig string
-	for _, s := range cfg.Sources {
-		if s.Credentials.DockerConfig != "" {
-			dockerConfig = s.Credentials.DockerConfig
-			break
-		}
-	}
-	var registries []mirror.Set
-	for _, r := range cfg.Registries {
-		registries = append(registries, mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback})
-	}
-	if o := cfg.Apply.Compose; o.Enabled {
-		ca, err := compose.New(ctx, compose.Options{Host: o.Host, WaitTimeout: o.WaitTimeout, EnvDir: o.EnvDir, DockerConfig: dockerConfig, Registries: registries, Log: log})
-		if err != nil {
-			return nil, nil, fmt.Errorf("compose applier: %w", err)
-		}
-		out, closers = append(out, ca), append(closers, ca.Close)
-	}
-	if o := cfg.Apply.Helm; o.Enabled {
-		// Charts usually live in the registry of the sources: trust the
-		// first source's CA, and speak plain HTTP when it does.
-		var caFile string
-		var plainHTTP bool
-		for _, s := range cfg.Sources {
-			if s.CAFile != "" || s.Insecure {
-				caFile, plainHTTP = s.CAFile, s.Insecure
-				break
-			}
-		}
-		ha, err := helm.New(helm.Options{Kubeconfig: o.Kubeconfig, ValuesDir: o.ValuesDir, DockerConfig: dockerConfig, CAFile: caFile, PlainHTTP: plainHTTP, Registries: registries, Log: log})
-		if err != nil {
-			return nil, nil, fmt.Errorf("helm applier: %w", err)
-		}
-		out = append(out, ha)
-	}
-	return out, func() {
-		for _, c := range closers {
-			_ = c()
-		}
-	}, nil
-}
-
-// agentLogger honours the config's log settings over the flags.
-func (g *globals) agentLogger(cfg *config.Config) *slog.Logger {
+// agentLogger takes --log-level, else the config's level; the config's format
+// over --log-format.
+// With --once, the results table says what failed: the logs stay at
+// errors unless --log-level says otherwise.
+func (g *globals) agentLogger(cfg *config.Config, once bool) *slog.Logger {
 	level, format := g.logLevel, g.logFormat
-	if cfg.Log.Level != "" {
+	switch {
+	case once && level == "":
+		level = "error"
+	case level == "" && cfg.Log.Level != "":
 		level = cfg.Log.Level
 	}
 	if cfg.Log.Format != "" {
@@ -231,8 +203,11 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			st, err := api.NewClient(socket).Status(cmd.Context())
 			if errors.Is(err, api.ErrNoAgent) {
+				if !recorded(stateDir) {
+					return d.nothingHere(stateDir, socket)
+				}
 				g.log.Warn("no agent is running: showing the recorded state", "stateDir", stateDir)
-				st, err = statusFromFile(stateDir)
+				st, err = api.Offline{StateDir: stateDir}.Status()
 			}
 			if err != nil {
 				return err
@@ -242,99 +217,6 @@ func newStatusCmd(g *globals) *cobra.Command {
 	}
 	d.register(cmd)
 	return cmd
-}
-
-// statusFromFile builds a status from state.json when no agent runs.
-func statusFromFile(stateDir string) (*api.Status, error) {
-	state, err := store.ReadState(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	st := &api.Status{StateDir: stateDir}
-	for _, name := range slices.Sorted(maps.Keys(state.Sources)) {
-		st.Sources = append(st.Sources, api.SourceStatus{Name: name, SourceState: *state.Sources[name]})
-	}
-	return st, nil
-}
-
-func printStatus(w io.Writer, st *api.Status) {
-	live := liveCompose(st)
-	liveH := liveHelm(st)
-	if len(st.Sources) == 0 {
-		fmt.Fprintln(w, "no sources")
-		return
-	}
-	for _, s := range st.Sources {
-		fmt.Fprintf(w, "source %s", s.Name)
-		if s.URL != "" {
-			fmt.Fprintf(w, "  %s (%s, every %s)", s.URL, s.Ref, s.Interval)
-		}
-		if s.Suspended {
-			fmt.Fprint(w, "  SUSPENDED")
-		}
-		fmt.Fprintln(w)
-		if a := s.Applied; a != nil {
-			fmt.Fprintf(w, "  applied:  %s", a.Digest)
-			if a.Version != "" {
-				fmt.Fprintf(w, " (version %s)", a.Version)
-			} else if a.Tag != "" {
-				fmt.Fprintf(w, " (tag %s)", a.Tag)
-			}
-			fmt.Fprintf(w, " at %s\n", a.Time.Format(time.RFC3339))
-			if r := a.Annotations["org.opencontainers.image.revision"]; r != "" {
-				fmt.Fprintf(w, "  revision: %s\n", r)
-			}
-			if a.Via != nil {
-				fmt.Fprintf(w, "  via:      %s\n", describeVia(a.Via))
-			}
-		} else {
-			fmt.Fprintln(w, "  applied:  nothing yet")
-		}
-		if l := s.Last; l != nil {
-			fmt.Fprintf(w, "  last:     %s at %s", l.Outcome, l.Time.Format(time.RFC3339))
-			if l.Error != "" {
-				fmt.Fprintf(w, ": %s", l.Error)
-			}
-			fmt.Fprintln(w)
-		}
-		if !s.NextReconcile.IsZero() {
-			fmt.Fprintf(w, "  next:     %s\n", s.NextReconcile.Format(time.RFC3339))
-		}
-		if s.Applied != nil {
-			for _, app := range s.Applied.Apps {
-				if app.Kind == "helm" {
-					printHelmApp(w, s.Name, app, liveH)
-					continue
-				}
-				printApp(w, s.Name, app, live)
-			}
-		}
-	}
-}
-
-// describeVia says where the fetches of a revision came from, grouped:
-// "mirror registry.plant.local/acme (manifest, signatures, layer); source (tag)".
-func describeVia(v *store.Via) string {
-	var order []string
-	what := map[string][]string{}
-	for _, f := range []struct{ name, via string }{{"tag", v.Tag}, {"manifest", v.Manifest}, {"signatures", v.Signatures}, {"layer", v.Layer}} {
-		if f.via == "" {
-			continue
-		}
-		if _, ok := what[f.via]; !ok {
-			order = append(order, f.via)
-		}
-		what[f.via] = append(what[f.via], f.name)
-	}
-	parts := make([]string, 0, len(order))
-	for _, via := range order {
-		name := via
-		if via != store.ViaSource && via != store.ViaBundle {
-			name = "mirror " + via
-		}
-		parts = append(parts, fmt.Sprintf("%s (%s)", name, strings.Join(what[via], ", ")))
-	}
-	return strings.Join(parts, "; ")
 }
 
 func newHistoryCmd(g *globals) *cobra.Command {
@@ -352,14 +234,7 @@ func newHistoryCmd(g *globals) *cobra.Command {
 			}
 			hist, err := api.NewClient(socket).History(cmd.Context(), args[0])
 			if errors.Is(err, api.ErrNoAgent) {
-				var state *store.State
-				if state, err = store.ReadState(stateDir); err == nil {
-					ss, ok := state.Sources[args[0]]
-					if !ok {
-						return fmt.Errorf("no source %q recorded in %s", args[0], stateDir)
-					}
-					hist = ss.History
-				}
+				hist, err = api.Offline{StateDir: stateDir}.History(args[0])
 			}
 			if err != nil {
 				return err
@@ -504,7 +379,7 @@ func newSuspendCmd(g *globals, suspend bool) *cobra.Command {
 			}
 			if errors.Is(err, api.ErrNoAgent) {
 				// No agent: record the choice; the agent honours it at start.
-				err = setSuspended(stateDir, args[0], suspend)
+				err = api.Offline{StateDir: stateDir}.Suspend(args[0], suspend)
 			}
 			if err != nil {
 				return err
@@ -518,166 +393,22 @@ func newSuspendCmd(g *globals, suspend bool) *cobra.Command {
 	return cmd
 }
 
-func setSuspended(stateDir, name string, suspend bool) error {
-	state, err := store.ReadState(stateDir)
-	if err != nil {
-		return err
-	}
-	state.Source(name).Suspended = suspend
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return err
-	}
-	return store.WriteState(stateDir, state)
+// recorded reports whether an agent ever recorded state in stateDir.
+func recorded(stateDir string) bool {
+	_, err := os.Stat(filepath.Join(stateDir, store.StateFile))
+	return err == nil
 }
 
-// liveCompose decodes the Compose applier's live report, if any.
-func liveCompose(st *api.Status) map[string]compose.ProjectReport {
-	raw, ok := st.Appliers["compose"]
-	if !ok {
-		return nil
-	}
-	b, err := json.Marshal(raw)
-	if err != nil {
-		return nil
-	}
-	var out map[string]compose.ProjectReport
-	if json.Unmarshal(b, &out) != nil {
-		return nil
-	}
-	return out
-}
-
-// liveHelm decodes the Helm applier's live report, if any: releases by
-// "namespace/name".
-func liveHelm(st *api.Status) map[string]helm.ReleaseReport {
-	raw, ok := st.Appliers["helm"]
-	if !ok {
-		return nil
-	}
-	b, err := json.Marshal(raw)
-	if err != nil {
-		return nil
-	}
-	var out map[string]helm.ReleaseReport
-	if json.Unmarshal(b, &out) != nil {
-		return nil
-	}
-	return out
-}
-
-// printHelmApp prints one Helm app: its result in the applied revision,
-// then its release as it stands now (or as it was applied, without an
-// agent): chart, chart digest, revision, status, the last apply result and
-// the drift found.
-func printHelmApp(w io.Writer, source string, app state.AppStatus, live map[string]helm.ReleaseReport) {
-	fmt.Fprintf(w, "  app %s (helm): %s", app.Name, app.Outcome)
-	if app.Message != "" {
-		fmt.Fprintf(w, ": %s", firstLine(app.Message))
-	}
-	fmt.Fprintln(w)
-	var d helm.Detail
-	if len(app.Detail) > 0 {
-		_ = json.Unmarshal(app.Detail, &d)
-	}
-	when := "at apply"
-	var rep *helm.ReleaseReport
-	for _, k := range slices.Sorted(maps.Keys(live)) {
-		if r := live[k]; r.Source == source && r.App == app.Name {
-			rep = &r
-			break
-		}
-	}
-	if rep != nil && rep.Error == "" {
-		d, when = rep.Detail, "now"
-	}
-	if d.Release == "" {
-		return
-	}
-	fmt.Fprintf(w, "    release %s/%s (%s):", d.Namespace, d.Release, when)
-	if d.Revision > 0 {
-		fmt.Fprintf(w, " revision %d %s", d.Revision, d.Status)
+// nothingHere says where the device commands looked for an agent and found
+// none: no answer on the socket, no state.json, and whether the
+// configuration was found.
+func (d *deviceFlags) nothingHere(stateDir, socket string) error {
+	cfgNote := "config " + d.config
+	if _, err := os.Stat(d.config); err != nil {
+		cfgNote += " is missing"
 	} else {
-		fmt.Fprint(w, " not installed")
+		cfgNote += " was read"
 	}
-	fmt.Fprintln(w)
-	if d.Chart != "" {
-		fmt.Fprintf(w, "      chart:  %s %s  %s", d.Chart, d.ChartVersion, d.ChartDigest)
-		if d.Mirror != "" {
-			fmt.Fprintf(w, " (via mirror %s)", d.Mirror)
-		}
-		fmt.Fprintln(w)
-	}
-	for _, nr := range d.NotReady {
-		fmt.Fprintf(w, "      not ready: %s\n", nr)
-	}
-	if rep == nil {
-		return
-	}
-	if rep.Error != "" {
-		fmt.Fprintf(w, "      live state unavailable: %s\n", firstLine(rep.Error))
-	}
-	if l := rep.LastApply; l != nil {
-		fmt.Fprintf(w, "      last apply: %s at %s", l.Outcome, l.Time.Format(time.RFC3339))
-		if l.Message != "" {
-			fmt.Fprintf(w, ": %s", firstLine(l.Message))
-		}
-		fmt.Fprintln(w)
-	}
-	if dr := rep.Drift; dr != nil {
-		switch {
-		case dr.Restores > 0:
-			fmt.Fprintf(w, "      drift: %d restores, last %s (%s)", dr.Restores, dr.LastRestore.Format(time.RFC3339), strings.Join(dr.Drifted, "; "))
-			if dr.Flapping {
-				fmt.Fprint(w, " FLAPPING: restores paused")
-			}
-			fmt.Fprintln(w)
-		case len(dr.Drifted) > 0:
-			fmt.Fprintf(w, "      drift: found, not restored (%s)\n", strings.Join(dr.Drifted, "; "))
-		case !dr.LastCheck.IsZero():
-			fmt.Fprintf(w, "      drift: none (checked %s)\n", dr.LastCheck.Format(time.RFC3339))
-		}
-		if dr.LastError != "" {
-			fmt.Fprintf(w, "      drift error: %s\n", firstLine(dr.LastError))
-		}
-	}
-}
-
-// printApp prints one app: its last apply result and, for Compose apps,
-// the services as they run now (or as they were applied, without an agent).
-func printApp(w io.Writer, source string, app state.AppStatus, live map[string]compose.ProjectReport) {
-	fmt.Fprintf(w, "  app %s (%s): %s", app.Name, app.Kind, app.Outcome)
-	if app.Message != "" {
-		fmt.Fprintf(w, ": %s", firstLine(app.Message))
-	}
-	fmt.Fprintln(w)
-	detail := app.Detail
-	when := "at apply"
-	if r, ok := live[compose.ProjectName(source, app.Name)]; ok {
-		if len(r.Detail) > 0 {
-			detail, when = r.Detail, "now"
-		}
-		if d := r.Drift; d != nil && d.Restores > 0 {
-			fmt.Fprintf(w, "    drift: %d restores, last %s (%s)", d.Restores, d.LastRestore.Format(time.RFC3339), d.LastReason)
-			if d.Flapping {
-				fmt.Fprint(w, " FLAPPING: restores paused")
-			}
-			fmt.Fprintln(w)
-		}
-	}
-	var d compose.Detail
-	if len(detail) == 0 || json.Unmarshal(detail, &d) != nil {
-		return
-	}
-	fmt.Fprintf(w, "    project %s (%s):\n", d.Project, when)
-	for _, svc := range d.Services {
-		health := ""
-		if svc.Health != "" {
-			health = ", " + svc.Health
-		}
-		via := ""
-		if svc.Source != "" {
-			via = " (via mirror " + svc.Source + ")"
-		}
-		fmt.Fprintf(w, "      %s: %s%s  %s%s\n", svc.Name, svc.State, health, svc.Image, via)
-	}
+	return fmt.Errorf("no agent answers on %s and none has recorded state in %s (no %s there); %s: start the agent (systemctl start berth-agent, or berth agent --config FILE), or point at it with --config, --state-dir or --socket",
+		socket, stateDir, store.StateFile, cfgNote)
 }

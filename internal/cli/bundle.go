@@ -9,13 +9,12 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/progress"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/bundle"
+	"github.com/berth-dev/berth/source/oci"
 )
 
 func newBundleCmd(g *globals) *cobra.Command {
@@ -87,21 +86,31 @@ loads the platform images and reports the index.`,
 			if len(keys) == 0 && !skipVerify {
 				return fmt.Errorf("give the public key to verify with --key FILE, or pass --insecure-skip-verify to bundle unverified content")
 			}
-			c, ref, err := g.resolve(cmd, args[0])
+			ref, err := oci.ParseReference(args[0])
 			if err != nil {
 				return err
 			}
+			var policy *cosign.Policy
 			if skipVerify {
 				g.log.Warn("SIGNATURE NOT VERIFIED: --insecure-skip-verify bundles content nobody vouched for", "ref", ref.String())
-			} else {
-				res, err := g.verify(cmd, c, ref, keys)
-				if err != nil {
-					return err
-				}
-				g.log.Info("verified", "ref", ref.String(), "format", res.Format.String(), "key", res.Key)
+			} else if policy, err = keyPolicy(keys); err != nil {
+				return err
 			}
-			b, err := bundle.Create(cmd.Context(), c, bundle.CreateOptions{
-				Ref:       ref,
+			r, err := g.remote()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.step(cmd.Context())
+			state, err := r.Fetch(ctx, ref, policy, skipVerify)
+			cancel()
+			if err != nil {
+				return err
+			}
+			if s := state.Signature; s != nil {
+				g.log.Info("verified", "ref", state.Ref.String(), "format", s.Format.String(), "key", s.Key)
+			}
+			b, err := bundle.Create(cmd.Context(), r.Client, bundle.CreateOptions{
+				State:     state,
 				Output:    file,
 				Platforms: platforms,
 				Jobs:      jobs,
@@ -224,12 +233,12 @@ network is used. Exits 0 when both hold, 1 otherwise.`,
 			if len(keys) == 0 {
 				return fmt.Errorf("give at least one public key with --key FILE")
 			}
-			pub, err := cosign.LoadPublicKeys(keys...)
+			policy, err := keyPolicy(keys)
 			if err != nil {
 				return err
 			}
 			out := bundleVerifyResult{File: args[0]}
-			verr := verifyBundle(cmd.Context(), g, args[0], pub, &out)
+			verr := verifyBundle(cmd.Context(), g, args[0], *policy, &out)
 			if verr != nil {
 				out.Error = verr.Error()
 			}
@@ -249,7 +258,7 @@ network is used. Exits 0 when both hold, 1 otherwise.`,
 }
 
 // verifyBundle checks the blobs, then the signature, filling out.
-func verifyBundle(ctx context.Context, g *globals, file string, keys []cosign.Key, out *bundleVerifyResult) error {
+func verifyBundle(ctx context.Context, g *globals, file string, p cosign.Policy, out *bundleVerifyResult) error {
 	b, err := bundle.Open(ctx, file)
 	if err != nil {
 		return err
@@ -257,28 +266,14 @@ func verifyBundle(ctx context.Context, g *globals, file string, keys []cosign.Ke
 	defer b.Close()
 	root, desc := b.Root()
 	out.Root, out.Digest = root, desc.Digest.String()
-	err = b.Verify(ctx, bundle.VerifyOptions{Progress: func(r io.Reader, n int64) io.Reader {
+	res, err := b.VerifyAll(ctx, p, bundle.VerifyOptions{Progress: func(r io.Reader, n int64) io.Reader {
 		return progress.NewReader(r, g.stderr, "checking", n)
 	}})
+	out.Blobs = res.Blobs
 	if err != nil {
-		return fmt.Errorf("%s: %w", file, err)
+		return err
 	}
-	out.Blobs = true
-	var repo string
-	for _, it := range b.Items() {
-		if it.Role == bundle.RoleState {
-			repo = it.Repository
-		}
-	}
-	d, err := name.NewDigest(repo + "@" + out.Digest)
-	if err != nil {
-		return fmt.Errorf("%s: root %s: %w", file, root, err)
-	}
-	res, err := cosign.Verify(ctx, d, keys, remote.WithTransport(b.Transport()), remote.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("verify %s in %s: %w", root, file, err)
-	}
-	out.Verified, out.Format, out.Key = true, res.Format.String(), res.Key
+	out.Verified, out.Format, out.Key = true, res.Signature.Format.String(), res.Signature.Key
 	return nil
 }
 

@@ -9,7 +9,7 @@ import (
 	"github.com/berth-dev/berth/internal/progress"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/archive"
-	"github.com/berth-dev/berth/source/fetch"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/publish"
 )
@@ -24,23 +24,22 @@ type verifyResult struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// verify checks the signature of ref, which carries a digest.
-func (g *globals) verify(cmd *cobra.Command, c *oci.Client, ref oci.Reference, keyFiles []string) (*cosign.Result, error) {
+// remote is the delivery path to the registry the global flags reach.
+func (g *globals) remote() (*deliver.Remote, error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, err
+	}
+	return &deliver.Remote{Client: c, Timeout: g.timeout, Log: g.log}, nil
+}
+
+// keyPolicy is the trust policy of --key files.
+func keyPolicy(keyFiles []string) (*cosign.Policy, error) {
 	keys, err := cosign.LoadPublicKeys(keyFiles...)
 	if err != nil {
 		return nil, err
 	}
-	d, err := c.Name(ref)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := g.step(cmd.Context())
-	defer cancel()
-	res, err := cosign.Verify(ctx, d, keys, c.RemoteOptions(ctx)...)
-	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", ref, err)
-	}
-	return res, nil
+	return &cosign.Policy{Keys: keys}, nil
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
@@ -60,16 +59,31 @@ otherwise, saying which check failed.`,
 			if len(keys) == 0 {
 				return fmt.Errorf("give at least one public key with --key FILE")
 			}
-			c, ref, err := g.resolve(cmd, args[0])
+			policy, err := keyPolicy(keys)
 			if err != nil {
 				return err
 			}
-			res, verr := g.verify(cmd, c, ref, keys)
+			r, err := g.remote()
+			if err != nil {
+				return err
+			}
+			ref, err := oci.ParseReference(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.step(cmd.Context())
+			defer cancel()
+			res, err := r.Resolve(ctx, ref, nil)
+			if err != nil {
+				return err
+			}
+			ref = res.Ref
+			sig, _, verr := r.Signature(ctx, ref, *policy)
 			out := verifyResult{URL: ref.String(), Digest: ref.Digest, Verified: verr == nil}
 			if verr != nil {
 				out.Error = verr.Error()
 			} else {
-				out.Format, out.Key = res.Format.String(), res.Key
+				out.Format, out.Key = sig.Format.String(), sig.Key
 			}
 			if err := g.print(out, func(w io.Writer) {
 				if verr == nil {
@@ -123,30 +137,34 @@ files are refused. DIR appears only once everything has been checked.`,
 			if len(keys) == 0 && !skipVerify {
 				return fmt.Errorf("give the public key to verify with --key FILE, or pass --insecure-skip-verify to extract unverified content")
 			}
-			c, ref, err := g.resolve(cmd, args[0])
+			ref, err := oci.ParseReference(args[0])
 			if err != nil {
 				return err
 			}
-			if skipVerify {
-				g.log.Warn("SIGNATURE NOT VERIFIED: --insecure-skip-verify extracts content nobody vouched for", "ref", ref.String())
-			} else {
-				res, err := g.verify(cmd, c, ref, keys)
-				if err != nil {
-					return err
-				}
-				g.log.Info("verified", "ref", ref.String(), "format", res.Format.String(), "key", res.Key)
-			}
-			ctx, cancel := g.step(cmd.Context())
-			defer cancel()
-			res, err := fetch.Pull(ctx, c, ref, dir, fetch.Options{
+			o := deliver.PullOptions{Insecure: skipVerify, ExtractOptions: deliver.ExtractOptions{
 				LayerMediaType: layerType,
 				Limits:         lf.limits(),
 				Progress: func(r io.Reader, n int64) io.Reader {
 					return progress.NewReader(r, g.stderr, "pulling layer", n)
 				},
-			})
+			}}
+			if skipVerify {
+				g.log.Warn("SIGNATURE NOT VERIFIED: --insecure-skip-verify extracts content nobody vouched for", "ref", ref.String())
+			} else if o.Policy, err = keyPolicy(keys); err != nil {
+				return err
+			}
+			r, err := g.remote()
 			if err != nil {
 				return err
+			}
+			ctx, cancel := g.step(cmd.Context())
+			defer cancel()
+			res, err := r.Pull(ctx, ref, dir, o)
+			if err != nil {
+				return err
+			}
+			if s := res.Signature; s != nil {
+				g.log.Info("verified", "ref", res.URL, "format", s.Format.String(), "key", s.Key)
 			}
 			return g.print(res, func(w io.Writer) {
 				fmt.Fprintf(w, "pulled %s into %s: %d files, %s\n", res.URL, res.Dir, res.Files, progress.Size(res.Size))
@@ -167,19 +185,38 @@ func newDiffCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "diff DIR REF",
 		Short: "Show which files pushing DIR would add, remove or change compared to REF",
+		Long: `Show which files pushing DIR would add, remove or change compared to the
+artifact REF.
+
+Exit status: 0 when DIR matches REF, 2 when they differ (as diff(1)), 1 on
+an error.`,
 		Example: `  berth diff ./fleet oci://registry.example.com/fleet/line-3:stable
   berth diff ./fleet oci://registry.example.com/fleet/line-3:stable --output json`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ref, err := g.resolve(cmd, args[1])
+			ref, err := oci.ParseReference(args[1])
+			if err != nil {
+				return err
+			}
+			r, err := g.remote()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := g.step(cmd.Context())
 			defer cancel()
-			ch, err := publish.Diff(ctx, c, args[0], ref, publish.DiffOptions{Ignore: ignore, Limits: lf.limits()})
+			res, err := r.Resolve(ctx, ref, nil)
 			if err != nil {
 				return err
+			}
+			ref = res.Ref
+			ch, err := publish.Diff(ctx, r.Client, args[0], ref, publish.DiffOptions{Ignore: ignore, Limits: lf.limits()})
+			if err != nil {
+				return err
+			}
+			for _, l := range []*[]string{&ch.Added, &ch.Removed, &ch.Modified} {
+				if *l == nil {
+					*l = []string{} // [] in JSON, not null
+				}
 			}
 			if err := g.print(ch, func(w io.Writer) {
 				for _, p := range ch.Added {

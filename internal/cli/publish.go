@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/progress"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/publish"
 )
@@ -82,27 +83,18 @@ func cosignPassword() ([]byte, error) {
 	return []byte(pw), nil
 }
 
-// sign signs ref (which carries a digest) with the key in s.
-func (g *globals) sign(cmd *cobra.Command, c *oci.Client, ref oci.Reference, s signFlags) error {
+// signer loads the key and format of s: before anything is uploaded, so
+// that a missing password or a bad key fails a push before it starts.
+func (s signFlags) signer() (*deliver.Signer, error) {
 	format, err := cosign.ParseFormat(s.format)
 	if err != nil {
-		return fmt.Errorf("--signature-format: %w", err)
+		return nil, fmt.Errorf("--signature-format: %w", err)
 	}
 	sv, err := cosign.LoadPrivateKey(s.key, cosignPassword)
 	if err != nil {
-		return fmt.Errorf("load signing key %s: %w", s.key, err)
+		return nil, fmt.Errorf("load signing key %s: %w", s.key, err)
 	}
-	d, err := c.Name(ref)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := g.step(cmd.Context())
-	defer cancel()
-	if err := cosign.Sign(ctx, d, sv, format, c.RemoteOptions(ctx)...); err != nil {
-		return fmt.Errorf("sign %s: %w", ref, err)
-	}
-	g.log.Info("signed", "ref", ref.String(), "format", format.String())
-	return nil
+	return &deliver.Signer{Key: sv, Format: format}, nil
 }
 
 func newPushCmd(g *globals) *cobra.Command {
@@ -143,22 +135,23 @@ byte a device will run. The same commit always gives the same digest.`,
 			o.Progress = func(r io.Reader, n int64) io.Reader {
 				return progress.NewReader(r, g.stderr, "pushing layer", n)
 			}
+			var signer *deliver.Signer
+			if sf.key != "" {
+				if signer, err = sf.signer(); err != nil {
+					return err
+				}
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := g.step(cmd.Context())
 			defer cancel()
-			res, err := publish.Push(ctx, c, o)
+			res, err := deliver.Publish(ctx, c, o, signer)
 			if err != nil {
 				return err
 			}
-			g.log.Info("pushed", "url", res.URL, "revision", res.Revision, "files", res.Files, "locked", len(res.Locked))
-			if sf.key != "" {
-				if err := g.sign(cmd, c, ref.WithDigest(res.Digest), sf); err != nil {
-					return err
-				}
-			}
+			g.log.Info("pushed", "url", res.URL, "revision", res.Revision, "files", res.Files, "locked", len(res.Locked), "signed", signer != nil)
 			return g.print(res, func(w io.Writer) {
 				fmt.Fprintf(w, "pushed %s\n  digest:   %s\n  tags:     %s\n  revision: %s\n", res.URL, res.Digest, strings.Join(res.Tags, ", "), res.Revision)
 				for _, e := range res.Locked {
@@ -202,13 +195,29 @@ func newSignCmd(g *globals) *cobra.Command {
 			if sf.key == "" {
 				return fmt.Errorf("give the private key with --sign-key FILE or env://VAR")
 			}
-			c, ref, err := g.resolve(cmd, args[0])
+			signer, err := sf.signer()
 			if err != nil {
 				return err
 			}
-			if err := g.sign(cmd, c, ref, sf); err != nil {
+			r, err := g.remote()
+			if err != nil {
 				return err
 			}
+			ref, err := oci.ParseReference(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.step(cmd.Context())
+			defer cancel()
+			res, err := r.Resolve(ctx, ref, nil)
+			if err != nil {
+				return err
+			}
+			ref = res.Ref
+			if err := deliver.Sign(ctx, r.Client, ref, *signer); err != nil {
+				return err
+			}
+			g.log.Info("signed", "ref", ref.String(), "format", signer.Format.String())
 			return g.print(map[string]string{"url": ref.String(), "digest": ref.Digest, "format": sf.format}, func(w io.Writer) {
 				fmt.Fprintf(w, "signed %s (%s format)\n", ref, sf.format)
 			})
@@ -216,29 +225,6 @@ func newSignCmd(g *globals) *cobra.Command {
 	}
 	sf.register(cmd)
 	return cmd
-}
-
-// resolve parses a reference and pins it to a digest with one request (or
-// none when it already carries one).
-func (g *globals) resolve(cmd *cobra.Command, s string) (*oci.Client, oci.Reference, error) {
-	ref, err := oci.ParseReference(s)
-	if err != nil {
-		return nil, ref, err
-	}
-	c, err := g.client()
-	if err != nil {
-		return nil, ref, err
-	}
-	if ref.Digest != "" {
-		return c, ref, nil
-	}
-	ctx, cancel := g.step(cmd.Context())
-	defer cancel()
-	desc, err := c.Resolve(ctx, ref)
-	if err != nil {
-		return nil, ref, err
-	}
-	return c, ref.WithDigest(desc.Digest.String()), nil
 }
 
 func newGenerateKeyCmd(g *globals) *cobra.Command {

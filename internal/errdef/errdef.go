@@ -32,3 +32,19 @@ func (e *refusal) Error() string { return e.msg }
 
 // Is makes every refusal match the class.
 func (e *refusal) Is(target error) bool { return target == ErrRefused }
+
+// Refuse marks err as refused content without changing its message: for
+// an error whose cause (a signature that does not verify, say) comes from
+// a package that has no refusal sentinels of its own. Refuse(nil) is nil.
+func Refuse(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &refused{err: err}
+}
+
+type refused struct{ err error }
+
+func (e *refused) Error() string        { return e.err.Error() }
+func (e *refused) Unwrap() error        { return e.err }
+func (e *refused) Is(target error) bool { return target == ErrRefused }

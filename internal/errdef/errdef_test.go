@@ -31,3 +31,14 @@ func TestRefusal(t *testing.T) {
 		t.Errorf("message = %q", a.Error())
 	}
 }
+
+func TestRefuse(t *testing.T) {
+	cause := errors.New("no signature found")
+	err := fmt.Errorf("verify x: %w", Refuse(cause))
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, cause) || err.Error() != "verify x: no signature found" {
+		t.Errorf("Refuse: %v (refused %v, cause %v)", err, errors.Is(err, ErrRefused), errors.Is(err, cause))
+	}
+	if Refuse(nil) != nil {
+		t.Error("Refuse(nil) is not nil")
+	}
+}

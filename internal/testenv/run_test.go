@@ -34,12 +34,13 @@ func TestRunTimeoutFails(t *testing.T) {
 	ft := &fatalRecorder{TB: t}
 	start := time.Now()
 	runInGoroutine(func() {
-		RunWith(ft, RunOptions{Env: []string{helperEnv + "=sleep"}, Timeout: 300 * time.Millisecond}, helperBinary(t))
+		// Long enough for the helper to say ready on a loaded machine.
+		RunWith(ft, RunOptions{Env: []string{helperEnv + "=sleep"}, Timeout: 5 * time.Second}, helperBinary(t))
 	})
-	if !strings.Contains(ft.msg, "timed out after 300ms") || !strings.Contains(ft.msg, "ready") {
+	if !strings.Contains(ft.msg, "timed out after 5s") || !strings.Contains(ft.msg, "ready") {
 		t.Errorf("fatal message = %q", ft.msg)
 	}
-	if d := time.Since(start); d > 10*time.Second {
+	if d := time.Since(start); d > 60*time.Second {
 		t.Errorf("took %s", d)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/yamlstrict"
 	"github.com/berth-dev/berth/policy/cosign"
@@ -22,7 +23,9 @@ const maxCheckedFile = 16 << 20
 // exist and are usable. Public keys must parse, trusted roots load, CA
 // files hold PEM certificates, Docker config files are JSON, the kubeconfig
 // is a readable file, envDir and valuesDir are folders, and stateDir, when
-// it exists, is a folder. Environment key references (env://VAR) must name
+// it exists, is a folder. The Margo identity must load, chain to its trust
+// bundle and be valid now, with SPIFFE IDs that agree (see checkMargo).
+// Environment key references (env://VAR) must name
 // a set variable holding a key. All the problems are returned at once,
 // joined, each an *Error located at the line of its field when c was
 // parsed.
@@ -78,6 +81,8 @@ func (c *Config) Check() error {
 			add("apply.helm.kubeconfig", "%s", describe(err))
 		}
 	}
+	c.checkMargo(time.Now(), add)
+	c.checkReport(add)
 	for _, d := range []struct{ path, dir string }{
 		{"apply.compose.envDir", c.Apply.Compose.EnvDir},
 		{"apply.helm.valuesDir", c.Apply.Helm.ValuesDir},

@@ -34,6 +34,15 @@
 //	apply:
 //	  compose: {host: unix:///var/run/docker.sock}
 //	  helm: {kubeconfig: /etc/rancher/k3s/k3s.yaml}
+//	device:                           # for staged rollouts
+//	  id: press-07                    # default: derived from /etc/machine-id
+//	  labels: {ring: canary, line: "3"}
+//	windows:                          # also per source, field by field
+//	  apply:                          # always (default) or a list of windows
+//	    - {days: [mon, tue, wed, thu, fri], start: "22:00", end: "05:00", timezone: Europe/Berlin}
+//	  download: always
+//	report:                           # push metrics to Prometheus (see Report)
+//	  prometheus: {remoteWrite: https://metrics.plant.local/api/v1/write}
 //
 // Parsing is strict: unknown fields, duplicate keys, values of the wrong
 // type and invalid values are errors, each located at a line of the file and
@@ -50,10 +59,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/berth-dev/berth/internal/yamlstrict"
 	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/selector"
 )
 
@@ -82,6 +93,13 @@ const (
 	DefaultTimeout = time.Minute
 	// MinTimeout is the shortest timeout allowed.
 	MinTimeout = time.Second
+	// ReconcileTimeoutFactor makes a source's default reconcileTimeout from
+	// its timeout: room for the resolve, the manifest, the signatures and
+	// the layer, each bounded by timeout, and retries of mirrors.
+	ReconcileTimeoutFactor = 10
+	// DefaultBundlesTimeout bounds handing a bundle's images to the device
+	// (the push to bundles.pushTo, the loads into the Docker Engine).
+	DefaultBundlesTimeout = 30 * time.Minute
 	// DefaultJitter is a source's jitter when it sets none.
 	DefaultJitter = 0.1
 	// MaxJitter is the largest jitter allowed.
@@ -136,10 +154,48 @@ type Config struct {
 	Bundles Bundles
 	// Apply configures the appliers.
 	Apply Apply
+	// Margo, when set, makes the device a Margo WFM client (see Margo).
+	Margo *Margo
+	// Device is the device's identity: see Device.Identity.
+	Device Device
+	// Windows are the update windows of the sources that set none.
+	Windows Windows
+	// Report configures status reporting (report.prometheus).
+	Report Report
 
 	// lines are the lines of the fields that name files, by field path, for
 	// the messages of Check.
 	lines map[string]int
+	// mirrors is the resolver of Registries, made once (see Mirrors);
+	// mirrorsOf is the copy of Registries it was made of.
+	mirrors    *mirror.Resolver
+	mirrorsErr error
+	mirrorsOf  []Registry
+}
+
+// Mirrors returns the resolver of Registries, the one every fetch of the
+// agent goes through (sources, charts, images): nil when there are none.
+// It is made on the first call (Parse makes it) and shared after that, as
+// long as Registries does not change.
+func (c *Config) Mirrors() (*mirror.Resolver, error) {
+	if len(c.Registries) == 0 {
+		return nil, nil
+	}
+	same := slices.EqualFunc(c.mirrorsOf, c.Registries, func(x, y Registry) bool {
+		return x.Source == y.Source && slices.Equal(x.Mirrors, y.Mirrors) && x.AllowTags == y.AllowTags && x.SourceFallback == y.SourceFallback
+	})
+	if !same || (c.mirrors == nil && c.mirrorsErr == nil) {
+		c.mirrorsOf = slices.Clone(c.Registries)
+		for i := range c.mirrorsOf {
+			c.mirrorsOf[i].Mirrors = slices.Clone(c.mirrorsOf[i].Mirrors)
+		}
+		sets := make([]mirror.Set, len(c.Registries))
+		for i, r := range c.Registries {
+			sets[i] = mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback}
+		}
+		c.mirrors, c.mirrorsErr = mirror.New(sets)
+	}
+	return c.mirrors, c.mirrorsErr
 }
 
 // Log configures the agent's logs.
@@ -190,9 +246,14 @@ type Source struct {
 	// Interval between two reconciles, at least MinInterval. Default
 	// DefaultInterval.
 	Interval time.Duration
-	// Timeout bounds the registry calls of one reconcile. Default
+	// Timeout bounds each registry call of one reconcile. Default
 	// DefaultTimeout.
 	Timeout time.Duration
+	// ReconcileTimeout is the deadline of a reconcile's steps up to the
+	// switch (resolve, verify, download, extract). Applies are bounded by
+	// the appliers' own timeouts, a bundle's images by Bundles.Timeout.
+	// Default ReconcileTimeoutFactor × Timeout.
+	ReconcileTimeout time.Duration
 	// Jitter is the fraction of Interval by which each wait is randomly
 	// shortened or lengthened, in [0, MaxJitter]. Default DefaultJitter.
 	Jitter float64
@@ -212,6 +273,9 @@ type Source struct {
 	Insecure bool
 	// Limits cap what an extraction writes.
 	Limits Limits
+	// Windows are the source's update windows: its own windows fields,
+	// else the global ones.
+	Windows Windows
 }
 
 // Ref is what a source tracks.
@@ -330,6 +394,9 @@ type Bundles struct {
 	CAFile string
 	// Credentials for PushTo.
 	Credentials Credentials
+	// Timeout bounds handing a bundle's content to the device: the push to
+	// PushTo and the image loads. Default DefaultBundlesTimeout.
+	Timeout time.Duration
 }
 
 // Apply configures the appliers.

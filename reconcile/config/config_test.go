@@ -91,18 +91,20 @@ func TestParseMinimal(t *testing.T) {
 		Socket:        "/var/lib/berth/berth.sock",
 		Log:           Log{Format: "text", Level: "info"},
 		Sources: []Source{{
-			Name:       "line-3",
-			URL:        "oci://registry.plant.local/fleet/line-3",
-			Registry:   "registry.plant.local",
-			Repository: "fleet/line-3",
-			Ref:        Ref{Tag: "stable"},
-			Interval:   5 * time.Minute,
-			Timeout:    time.Minute,
-			Jitter:     0.1,
-			Verify:     &Verify{Keys: []string{"/etc/berth/cosign.pub"}},
-			Limits:     Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles},
+			Name:             "line-3",
+			URL:              "oci://registry.plant.local/fleet/line-3",
+			Registry:         "registry.plant.local",
+			Repository:       "fleet/line-3",
+			Ref:              Ref{Tag: "stable"},
+			Interval:         5 * time.Minute,
+			Timeout:          time.Minute,
+			ReconcileTimeout: 10 * time.Minute,
+			Jitter:           0.1,
+			Verify:           &Verify{Keys: []string{"/etc/berth/cosign.pub"}},
+			Limits:           Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles},
 		}},
-		Apply: Apply{Compose: ComposeOptions{WaitTimeout: 2 * time.Minute}},
+		Apply:   Apply{Compose: ComposeOptions{WaitTimeout: 2 * time.Minute}},
+		Bundles: Bundles{Timeout: DefaultBundlesTimeout},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %#v\nwant %#v", c, want)
@@ -123,6 +125,13 @@ func TestParseFull(t *testing.T) {
 		t.Errorf("lines = %v", c.lines)
 	}
 	c.lines = nil
+	// Parse made the resolver of registries: once, for every fetch.
+	if m, err := c.Mirrors(); m == nil || err != nil || m != c.mirrors {
+		t.Errorf("Mirrors() = %v, %v; want the resolver Parse made", m, err)
+	} else if eps := m.Endpoints("ghcr.io/acme/web@sha256:" + strings.Repeat("0", 64)); len(eps) != 2 || eps[0].Mirror != "registry.plant.local/acme" {
+		t.Errorf("resolver endpoints = %+v", eps)
+	}
+	c.mirrors, c.mirrorsOf = nil, nil
 	defaults := Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles}
 	pub := []string{"/etc/berth/cosign.pub"}
 	want := &Config{
@@ -136,16 +145,17 @@ func TestParseFull(t *testing.T) {
 		Extensions:     []string{"usbguard", "vpn"},
 		Sources: []Source{
 			{
-				Name:          "line-3",
-				URL:           "oci://registry.plant.local/fleet/line-3",
-				Registry:      "registry.plant.local",
-				Repository:    "fleet/line-3",
-				Ref:           Ref{Semver: ">=1.4.0 <2.0.0", SemverFilter: "^v"},
-				LayerSelector: LayerSelector{MediaType: "application/vnd.cncf.flux.content.v1.tar+gzip"},
-				Interval:      time.Minute,
-				Timeout:       30 * time.Second,
-				Jitter:        0.2,
-				Suspend:       true,
+				Name:             "line-3",
+				URL:              "oci://registry.plant.local/fleet/line-3",
+				Registry:         "registry.plant.local",
+				Repository:       "fleet/line-3",
+				Ref:              Ref{Semver: ">=1.4.0 <2.0.0", SemverFilter: "^v"},
+				LayerSelector:    LayerSelector{MediaType: "application/vnd.cncf.flux.content.v1.tar+gzip"},
+				Interval:         time.Minute,
+				Timeout:          30 * time.Second,
+				ReconcileTimeout: 5 * time.Minute,
+				Jitter:           0.2,
+				Suspend:          true,
 				Verify: &Verify{
 					Keys: []string{"/etc/berth/cosign.pub", "/etc/berth/keys/rotated.pub", "env://COSIGN_PUBLIC_KEY"},
 					Keyless: &Keyless{
@@ -168,32 +178,35 @@ func TestParseFull(t *testing.T) {
 				Filter:             &Filter{Pattern: `^main-[a-f0-9]+-(?P<ts>[0-9]+)$`, Extract: "$ts", Order: "numerical", Direction: "desc"},
 				Interval:           DefaultInterval,
 				Timeout:            DefaultTimeout,
+				ReconcileTimeout:   ReconcileTimeoutFactor * DefaultTimeout,
 				Jitter:             DefaultJitter,
 				InsecureSkipVerify: true,
 				Insecure:           true,
 				Limits:             defaults,
 			},
 			{
-				Name:       "pinned",
-				URL:        "oci://ghcr.io/acme/fleet/pinned",
-				Registry:   "ghcr.io",
-				Repository: "acme/fleet/pinned",
-				Ref:        Ref{Digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
-				Interval:   DefaultInterval,
-				Timeout:    DefaultTimeout,
-				Jitter:     DefaultJitter,
-				Verify:     &Verify{Keys: pub},
-				Limits:     defaults,
+				Name:             "pinned",
+				URL:              "oci://ghcr.io/acme/fleet/pinned",
+				Registry:         "ghcr.io",
+				Repository:       "acme/fleet/pinned",
+				Ref:              Ref{Digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+				Interval:         DefaultInterval,
+				Timeout:          DefaultTimeout,
+				ReconcileTimeout: ReconcileTimeoutFactor * DefaultTimeout,
+				Jitter:           DefaultJitter,
+				Verify:           &Verify{Keys: pub},
+				Limits:           defaults,
 			},
 			{
-				Name:       "canary",
-				URL:        "oci://localhost:5000/canary",
-				Registry:   "localhost:5000",
-				Repository: "canary",
-				Ref:        Ref{Tag: "canary"},
-				Interval:   DefaultInterval,
-				Timeout:    DefaultTimeout,
-				Jitter:     DefaultJitter,
+				Name:             "canary",
+				URL:              "oci://localhost:5000/canary",
+				Registry:         "localhost:5000",
+				Repository:       "canary",
+				Ref:              Ref{Tag: "canary"},
+				Interval:         DefaultInterval,
+				Timeout:          DefaultTimeout,
+				ReconcileTimeout: ReconcileTimeoutFactor * DefaultTimeout,
+				Jitter:           DefaultJitter,
 				Verify: &Verify{Keyless: &Keyless{
 					TrustedRoot: "/etc/berth/trusted_root.json",
 					Identities:  []Identity{{Issuer: "https://issuer", Subject: "x"}},
@@ -201,23 +214,25 @@ func TestParseFull(t *testing.T) {
 				Limits: defaults,
 			},
 			{
-				Name:       "releases",
-				URL:        "oci://[::1]:5000/fleet/releases",
-				Registry:   "[::1]:5000",
-				Repository: "fleet/releases",
-				Ref:        Ref{Semver: ">=2.0.0-0"},
-				Filter:     &Filter{Pattern: "^release-(?P<v>.+)$", Extract: "${v}", Order: "semver", Direction: "asc"},
-				Interval:   DefaultInterval,
-				Timeout:    DefaultTimeout,
-				Jitter:     DefaultJitter,
-				Verify:     &Verify{Keys: pub},
-				Limits:     defaults,
+				Name:             "releases",
+				URL:              "oci://[::1]:5000/fleet/releases",
+				Registry:         "[::1]:5000",
+				Repository:       "fleet/releases",
+				Ref:              Ref{Semver: ">=2.0.0-0"},
+				Filter:           &Filter{Pattern: "^release-(?P<v>.+)$", Extract: "${v}", Order: "semver", Direction: "asc"},
+				Interval:         DefaultInterval,
+				Timeout:          DefaultTimeout,
+				ReconcileTimeout: ReconcileTimeoutFactor * DefaultTimeout,
+				Jitter:           DefaultJitter,
+				Verify:           &Verify{Keys: pub},
+				Limits:           defaults,
 			},
 		},
 		Registries: []Registry{
 			{Source: "ghcr.io/acme", Mirrors: []string{"registry.plant.local/acme", "10.0.0.5:5000/acme"}, AllowTags: true, SourceFallback: false},
 			{Source: "docker.io", Mirrors: []string{"registry.plant.local/dockerhub"}, SourceFallback: true},
 		},
+		Bundles: Bundles{Timeout: DefaultBundlesTimeout},
 		Apply: Apply{
 			Compose: ComposeOptions{Enabled: true, Host: "unix:///var/run/docker.sock", WaitTimeout: 2 * time.Minute, EnvDir: "/etc/berth/env"},
 			Helm:    HelmOptions{Enabled: true, Kubeconfig: "/etc/rancher/k3s/k3s.yaml", ValuesDir: "/etc/berth/values"},
@@ -548,7 +563,7 @@ func TestParseBundleSource(t *testing.T) {
 	usb := c.Sources[0]
 	want := Source{
 		Name: "usb", URL: "file:///media/usb/site.tar", File: "/media/usb/site.tar",
-		Interval: 30 * time.Second, Timeout: DefaultTimeout, Jitter: DefaultJitter,
+		Interval: 30 * time.Second, Timeout: DefaultTimeout, ReconcileTimeout: ReconcileTimeoutFactor * DefaultTimeout, Jitter: DefaultJitter,
 		Verify:        &Verify{Keys: []string{"/etc/berth/cosign.pub"}},
 		LayerSelector: LayerSelector{MediaType: "application/vnd.cncf.flux.content.v1.tar+gzip"},
 		Limits:        Limits{MaxSize: 1000000, MaxFiles: defaultLimits.MaxFiles},
@@ -558,7 +573,7 @@ func TestParseBundleSource(t *testing.T) {
 	if !reflect.DeepEqual(usb, want) {
 		t.Errorf("bundle source:\ngot  %+v\nwant %+v", usb, want)
 	}
-	wantBundles := Bundles{PushTo: "localhost:5000/site", Insecure: true, Credentials: Credentials{DockerConfig: "/etc/berth/docker.json"}}
+	wantBundles := Bundles{PushTo: "localhost:5000/site", Insecure: true, Credentials: Credentials{DockerConfig: "/etc/berth/docker.json"}, Timeout: DefaultBundlesTimeout}
 	if c.Bundles != wantBundles {
 		t.Errorf("bundles = %+v, want %+v", c.Bundles, wantBundles)
 	}

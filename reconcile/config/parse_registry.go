@@ -44,15 +44,11 @@ func (p *parser) registry(n *yaml.Node, path string) *Registry {
 // tagEndpoints reports a source that tracks tags (tag, semver or filter)
 // when the registries: that apply to it leave nowhere to resolve a tag: no
 // mirror with allowTags and sourceFallback off (see package mirror).
-func (p *parser) tagEndpoints(n *yaml.Node, path string, s Source, regs []Registry) {
+func (p *parser) tagEndpoints(n *yaml.Node, path string, s Source, c *Config) {
 	if s.File != "" || s.Ref.Digest != "" || s.Registry == "" {
 		return
 	}
-	sets := make([]mirror.Set, len(regs))
-	for i, r := range regs {
-		sets[i] = mirror.Set{Source: r.Source, Mirrors: r.Mirrors, AllowTags: r.AllowTags, SourceFallback: r.SourceFallback}
-	}
-	res, err := mirror.New(sets)
+	res, err := c.Mirrors()
 	if err != nil {
 		p.Errorf(n, "registries", "%v", err)
 		return

@@ -15,8 +15,8 @@ import (
 
 // source parses one entry of sources.
 func (p *parser) source(n *yaml.Node, path string) *Source {
-	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "jitter", "suspend",
-		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits")
+	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "reconcileTimeout", "jitter", "suspend",
+		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits", "windows")
 	if f == nil {
 		return nil
 	}
@@ -58,25 +58,7 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			}
 		}
 	}
-	if fv, ok := f["interval"]; ok {
-		if d, ok := p.Duration(fv.Val, join(path, "interval"), MinInterval); ok {
-			s.Interval = d
-		}
-	}
-	if fv, ok := f["timeout"]; ok {
-		if d, ok := p.Duration(fv.Val, join(path, "timeout"), MinTimeout); ok {
-			s.Timeout = d
-		}
-	}
-	if fv, ok := f["jitter"]; ok {
-		if j, ok := p.Float(fv.Val, join(path, "jitter")); ok {
-			if j < 0 || j > MaxJitter {
-				p.Errorf(fv.Val, join(path, "jitter"), "must be between 0 and %g (a fraction of the interval), got %s", MaxJitter, fv.Val.Value)
-			} else {
-				s.Jitter = j
-			}
-		}
-	}
+	p.sourceTiming(f, path, s)
 	p.boolean(f, path, "suspend", &s.Suspend)
 	p.trust(n, path, f, s)
 	if cf, _ := p.mapping(f, path, "credentials", "dockerConfig"); cf != nil {
@@ -89,28 +71,43 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			p.Errorf(f["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
 		}
 	}
-	if lf, _ := p.mapping(f, path, "limits", "maxSize", "maxFiles"); lf != nil {
-		lp := join(path, "limits")
-		if fv, ok := lf["maxSize"]; ok {
-			if i, ok := p.Int(fv.Val, join(lp, "maxSize")); ok {
-				if i < 1 {
-					p.Errorf(fv.Val, join(lp, "maxSize"), "must be a positive number of bytes, got %d", i)
-				} else {
-					s.Limits.MaxSize = i
-				}
-			}
+	p.limits(f, path, &s.Limits)
+	return s
+}
+
+// sourceTiming parses the interval, timeout, reconcileTimeout (default
+// ReconcileTimeoutFactor × the timeout, at least the timeout) and jitter
+// of a source.
+func (p *parser) sourceTiming(f fields, path string, s *Source) {
+	if fv, ok := f["interval"]; ok {
+		if d, ok := p.Duration(fv.Val, join(path, "interval"), MinInterval); ok {
+			s.Interval = d
 		}
-		if fv, ok := lf["maxFiles"]; ok {
-			if i, ok := p.Int(fv.Val, join(lp, "maxFiles")); ok {
-				if i < 1 || i > 1<<31-1 {
-					p.Errorf(fv.Val, join(lp, "maxFiles"), "must be between 1 and %d, got %d", 1<<31-1, i)
-				} else {
-					s.Limits.MaxFiles = int(i)
-				}
+	}
+	if fv, ok := f["timeout"]; ok {
+		if d, ok := p.Duration(fv.Val, join(path, "timeout"), MinTimeout); ok {
+			s.Timeout = d
+		}
+	}
+	s.ReconcileTimeout = ReconcileTimeoutFactor * s.Timeout
+	if fv, ok := f["reconcileTimeout"]; ok {
+		if d, ok := p.Duration(fv.Val, join(path, "reconcileTimeout"), MinTimeout); ok {
+			if d < s.Timeout {
+				p.Errorf(fv.Val, join(path, "reconcileTimeout"), "must be at least the timeout of one call (%s), got %s", s.Timeout, d)
+			} else {
+				s.ReconcileTimeout = d
 			}
 		}
 	}
-	return s
+	if fv, ok := f["jitter"]; ok {
+		if j, ok := p.Float(fv.Val, join(path, "jitter")); ok {
+			if j < 0 || j > MaxJitter {
+				p.Errorf(fv.Val, join(path, "jitter"), "must be between 0 and %g (a fraction of the interval), got %s", MaxJitter, fv.Val.Value)
+			} else {
+				s.Jitter = j
+			}
+		}
+	}
 }
 
 // fileURL checks the URL of a bundle source, file:///ABSOLUTE/PATH, and

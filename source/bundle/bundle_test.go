@@ -20,7 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-dev/berth/policy/cosign"
-	"github.com/berth-dev/berth/source/fetch"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 )
 
@@ -280,7 +280,7 @@ func TestPushPullBack(t *testing.T) {
 			if _, err := cosign.Verify(ctx, d, []cosign.Key{f.key.key}, c.RemoteOptions(ctx)...); err != nil {
 				t.Fatalf("verify in the plant registry: %v", err)
 			}
-			pulled, err := fetch.Pull(ctx, c, state, filepath.Join(t.TempDir(), "state"), fetch.Options{})
+			pulled, err := (&deliver.Remote{Client: c}).Pull(ctx, state, filepath.Join(t.TempDir(), "state"), deliver.PullOptions{Insecure: true})
 			if err != nil || pulled.Digest != f.stateDig.String() {
 				t.Fatalf("pull from the plant registry: %+v, %v", pulled, err)
 			}
@@ -476,8 +476,8 @@ func TestTransport(t *testing.T) {
 	if err != nil || !slices.Equal(tags, []string{"v1"}) {
 		t.Errorf("oci Tags through the bundle: %v, %v", tags, err)
 	}
-	if _, err := fetch.Pull(ctx, c, f.state.WithDigest(f.stateDig.String()), filepath.Join(t.TempDir(), "s"), fetch.Options{}); err != nil {
-		t.Errorf("fetch.Pull through the bundle: %v", err)
+	if _, err := (&deliver.Remote{Client: c}).Pull(ctx, f.state.WithDigest(f.stateDig.String()), filepath.Join(t.TempDir(), "s"), deliver.PullOptions{Insecure: true}); err != nil {
+		t.Errorf("deliver.Pull through the bundle: %v", err)
 	}
 	// Docker Hub's API hosts are docker.io.
 	if rp, full := b.lookupRepo("registry-1.docker.io", "library/nginx"); rp != nil || full != "docker.io/library/nginx" {

@@ -26,7 +26,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-dev/berth/source/archive"
-	"github.com/berth-dev/berth/source/fetch"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/lock"
 	"github.com/berth-dev/berth/source/oci"
 )
@@ -36,9 +36,9 @@ const maxLockSize = 16 << 20
 
 // CreateOptions say what to bundle.
 type CreateOptions struct {
-	// Ref is the state artifact: a tag, a digest or both. With both, the
-	// digest is bundled and the tag names it.
-	Ref oci.Reference
+	// State is the state artifact, verified (or explicitly not) by the
+	// delivery path: its digest is bundled, and its tag, if any, names it.
+	State *deliver.Verified
 	// Output is the bundle file to write. It is written under a temporary
 	// name next to it and renamed into place once complete.
 	Output string
@@ -89,20 +89,22 @@ type creator struct {
 	held  int64 // manifest bytes held, against maxManifestBytes
 }
 
-// Create makes a bundle of the state o.Ref names: the state artifact, its
+// Create makes a bundle of the state o.State: the state artifact, its
 // signatures (its OCI referrers, found through the referrers API or the
 // tag fallback, and cosign's legacy sha256-<hex>.sig tag) and every chart
 // and image in its berth.lock.json, all platforms of an image index
-// unless o.Platforms restricts them. The state is pulled (digest-checked)
-// to read its lock. Blobs are streamed from the registries straight into
-// the tar, each checked against its digest while it is copied, and each
-// written once however many images share it. It does not verify the
-// state's signature: the caller does, before (berth bundle create does).
+// unless o.Platforms restricts them. The state is extracted (through the
+// delivery path, digest-checked) to read its lock. Blobs are streamed from
+// the registries straight into the tar, each checked against its digest
+// while it is copied, and each written once however many images share it.
 //
 // It returns the written bundle, opened.
 func Create(ctx context.Context, c *oci.Client, o CreateOptions) (*Bundle, error) {
 	if o.Output == "" {
 		return nil, errors.New("create bundle: no output file")
+	}
+	if o.State == nil {
+		return nil, errors.New("create bundle: no state (verify it with package deliver first)")
 	}
 	pf, err := parsePlatforms(o.Platforms)
 	if err != nil {
@@ -134,25 +136,20 @@ func Create(ctx context.Context, c *oci.Client, o CreateOptions) (*Bundle, error
 
 // plan lists what to bundle and fetches every manifest.
 func (cr *creator) plan(ctx context.Context) (string, error) {
-	ref := cr.o.Ref
-	target := ref.Digest
-	if target == "" {
-		target = ref.Tag
-	}
-	raw, desc, err := cr.fetchManifest(ctx, ref, target, "")
+	ref := cr.o.State.Ref
+	raw, desc, err := cr.fetchManifest(ctx, ref, ref.Digest, "")
 	if err != nil {
 		return "", fmt.Errorf("create bundle: state %s: %w", ref, err)
 	}
-	if ref.Digest != "" && desc.Digest.String() != ref.Digest {
+	if desc.Digest.String() != ref.Digest {
 		return "", fmt.Errorf("create bundle: state %s: %w: the registry served %s", ref, ErrDigestMismatch, desc.Digest)
 	}
 	root := refName(ref.Repo(), ref.Tag, desc.Digest)
-	state := ref.WithDigest(desc.Digest.String())
 	if err := cr.add(ctx, RoleState, root, ref, desc, raw); err != nil {
 		return "", err
 	}
 
-	entries, err := cr.readLock(ctx, state)
+	entries, err := cr.readLock(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -213,16 +210,17 @@ func lockTag(e lock.Entry) string {
 	return ""
 }
 
-// readLock pulls the state and reads its berth.lock.json; a state without
-// one has no entries.
-func (cr *creator) readLock(ctx context.Context, state oci.Reference) ([]lock.Entry, error) {
+// readLock extracts the state and reads its berth.lock.json; a state
+// without one has no entries.
+func (cr *creator) readLock(ctx context.Context) ([]lock.Entry, error) {
+	state := cr.o.State.Ref
 	tmp, err := os.MkdirTemp("", "berth-bundle-state-")
 	if err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	dir := filepath.Join(tmp, "state")
-	if _, err := fetch.Pull(ctx, cr.c, state, dir, fetch.Options{Limits: cr.o.Limits}); err != nil {
+	if _, err := cr.o.State.Extract(ctx, dir, deliver.ExtractOptions{Limits: cr.o.Limits}); err != nil {
 		return nil, fmt.Errorf("create bundle: read the lock of %s: %w", state, err)
 	}
 	f, err := os.Open(filepath.Join(dir, lock.LockFile))

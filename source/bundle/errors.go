@@ -3,6 +3,7 @@ package bundle
 import (
 	"errors"
 
+	"github.com/berth-dev/berth/internal/errdef"
 	"github.com/berth-dev/berth/source/oci"
 )
 
@@ -11,7 +12,7 @@ var (
 	// ErrInvalidBundle is returned for a file that is not a well-formed
 	// bundle: not a tar, unsafe or unexpected tar entries, a malformed or
 	// oversized index.json or manifest, missing blobs.
-	ErrInvalidBundle = errors.New("invalid bundle")
+	ErrInvalidBundle = errdef.Refusal("invalid bundle")
 	// ErrDigestMismatch is returned when content does not match its
 	// digest. It is oci.ErrDigestMismatch, so either matches.
 	ErrDigestMismatch = oci.ErrDigestMismatch

@@ -34,6 +34,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/berth-dev/berth/policy/cosign"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/lock"
 	"github.com/berth-dev/berth/source/oci"
 )
@@ -277,7 +278,12 @@ func tarGz(t testing.TB, files map[string][]byte) []byte {
 func (f *fixture) create(t testing.TB, platforms ...string) (*Bundle, string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "site.tar")
-	b, err := Create(context.Background(), f.client, CreateOptions{Ref: f.state, Output: out, Platforms: platforms})
+	ctx := context.Background()
+	state, err := (&deliver.Remote{Client: f.client}).Fetch(ctx, f.state, nil, true)
+	if err != nil {
+		t.Fatalf("fetch the state: %v", err)
+	}
+	b, err := Create(ctx, f.client, CreateOptions{State: state, Output: out, Platforms: platforms})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/policy/cosign"
-	"github.com/berth-dev/berth/source/fetch"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 )
 
@@ -78,7 +78,7 @@ func TestRoundTripDistribution(t *testing.T) {
 	if vres.Format != cosign.FormatBundle {
 		t.Errorf("verified %s, want the sigstore bundle (through the tag fallback)", vres.Format)
 	}
-	pulled, err := fetch.Pull(ctx, c, state.WithDigest(desc.Digest.String()), filepath.Join(t.TempDir(), "state"), fetch.Options{})
+	pulled, err := (&deliver.Remote{Client: c}).Pull(ctx, state.WithDigest(desc.Digest.String()), filepath.Join(t.TempDir(), "state"), deliver.PullOptions{Insecure: true})
 	if err != nil || pulled.Digest != f.stateDig.String() || pulled.Files != 3 {
 		t.Fatalf("pull from the plant registry: %+v, %v", pulled, err)
 	}

@@ -13,6 +13,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-dev/berth/source/deliver"
+	"github.com/berth-dev/berth/source/oci"
 )
 
 // Transport serves the bundle's content as a read-only OCI distribution
@@ -257,4 +260,26 @@ func jsonResponse(req *http.Request, status int, mediaType string, raw []byte, f
 func errResponse(req *http.Request, status int, code, msg string) *http.Response {
 	raw, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
 	return jsonResponse(req, status, "application/json", raw, "")
+}
+
+// Remote returns the delivery path's view of the bundle, a read-only
+// registry serving what it holds under the original names (Transport), and
+// the reference of its root (with its digest): verify and extract the root
+// with it exactly as from a registry. opts may set the user agent; the
+// transport is the bundle's.
+func (b *Bundle) Remote(opts oci.Options) (*deliver.Remote, oci.Reference, error) {
+	rootRef, desc := b.Root()
+	root, err := oci.ParseReference(rootRef)
+	if err == nil && root.Digest != "" && root.Digest != desc.Digest.String() {
+		err = fmt.Errorf("the root reference %s does not name its manifest %s", rootRef, desc.Digest)
+	}
+	if err != nil {
+		return nil, oci.Reference{}, fmt.Errorf("%w: %w", ErrInvalidBundle, err)
+	}
+	opts.Transport = b.Transport()
+	c, err := oci.NewClient(opts)
+	if err != nil {
+		return nil, oci.Reference{}, err
+	}
+	return &deliver.Remote{Client: c, Local: true}, root.WithDigest(desc.Digest.String()), nil
 }

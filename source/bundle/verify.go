@@ -10,6 +10,9 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/policy/cosign"
+	"github.com/berth-dev/berth/source/oci"
 )
 
 // maxReported caps the blobs a Verify error names.
@@ -68,4 +71,34 @@ func (b *Bundle) Verify(ctx context.Context, o VerifyOptions) error {
 		return fmt.Errorf("%w: %d of %d blobs altered: %s%s", ErrDigestMismatch, n, len(ds), strings.Join(bad, "; "), more)
 	}
 	return nil
+}
+
+// VerifyAllResult is what VerifyAll found.
+type VerifyAllResult struct {
+	// Blobs is true once every blob matched its digest.
+	Blobs bool
+	// Signature is the state's signature that verified.
+	Signature *cosign.Result
+}
+
+// VerifyAll checks the bundle offline: every blob against its digest
+// (Verify), then the state's signature with the policy, read from the
+// bundle as a registry would read it (deliver.Remote.Verify through
+// Remote).
+func (b *Bundle) VerifyAll(ctx context.Context, p cosign.Policy, o VerifyOptions) (VerifyAllResult, error) {
+	var res VerifyAllResult
+	if err := b.Verify(ctx, o); err != nil {
+		return res, fmt.Errorf("%s: %w", b.path, err)
+	}
+	res.Blobs = true
+	r, root, err := b.Remote(oci.Options{})
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", b.path, err)
+	}
+	v, err := r.Verify(ctx, root, p)
+	if err != nil {
+		return res, fmt.Errorf("verify %s in %s: %w", root, b.path, err)
+	}
+	res.Signature = v.Signature
+	return res, nil
 }

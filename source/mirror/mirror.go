@@ -94,6 +94,9 @@ type Endpoint struct {
 	Mirror string
 	// ByTag is true when Ref has no digest: the endpoint resolves a tag.
 	ByTag bool
+	// Set is the Source of the mirror set that applies to the reference
+	// (normalised); "" when none does.
+	Set string
 }
 
 // ErrTagNeedsSource is the reason a reference has no endpoint (see
@@ -366,9 +369,10 @@ func (r *Resolver) Resolve(ref string) ([]Endpoint, error) {
 		if byTag && !m.allowTags {
 			continue
 		}
-		out = append(out, Endpoint{Ref: m.prefix + rest + p.suffix(), Mirror: m.prefix, ByTag: byTag})
+		out = append(out, Endpoint{Ref: m.prefix + rest + p.suffix(), Mirror: m.prefix, ByTag: byTag, Set: ru.source})
 	}
 	if ru.fallback {
+		src.Set = ru.source
 		out = append(out, src)
 	}
 	if len(out) == 0 {

@@ -30,7 +30,7 @@ var ErrDirty = errors.New("uncommitted changes")
 type Options struct {
 	// Dir is the folder to pack; it must be inside a Git work tree.
 	Dir string
-	// Ref is the destination, with the tag to push.
+	// Ref is the destination, with the tag to point at it.
 	Ref oci.Reference
 	// Tags are extra tags for the same manifest.
 	Tags []string
@@ -60,8 +60,10 @@ type Result struct {
 	Dirty      []string     `json:"dirty,omitempty"`
 }
 
-// Push packs and pushes o.Dir. The same commit always gives the same
-// manifest digest, from any clone.
+// Push packs and pushes o.Dir by digest: it tags nothing (deliver.Publish
+// tags o.Ref's tag and o.Tags, listed in Result.Tags, once the digest is
+// signed). The same commit always gives the same manifest digest, from any
+// clone.
 func Push(ctx context.Context, c *oci.Client, o Options) (*Result, error) {
 	info, err := provenance.Read(o.Dir)
 	if err != nil {
@@ -107,7 +109,7 @@ func Push(ctx context.Context, c *oci.Client, o Options) (*Result, error) {
 			return readCloser{o.Progress(fh, built.Compressed), fh}, nil
 		},
 	}
-	desc, err := c.Push(ctx, o.Ref, oci.Artifact{Layer: layer, Annotations: ann}, o.Tags...)
+	desc, err := c.Push(ctx, o.Ref.WithTag(""), oci.Artifact{Layer: layer, Annotations: ann})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/apply/compose"
 	"github.com/berth-dev/berth/source/bundle"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 )
 
@@ -115,7 +116,12 @@ func (c *composeEnv) createBundle(out, repoAndTag string) string {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	b, err := bundle.Create(context.Background(), client, bundle.CreateOptions{Ref: ref, Output: out})
+	ctx := context.Background()
+	state, err := (&deliver.Remote{Client: client}).Fetch(ctx, ref, nil, true)
+	if err != nil {
+		c.t.Fatalf("fetch %s: %v", ref, err)
+	}
+	b, err := bundle.Create(ctx, client, bundle.CreateOptions{State: state, Output: out})
 	if err != nil {
 		c.t.Fatalf("bundle.Create %s: %v", ref, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -393,26 +394,35 @@ func TestHelmDrift(t *testing.T) {
 		t.Fatal("the restore made no write as the agent's user")
 	}
 
-	// The live report names the drift and the restore.
-	var st struct {
-		Appliers struct {
-			Helm map[string]struct {
-				Release, Namespace, Status string
-				Revision                   int
-				Drift                      *struct {
-					Drifted  []string
-					Restores int
-				}
-			}
+	// The live report names the drift and the restore: the applier's own
+	// detail, and the view every applier shares.
+	type liveApp struct {
+		Kind, App string
+		View      *struct{ Unit, State string }
+		Detail    struct {
+			Release, Namespace, Status string
+			Revision                   int
+		}
+		Drift *struct {
+			Drifted  []string
+			Restores int
 		}
 	}
+	var st struct{ Apps []liveApp }
 	out, errOut, code := testenv.Run(t, h.bin, nil, "status", "--config", h.cfgPath, "--output", "json")
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("status: exit %d %q %s", code, out, errOut)
 	}
-	r, ok := st.Appliers.Helm[helmNS+"/"+helmRelease]
-	if !ok || r.Release != helmRelease || r.Status != "deployed" || r.Revision != 1 || r.Drift == nil || r.Drift.Restores < 1 {
-		t.Fatalf("status.appliers.helm = %s", out)
+	i := slices.IndexFunc(st.Apps, func(a liveApp) bool {
+		return a.Kind == "helm" && a.Detail.Namespace+"/"+a.Detail.Release == helmNS+"/"+helmRelease
+	})
+	if i < 0 {
+		t.Fatalf("status.apps has no release %s/%s: %s", helmNS, helmRelease, out)
+	}
+	r := st.Apps[i]
+	if r.Detail.Release != helmRelease || r.Detail.Status != "deployed" || r.Detail.Revision != 1 || r.Drift == nil || r.Drift.Restores < 1 ||
+		r.View == nil || r.View.Unit != "release "+helmNS+"/"+helmRelease || r.View.State != "revision 1 deployed" {
+		t.Fatalf("status.apps = %s", out)
 	}
 	// Drifted is what the last check that found drift saw: both changes,
 	// or the one of them that a check in between them missed.
