@@ -98,6 +98,9 @@ func BenchmarkPullVsFlux(b *testing.B) {
 func (e *env) pullFlux(flux string, a artifact) (elapsed, syncTime time.Duration) {
 	e.b.Helper()
 	dir := filepath.Join(e.b.TempDir(), "flux-out")
+	if err := os.Mkdir(dir, 0o755); err != nil { // flux wants it to exist
+		e.b.Fatal(err)
+	}
 	cmd := exec.Command(flux, "pull", "artifact", a.url, "--output", dir)
 	// flux reads credentials from the Docker config and trusts the
 	// system roots, which SSL_CERT_FILE replaces.
