@@ -136,8 +136,11 @@ func writeFile(root *os.Root, it *item) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(f, it.body)
-	if err == nil && n != it.size {
+	// CopyN, like the workers' ReadFull, ends with the file's last byte: an
+	// error of the stream after it is returned by the next entry, so that
+	// both ways count the same files.
+	n, err := io.CopyN(f, it.body, it.size)
+	if err == io.EOF {
 		err = refuse(it.name, fmt.Sprintf("file has %d bytes instead of %d", n, it.size), ErrInvalidArchive)
 	}
 	return n, closeFile(f, it.mode, err)
