@@ -68,8 +68,9 @@ var (
 // through the configuration's registry mirrors. Image and chart pulls use
 // the first source's Docker config (one per device is the usual layout);
 // chart pulls trust the first source's CA and speak plain HTTP when it
-// does, since charts usually live in the registry of the sources. The
-// returned function releases them.
+// does, since charts usually live in the registry of the sources; without
+// them, the margo block's (component registries). The returned function
+// releases them.
 func NewAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]Applier, func(), error) {
 	mirrors, err := cfg.Mirrors()
 	if err != nil {
@@ -87,6 +88,16 @@ func NewAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]A
 		if s.CAFile != "" || s.Insecure {
 			caFile, plainHTTP = s.CAFile, s.Insecure
 			break
+		}
+	}
+	if m := cfg.Margo; m != nil {
+		// A Margo device's charts and images come from its component
+		// registries, unless a source says otherwise.
+		if dockerConfig == "" {
+			dockerConfig = m.Credentials.DockerConfig
+		}
+		if caFile == "" && !plainHTTP {
+			caFile, plainHTTP = m.CAFile, m.Insecure
 		}
 	}
 	var out []Applier

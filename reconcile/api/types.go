@@ -22,6 +22,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/berth-dev/berth/reconcile/store"
@@ -57,6 +58,10 @@ type SourceStatus struct {
 	Reconciling bool `json:"reconciling,omitempty"`
 	// SourceState is what state.json records about the source.
 	store.SourceState
+	// Detail is the source's own account, for scripts (the Margo source's
+	// WFM, accepted manifestVersion, deployments and queued status
+	// posts); absent for OCI and bundle sources.
+	Detail json.RawMessage `json:"detail,omitempty"`
 }
 
 // ReconcileResult is how the reconcile of one source ended.
