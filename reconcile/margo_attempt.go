@@ -495,7 +495,7 @@ func (t *margoAttempt) failure() error {
 	t.rev.Digest, t.rev.Apps = t.final, t.finalApps
 	var errs []error
 	for _, id := range slices.Sorted(maps.Keys(t.failed)) {
-		errs = append(errs, fmt.Errorf("deployment %s (%s): %w", t.name(id), id, t.failed[id].Err))
+		errs = append(errs, fmt.Errorf("%s: %w", t.name(id), t.failed[id].Err))
 	}
 	for _, id := range slices.Sorted(maps.Keys(t.applyFailed)) {
 		errs = append(errs, fmt.Errorf("deployment %s (%s) failed and is back on its previous revision: %s", t.name(id), id, t.applyFailed[id]))
