@@ -69,7 +69,9 @@ data:
   greeting: {{ .Values.settings.greeting | quote }}
   cpu: {{ .Values.limits.cpu | quote }}
 `)
-	var pkg struct{ Components []struct{ Kind, Digest string } }
+	var pkg struct {
+		Components []struct{ Kind, Digest string }
+	}
 	e.okJSON(&pkg, "margo", "package", app, e.url("acme/apps/line-monitor"), "--sign-key", e.key)
 	if len(pkg.Components) != 2 {
 		t.Fatalf("package pushed %+v", pkg)
