@@ -23,6 +23,11 @@
 //	      maxHistory: 5               # release revisions kept
 //	extensions:
 //	  usbguard: {compose: {path: extensions/usbguard}}
+//	rollout:                          # optional: see Rollout
+//	  waves:
+//	    - {name: canary, selector: {ring: canary}}
+//	    - {name: early, percent: 10, after: 2h}
+//	    - {name: all, percent: 100, after: 24h}
 //
 // Parsing is strict: unknown fields, duplicate keys, values of the wrong
 // type and invalid values are errors, every one located at a line of the
@@ -71,6 +76,9 @@ type DeviceState struct {
 	// Extensions are applied only on the devices that enable them by
 	// name. They are in file order; Name is the key they are listed under.
 	Extensions []App
+	// Rollout is the release's rollout plan; nil when it has none, and
+	// every device then adopts the release as soon as it sees it.
+	Rollout *Rollout
 }
 
 // App is one application of a desired state: exactly one of Compose and

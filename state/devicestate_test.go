@@ -282,6 +282,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
+		checkRollout(t, st.Rollout)
 		names := map[string]bool{}
 		for _, a := range append(st.Apps, st.Extensions...) {
 			if (a.Compose == nil) == (a.Helm == nil) {

@@ -10,7 +10,7 @@ import (
 // rules is berth's import direction (see the package documentation and
 // README.md's package map).
 var rules = []Rule{
-	{From: "state/...", To: "...", Except: []string{"internal/yamlstrict", "internal/errdef"},
+	{From: "state/...", To: "...", Except: []string{"internal/yamlstrict", "internal/errdef", "internal/labels"},
 		Why: "state holds the contracts at the bottom: it imports no other berth package but leaf helpers"},
 	{From: "apply/...", To: "reconcile/...", Why: "appliers receive a state.Revision and return state reports: they never import the agent"},
 	{From: "source/...", To: "reconcile/...", Why: "the delivery path knows nothing of the agent"},
@@ -24,8 +24,11 @@ var rules = []Rule{
 	{From: "apply/...", To: "internal/cli", Why: "the CLI is at the top"},
 	{From: "source/...", To: "internal/cli", Why: "the CLI is at the top"},
 	{From: "policy/...", To: "internal/cli", Why: "the CLI is at the top"},
+	{From: "fleet/...", To: "reconcile/...", Why: "the publishing side reads the devices' reports from Prometheus: it does not link the agent"},
+	{From: "fleet/...", To: "apply/...", Why: "the publishing side does not depend on how a revision is applied"},
 	{From: "internal/errdef", To: "...", Why: "error classes are a leaf"},
 	{From: "internal/yamlstrict", To: "...", Why: "the YAML helper is a leaf"},
+	{From: "internal/labels", To: "...", Why: "the label checks are a leaf"},
 }
 
 // TestImportDirection fails on any import against berth's direction.

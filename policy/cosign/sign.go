@@ -123,6 +123,13 @@ func Sign(ctx context.Context, digest name.Digest, sv signature.SignerVerifier, 
 // digest. That is only a sanity check of the unverified content: the
 // signature itself is not verified here.
 func AttachBundle(ctx context.Context, digest name.Digest, bundleJSON []byte, ropts ...remote.Option) error {
+	return attach(ctx, digest, bundleJSON, ctypes.CosignSignPredicateType, "signature", ropts)
+}
+
+// attach checks that bundleJSON holds a DSSE in-toto statement of
+// predicateType naming digest, and stores it as a referrer of digest;
+// what names the bundle in messages.
+func attach(ctx context.Context, digest name.Digest, bundleJSON []byte, predicateType, what string, ropts []remote.Option) error {
 	if len(bundleJSON) > maxBundleSize {
 		return fmt.Errorf("attach: bundle is %d bytes (limit %d)", len(bundleJSON), maxBundleSize)
 	}
@@ -141,8 +148,8 @@ func AttachBundle(ctx context.Context, digest name.Digest, bundleJSON []byte, ro
 	if err := protojson.Unmarshal(env.GetPayload(), &st); err != nil {
 		return fmt.Errorf("attach: bundle statement: %w", err)
 	}
-	if pt := st.GetPredicateType(); pt != ctypes.CosignSignPredicateType {
-		return fmt.Errorf("attach: bundle predicate type %q, want %q", pt, ctypes.CosignSignPredicateType)
+	if pt := st.GetPredicateType(); pt != predicateType {
+		return fmt.Errorf("attach: bundle predicate type %q, want %q", pt, predicateType)
 	}
 	alg, hexDigest, _ := strings.Cut(digest.DigestStr(), ":")
 	named := false
@@ -155,10 +162,10 @@ func AttachBundle(ctx context.Context, digest name.Digest, bundleJSON []byte, ro
 	opts := remoteOptions(ctx, ropts)
 	desc, err := remote.Head(digest, opts...)
 	if err != nil {
-		return registryErr(fmt.Sprintf("looking up %s to attach a signature", digest), err)
+		return registryErr(fmt.Sprintf("looking up %s to attach a %s", digest, what), err)
 	}
-	if err := writeBundleReferrer(digest, desc, bundleJSON, opts); err != nil {
-		return registryErr(fmt.Sprintf("attaching signature bundle to %s", digest), err)
+	if err := writeBundleReferrer(digest, desc, bundleJSON, predicateType, opts); err != nil {
+		return registryErr(fmt.Sprintf("attaching %s bundle to %s", what, digest), err)
 	}
 	return nil
 }
@@ -195,7 +202,7 @@ func signBundle(ctx context.Context, digest name.Digest, subject *v1.Descriptor,
 	if err != nil {
 		return fmt.Errorf("sign: making bundle: %w", err)
 	}
-	if err := writeBundleReferrer(digest, subject, bundleBytes, opts); err != nil {
+	if err := writeBundleReferrer(digest, subject, bundleBytes, ctypes.CosignSignPredicateType, opts); err != nil {
 		return registryErr(fmt.Sprintf("attaching signature bundle to %s", digest), err)
 	}
 	return nil
@@ -203,7 +210,8 @@ func signBundle(ctx context.Context, digest name.Digest, subject *v1.Descriptor,
 
 // writeBundleReferrer stores the bundle exactly as cosign's
 // ociremote.WriteAttestationNewBundleFormat does (same config, layer,
-// artifactType and annotations), but keeps digest's Repository value for
+// artifactType and annotations, the predicate type of the bundle's
+// statement among them), but keeps digest's Repository value for
 // every request. cosign re-parses the reference from a string and so drops
 // name.Insecure, breaking plain-HTTP registries that are not localhost or
 // RFC 1918 addresses.
@@ -213,7 +221,7 @@ func signBundle(ctx context.Context, digest name.Digest, subject *v1.Descriptor,
 // 404/400 adds the manifest to the sha256-<hex> fallback tag index
 // (go-containerregistry's commitSubjectReferrers; forced on in
 // remoteOptions).
-func writeBundleReferrer(digest name.Digest, subject *v1.Descriptor, bundleBytes []byte, opts []remote.Option) error {
+func writeBundleReferrer(digest name.Digest, subject *v1.Descriptor, bundleBytes []byte, predicateType string, opts []remote.Option) error {
 	repo := digest.Context()
 
 	config := static.NewLayer([]byte("{}"), types.OCIConfigJSON)
@@ -260,7 +268,7 @@ func writeBundleReferrer(digest name.Digest, subject *v1.Descriptor, bundleBytes
 		Annotations: map[string]string{
 			"org.opencontainers.image.created": time.Now().UTC().Format(time.RFC3339),
 			bundleAnnotationContent:            "dsse-envelope",
-			bundleAnnotationPredicate:          ctypes.CosignSignPredicateType,
+			bundleAnnotationPredicate:          predicateType,
 		},
 		ArtifactType: bundleMediaType,
 	}

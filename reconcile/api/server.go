@@ -80,7 +80,7 @@ func (s *Server) ServeUnix(ctx context.Context, path string) error {
 }
 
 // ServeTCP serves on addr until ctx is done. TCP has no authentication:
-// suspend, resume and rollback answer 403 there; health, readiness, status,
+// suspend, resume, rollback and inhibit answer 403 there; health, readiness, status,
 // history, metrics, reconcile and the registry hook are served.
 func (s *Server) ServeTCP(ctx context.Context, addr string) error {
 	var lc net.ListenConfig
@@ -193,7 +193,7 @@ func (s *Server) routes(control bool) http.Handler {
 			return h
 		}
 		return func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusForbidden, errors.New("suspend, resume and rollback are served on the unix socket only"))
+			writeError(w, http.StatusForbidden, errors.New("suspend, resume, rollback and inhibit are served on the unix socket only"))
 		}
 	}
 	handle(http.MethodGet, "/healthz", s.healthz)
@@ -206,6 +206,9 @@ func (s *Server) routes(control bool) http.Handler {
 	handle(http.MethodPost, "/resume/{source}", controlOnly(s.suspend(false)))
 	handle(http.MethodPost, "/rollback/{source}", controlOnly(s.rollback))
 	handle(http.MethodPost, "/hooks/registry", s.hook)
+	handle(http.MethodGet, "/inhibitors", s.listInhibitors)
+	handle(http.MethodPost, "/inhibit/{app}", controlOnly(s.inhibit))
+	handle(http.MethodPost, "/inhibit/{app}/release", controlOnly(s.releaseInhibitor))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no route %s", r.URL.Path))
 	})

@@ -199,10 +199,10 @@ func TestRoutes(t *testing.T) {
 		{name: "suspend unknown", method: "POST", path: "/suspend/nope", wantCode: 404,
 			wantJSON: `{"error": "unknown source \"nope\""}`},
 		{name: "rollback to previous", method: "POST", path: "/rollback/app", wantCode: 200,
-			wantJSON:  `{"source": "app", "outcome": "rolledback", "digest": "` + digestA + `"}`,
+			wantJSON:  `{"source": "app", "outcome": "rolled-back", "digest": "` + digestA + `"}`,
 			wantCalls: calls{rollbacks: []rollbackCall{{"app", ""}}}},
 		{name: "rollback to digest", method: "POST", path: "/rollback/app?digest=" + digestC, wantCode: 200,
-			wantJSON:  `{"source": "app", "outcome": "rolledback", "digest": "` + digestC + `"}`,
+			wantJSON:  `{"source": "app", "outcome": "rolled-back", "digest": "` + digestC + `"}`,
 			wantCalls: calls{rollbacks: []rollbackCall{{"app", digestC}}}},
 		{name: "rollback bad digest", method: "POST", path: "/rollback/app?digest=sha256:xyz", wantCode: 400,
 			wantHas: `"error": "bad digest \"sha256:xyz\"`},
@@ -367,6 +367,9 @@ func TestServeTCP(t *testing.T) {
 		{"POST", "/suspend/app", 403},
 		{"POST", "/resume/app", 403},
 		{"POST", "/rollback/app", 403},
+		{"POST", "/inhibit/app?for=1m", 403},
+		{"POST", "/inhibit/app/release", 403},
+		{"GET", "/inhibitors", 200},
 		{"GET", "/rollback/app", 405},
 	}
 	for _, tt := range tests {

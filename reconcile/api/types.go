@@ -14,6 +14,10 @@
 //	POST /rollback/{source}[?digest=D]  ReconcileResult
 //	POST /hooks/registry          distribution notification events; []string of
 //	                              the sources triggered
+//	GET  /inhibitors              InhibitorList: the inhibitors that hold now
+//	POST /inhibit/{app}?for=D[&reason=R][&by=B]  inhibit.Inhibitor: hold app's
+//	                              updates for D (writes <stateDir>/inhibit/<app>.json)
+//	POST /inhibit/{app}/release   Released
 //
 // Errors are JSON objects {"error": "..."} with status 400, 404 (unknown
 // source), 405, 409 (conflict), 413, 415 or 500. Suspend, resume and rollback
@@ -25,6 +29,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/berth-dev/berth/reconcile/report"
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/state"
 )
@@ -40,6 +45,9 @@ type Status struct {
 	// Apps are the appliers' live reports of the apps they applied (what
 	// runs, the last apply, drift corrections), by source and app.
 	Apps []state.AppReport `json:"apps,omitempty"`
+	// Report is the state of the remote-write reporting
+	// (report.prometheus); nil when it is not configured.
+	Report *report.Status `json:"report,omitempty"`
 }
 
 // SourceStatus is the configuration and state of one source.
@@ -69,7 +77,7 @@ type ReconcileResult struct {
 	// Source is the source's name.
 	Source string `json:"source"`
 	// Outcome is a store.Outcome: applied, unchanged, failed, refused,
-	// error or rolledback.
+	// error or rolled-back.
 	Outcome string `json:"outcome"`
 	// Digest is the digest resolved or applied, when known.
 	Digest string `json:"digest,omitempty"`

@@ -34,6 +34,15 @@
 //	apply:
 //	  compose: {host: unix:///var/run/docker.sock}
 //	  helm: {kubeconfig: /etc/rancher/k3s/k3s.yaml}
+//	device:                           # for staged rollouts
+//	  id: press-07                    # default: derived from /etc/machine-id
+//	  labels: {ring: canary, line: "3"}
+//	windows:                          # also per source, field by field
+//	  apply:                          # always (default) or a list of windows
+//	    - {days: [mon, tue, wed, thu, fri], start: "22:00", end: "05:00", timezone: Europe/Berlin}
+//	  download: always
+//	report:                           # push metrics to Prometheus (see Report)
+//	  prometheus: {remoteWrite: https://metrics.plant.local/api/v1/write}
 //
 // Parsing is strict: unknown fields, duplicate keys, values of the wrong
 // type and invalid values are errors, each located at a line of the file and
@@ -147,6 +156,12 @@ type Config struct {
 	Apply Apply
 	// Margo, when set, makes the device a Margo WFM client (see Margo).
 	Margo *Margo
+	// Device is the device's identity: see Device.Identity.
+	Device Device
+	// Windows are the update windows of the sources that set none.
+	Windows Windows
+	// Report configures status reporting (report.prometheus).
+	Report Report
 
 	// lines are the lines of the fields that name files, by field path, for
 	// the messages of Check.
@@ -258,6 +273,9 @@ type Source struct {
 	Insecure bool
 	// Limits cap what an extraction writes.
 	Limits Limits
+	// Windows are the source's update windows: its own windows fields,
+	// else the global ones.
+	Windows Windows
 }
 
 // Ref is what a source tracks.

@@ -1,12 +1,16 @@
 package config
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/berth-dev/berth/internal/labels"
+	"github.com/berth-dev/berth/policy/window"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/selector"
 )
@@ -39,6 +43,15 @@ func FuzzParse(f *testing.F) {
 		}
 		if (len(c.Sources) == 0 && c.Margo == nil) || c.KeepRevisions < 1 || c.StateDir == "" || c.Socket == "" || len(c.Socket) > maxSocketPath {
 			t.Fatalf("invalid config: %+v", c)
+		}
+		if r := c.Report.Prometheus; r != nil {
+			u, err := url.Parse(r.RemoteWrite)
+			if err != nil || u.Host == "" || u.User != nil || (u.Scheme == "http") != r.Insecure || u.Scheme != "http" && u.Scheme != "https" ||
+				r.Interval < MinInterval || r.Interval > MaxReportInterval || r.Queue.MaxAge < MinReportMaxAge ||
+				r.Queue.MaxSize < MinReportMaxSize || r.Queue.MaxSize > MaxReportMaxSize ||
+				r.BasicAuth != nil && (r.BearerTokenFile != "" || r.BasicAuth.Username == "" || r.BasicAuth.PasswordFile == "") {
+				t.Fatalf("invalid report: %+v", r)
+			}
 		}
 		names := map[string]bool{}
 		for _, s := range c.Sources {
@@ -93,7 +106,39 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("registry %+v", r)
 			}
 		}
+		checkFleet(t, c)
 	})
+}
+
+// checkFleet fails unless the device and windows of c hold what Parse
+// guarantees.
+func checkFleet(t *testing.T, c *Config) {
+	t.Helper()
+	if c.Device.ID != "" && (labels.CheckValue(c.Device.ID) != nil || c.Device.IDFile != "") {
+		t.Fatalf("device %+v", c.Device)
+	}
+	for k, v := range c.Device.Labels {
+		if labels.CheckKey(k) != nil || labels.CheckValue(v) != nil {
+			t.Fatalf("label %q=%q", k, v)
+		}
+	}
+	for _, w := range append([]Windows{c.Windows}, func() (ws []Windows) {
+		for _, s := range c.Sources {
+			ws = append(ws, s.Windows)
+		}
+		return ws
+	}()...) {
+		for _, s := range []window.Schedule{w.Apply, w.Download} {
+			if s != nil && len(s) == 0 {
+				t.Fatal("an empty schedule")
+			}
+			for _, win := range s {
+				if win.Location == nil || win.Start == win.End || win.Days == [7]bool{} || s.Next(time.Unix(0, 0)).IsZero() {
+					t.Fatalf("window %+v", win)
+				}
+			}
+		}
+	}
 }
 
 // FuzzSourceFields puts fuzzed values in the fields of a valid source, so
