@@ -83,10 +83,10 @@ margo:
 }
 
 // once runs `berth agent --once` and returns its Margo result, its exit
-// code and its log.
+// code and its log (warnings and errors: --once alone logs errors only).
 func (d *margoDevice) once() (result, int, string) {
 	d.t.Helper()
-	out, errOut, code := testenv.Run(d.t, d.bin, nil, "agent", "--config", d.cfgPath, "--once", "--output", "json")
+	out, errOut, code := testenv.Run(d.t, d.bin, nil, "agent", "--config", d.cfgPath, "--once", "--output", "json", "--log-level", "warn")
 	var res []result
 	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 || res[0].Source != "margo" {
 		d.t.Fatalf("agent --once: exit %d, stdout %q\nstderr:\n%s", code, out, errOut)
