@@ -33,7 +33,7 @@ var _ Querier = promv1.API(nil)
 // waves in order, and the wave of a device. The rollout plan of the
 // release (policy/rollout) provides it. The labels a device is placed by
 // are those of its berth_device_info, keyed by their Prometheus label
-// names (metrics.LabelName).
+// names (labels.PrometheusName); NewPlan makes one of a rollout plan.
 type Placement interface {
 	// Waves returns the plan's waves, in order.
 	Waves() []Wave
