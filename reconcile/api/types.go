@@ -72,7 +72,7 @@ type ReconcileResult struct {
 	// Source is the source's name.
 	Source string `json:"source"`
 	// Outcome is a store.Outcome: applied, unchanged, failed, refused,
-	// error or rolledback.
+	// error or rolled-back.
 	Outcome string `json:"outcome"`
 	// Digest is the digest resolved or applied, when known.
 	Digest string `json:"digest,omitempty"`

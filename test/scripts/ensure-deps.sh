@@ -40,6 +40,8 @@ DEPS=(
   # The remote-write receiver of the fleet-status tests (2.42 in bookworm):
   # started by internal/testenv on loopback, never as the Debian service.
   "prometheus /usr/bin/prometheus"
+  # make dist's arm64 and armv7 binaries run under qemu in test/e2e.
+  "qemu-user-static /usr/bin/qemu-aarch64-static"
 )
 
 mode=install
