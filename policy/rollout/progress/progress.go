@@ -263,7 +263,7 @@ func fetch(ctx context.Context, prom Querier, q Query) (*facts, error) {
 
 // build puts the devices in their waves and counts them.
 func build(f *facts, p Placement, q Query) *Report {
-	r := &Report{Digest: q.Digest, At: q.At.UTC()}
+	r := &Report{Digest: q.Digest, At: q.At.UTC(), Devices: []Device{}}
 	waves := []Wave{{Name: NoPlan}}
 	if p != nil {
 		waves = p.Waves()

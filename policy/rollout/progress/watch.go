@@ -52,7 +52,7 @@ type WatchOptions struct {
 type WatchResult struct {
 	Outcome Outcome `json:"outcome"`
 	// Report is the last report read (nil when none could be).
-	Report *Report `json:"report"`
+	Report *Report `json:"report,omitempty"`
 	// Trips are the waves that failed past the threshold (Paused).
 	Trips []Trip `json:"trips,omitempty"`
 	// Polls counts the reads.
