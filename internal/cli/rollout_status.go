@@ -118,9 +118,7 @@ const exitTripped = 2
 
 func newRolloutWatchCmd(g *globals) *cobra.Command {
 	var f progressFlags
-	var maxFailed, key, action string
-	var minDevices, maxErrors int
-	var poll, maxWait time.Duration
+	var w watchFlags
 	cmd := &cobra.Command{
 		Use:   "watch REF --prometheus URL [--max-failed 5% --sign-key KEY]",
 		Short: "Follow a release's rollout until it settles; pause it when a wave fails (the circuit breaker)",
@@ -146,84 +144,111 @@ could not be pushed: the error says so).`,
   # only follow it, one JSON document at the end
   berth rollout watch oci://registry.example.com/fleet/line-3:v1.4.0 --prometheus http://127.0.0.1:9090 --poll 10s --max-wait 2h --output json`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o := progress.WatchOptions{Poll: poll, MaxErrors: maxErrors}
-			a, err := rollout.ParseAction(action)
-			if err != nil || (a != rollout.Pause && a != rollout.Abort) {
-				return fmt.Errorf("--action %q: use pause (devices not on the release stay off it) or abort (devices on it go back too)", action)
-			}
-			if (maxFailed == "") != (key == "") {
-				return errors.New("give --max-failed and --sign-key together: the breaker signs a statement when the threshold is passed; without both, watch only follows the rollout")
-			}
-			var sv signature.SignerVerifier
-			if maxFailed != "" {
-				t, err := progress.ParseThreshold(maxFailed)
-				if err != nil {
-					return fmt.Errorf("--max-failed: %w", err)
-				}
-				o.Breaker = &progress.Breaker{MaxFailed: t, MinDevices: minDevices}
-				// Load the key now: a key that does not load must fail the
-				// job before the watch, not when the rollout needs pausing.
-				if sv, err = cosign.LoadPrivateKey(key, cosignPassword); err != nil {
-					return fmt.Errorf("load signing key %s: %w", key, err)
-				}
-			}
-			rel, api, plan, q, err := f.open(g, cmd, args[0])
-			if err != nil {
-				return err
-			}
-			c := rel.remote.Client
-			d, err := c.Name(rel.ref)
-			if err != nil {
-				return err
-			}
-			res := watchResult{URL: rel.ref.String()}
-			o.Pause = func(ctx context.Context, _ *progress.Report, trips []progress.Trip) error {
-				st := progress.Statement(a, rel.ref.Digest, trips, time.Now())
-				ctx, cancel := g.step(ctx)
-				defer cancel()
-				if err := statement.Sign(ctx, d, st, sv, c.RemoteOptions(ctx)...); err != nil {
-					return fmt.Errorf("sign %s statement for %s: %w", a, rel.ref, err)
-				}
-				res.Statement = &st
-				g.log.Warn("circuit breaker tripped: statement attached", "action", string(a), "digest", rel.ref.Digest, "reason", st.Reason)
-				return nil
-			}
-			if g.output != "json" {
-				o.Observe = func(r *progress.Report, err error) { observeLine(g.stderr, r, err) }
-			}
-			ctx := cmd.Context()
-			if maxWait > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, maxWait)
-				defer cancel()
-			}
-			wr, werr := progress.Watch(ctx, api, plan, q, o)
-			res.WatchResult = wr
-			if wr != nil {
-				if err := g.print(res, func(w io.Writer) { printWatch(w, &res) }); err != nil {
-					return err
-				}
-			}
-			switch {
-			case werr != nil:
-				return werr
-			case wr.Outcome == progress.Paused:
-				return exitError{code: exitTripped, err: fmt.Errorf("the rollout of %s failed: %s statement pushed: %s", rel.ref, a, progress.Reason(wr.Trips, 0))}
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return g.rolloutWatch(cmd, args[0], &f, &w) },
 	}
 	f.register(cmd)
 	fl := cmd.Flags()
-	fl.StringVar(&maxFailed, "max-failed", "", "the circuit breaker's threshold: the failures an open wave tolerates, a share (5%) or a number of devices (3)")
-	fl.IntVar(&minDevices, "min-devices", 1, "devices of a wave that must have tried the release before the breaker judges the wave")
-	fl.StringVar(&key, "sign-key", "", "cosign private key the breaker signs its statement with: a file or env://VAR (password from COSIGN_PASSWORD)")
-	fl.StringVar(&action, "action", "pause", "the statement the breaker signs: pause or abort")
-	fl.DurationVar(&poll, "poll", 30*time.Second, "time between two reads of Prometheus")
-	fl.IntVar(&maxErrors, "max-errors", 5, "reads of Prometheus that may fail in a row before watch gives up")
-	fl.DurationVar(&maxWait, "max-wait", 0, "give up when the rollout has not settled after this long (0: no limit; CI jobs have their own)")
+	fl.StringVar(&w.maxFailed, "max-failed", "", "the circuit breaker's threshold: the failures an open wave tolerates, a share (5%) or a number of devices (3)")
+	fl.IntVar(&w.minDevices, "min-devices", 1, "devices of a wave that must have tried the release before the breaker judges the wave")
+	fl.StringVar(&w.key, "sign-key", "", "cosign private key the breaker signs its statement with: a file or env://VAR (password from COSIGN_PASSWORD)")
+	fl.StringVar(&w.action, "action", "pause", "the statement the breaker signs: pause or abort")
+	fl.DurationVar(&w.poll, "poll", 30*time.Second, "time between two reads of Prometheus")
+	fl.IntVar(&w.maxErrors, "max-errors", 5, "reads of Prometheus that may fail in a row before watch gives up")
+	fl.DurationVar(&w.maxWait, "max-wait", 0, "give up when the rollout has not settled after this long (0: no limit; CI jobs have their own)")
 	return cmd
+}
+
+// watchFlags are rollout watch's own flags.
+type watchFlags struct {
+	maxFailed, key, action string
+	minDevices, maxErrors  int
+	poll, maxWait          time.Duration
+}
+
+// breaker returns the breaker of --max-failed and the key it signs with,
+// loaded now: a key that does not load must fail the job before the
+// watch, not when the rollout needs pausing. Nil without --max-failed.
+func (w *watchFlags) breaker() (*progress.Breaker, rollout.Action, signature.SignerVerifier, error) {
+	a, err := rollout.ParseAction(w.action)
+	if err != nil || (a != rollout.Pause && a != rollout.Abort) {
+		return nil, a, nil, fmt.Errorf("--action %q: use pause (devices not on the release stay off it) or abort (devices on it go back too)", w.action)
+	}
+	if (w.maxFailed == "") != (w.key == "") {
+		return nil, a, nil, errors.New("give --max-failed and --sign-key together: the breaker signs a statement when the threshold is passed; without both, watch only follows the rollout")
+	}
+	if w.maxFailed == "" {
+		return nil, a, nil, nil
+	}
+	t, err := progress.ParseThreshold(w.maxFailed)
+	if err != nil {
+		return nil, a, nil, fmt.Errorf("--max-failed: %w", err)
+	}
+	sv, err := cosign.LoadPrivateKey(w.key, cosignPassword)
+	if err != nil {
+		return nil, a, nil, fmt.Errorf("load signing key %s: %w", w.key, err)
+	}
+	return &progress.Breaker{MaxFailed: t, MinDevices: w.minDevices}, a, sv, nil
+}
+
+// rolloutWatch runs rollout watch on the release arg names.
+func (g *globals) rolloutWatch(cmd *cobra.Command, arg string, f *progressFlags, w *watchFlags) error {
+	b, a, sv, err := w.breaker()
+	if err != nil {
+		return err
+	}
+	o := progress.WatchOptions{Poll: w.poll, MaxErrors: w.maxErrors, Breaker: b}
+	rel, api, plan, q, err := f.open(g, cmd, arg)
+	if err != nil {
+		return err
+	}
+	res := watchResult{URL: rel.ref.String()}
+	if o.Pause, err = g.signStatement(rel, a, sv, &res); err != nil {
+		return err
+	}
+	if g.output != "json" {
+		o.Observe = func(r *progress.Report, err error) { observeLine(g.stderr, r, err) }
+	}
+	ctx := cmd.Context()
+	if w.maxWait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, w.maxWait)
+		defer cancel()
+	}
+	wr, werr := progress.Watch(ctx, api, plan, q, o)
+	res.WatchResult = wr
+	if wr != nil {
+		if err := g.print(res, func(w io.Writer) { printWatch(w, &res) }); err != nil {
+			return err
+		}
+	}
+	switch {
+	case werr != nil:
+		return werr
+	case wr.Outcome == progress.Paused:
+		return exitError{code: exitTripped, err: fmt.Errorf("the rollout of %s failed: %s statement pushed: %s", rel.ref, a, progress.Reason(wr.Trips, 0))}
+	}
+	return nil
+}
+
+// signStatement returns the Pause of a watch: it signs the action's
+// statement for the release with sv, attaches it, and records it in res.
+func (g *globals) signStatement(rel *release, a rollout.Action, sv signature.SignerVerifier, res *watchResult) (func(context.Context, *progress.Report, []progress.Trip) error, error) {
+	c := rel.remote.Client
+	d, err := c.Name(rel.ref)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, _ *progress.Report, trips []progress.Trip) error {
+		st := progress.Statement(a, rel.ref.Digest, trips, time.Now())
+		ctx, cancel := g.step(ctx)
+		defer cancel()
+		if err := statement.Sign(ctx, d, st, sv, c.RemoteOptions(ctx)...); err != nil {
+			return fmt.Errorf("sign %s statement for %s: %w", a, rel.ref, err)
+		}
+		res.Statement = &st
+		g.log.Warn("circuit breaker tripped: statement attached", "action", string(a), "digest", rel.ref.Digest, "reason", st.Reason)
+		return nil
+	}, nil
 }
 
 // observeLine writes one line per poll of watch: each wave's counts.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/fleetsim"
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/reconcile/metrics"
 )
 
 // TestRolloutStatusAndWatchOutput runs rollout status and watch against a
@@ -35,7 +36,12 @@ func TestRolloutStatusAndWatchOutput(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "berth.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, errOut, code := runBerth(t, "push", testenv.GitRepo(t, src), url, "--output", "json")
+	t.Setenv("COSIGN_PASSWORD", "pw")
+	keys := filepath.Join(t.TempDir(), "cosign")
+	if _, errOut, code := runBerth(t, "generate-key", "--prefix", keys); code != 0 {
+		t.Fatal(errOut)
+	}
+	out, errOut, code := runBerth(t, "push", testenv.GitRepo(t, src), url, "--sign-key", keys+".key", "--output", "json")
 	var pushed struct{ Digest string }
 	if code != 0 || json.Unmarshal([]byte(out), &pushed) != nil {
 		t.Fatalf("push: exit %d %s %s", code, out, errOut)
@@ -92,6 +98,40 @@ func TestRolloutStatusAndWatchOutput(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &w); err != nil || w.Outcome != "complete" || w.Polls != 1 {
 		t.Fatalf("watch: %v %s", err, out)
+	}
+
+	// A device fails it: watch --action abort signs an abort, exits 2 and
+	// names the device; the abort verifies with the key.
+	d, err := fleetsim.NewDevice(fleetsim.Options{URL: p.WriteURL(), Dir: t.TempDir()}, "d2", map[string]string{"ring": "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Fail("line-3", pushed.Digest, metrics.OutcomeRefused)
+	d.Tick(context.Background(), time.Now())
+	out, errOut, code = runBerth(t, append([]string{"rollout", "watch", url, "--output", "json", "--poll", "100ms",
+		"--max-failed", "0", "--sign-key", keys + ".key", "--action", "abort"}, args...)...)
+	if code != 2 || !strings.Contains(errOut, "abort statement pushed") || !strings.Contains(errOut, ": d2") {
+		t.Fatalf("watch with a failure: exit %d\n%s%s", code, out, errOut)
+	}
+	checkJSONStyle(t, "rollout watch (tripped)", out)
+	var tripped struct {
+		Outcome string
+		Trips   []struct {
+			Wave   string
+			Failed []string
+		}
+		Statement struct{ Action, Digest, Reason string }
+	}
+	if err := json.Unmarshal([]byte(out), &tripped); err != nil || tripped.Outcome != "paused" || len(tripped.Trips) != 1 || tripped.Trips[0].Wave != "all" ||
+		tripped.Statement.Action != "abort" || tripped.Statement.Digest != pushed.Digest || !strings.Contains(tripped.Statement.Reason, "d2") {
+		t.Fatalf("watch with a failure: %v %s", err, out)
+	}
+	out, errOut, code = runBerth(t, "rollout", "plan", url, "--key", keys+".pub", "--output", "json")
+	var plan struct {
+		Statements struct{ Latest struct{ Action string } }
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &plan) != nil || plan.Statements.Latest.Action != "abort" {
+		t.Fatalf("plan after the abort: exit %d %s %s", code, out, errOut)
 	}
 
 	// Prometheus gone: status says which query failed.
