@@ -86,66 +86,13 @@ func TestRolloutWatchPausesBadRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan := &state.Rollout{Waves: []state.Wave{
-		{Name: "canary", Selector: map[string]string{"ring": "canary"}},
-		{Name: "all", Percent: 100, After: time.Hour},
-	}}
-
-	// The fleet: five canaries, three others; all on 1.4.0.
-	bad := map[string]bool{"c01": true, "c04": true}
-	var canaries, others []*fleetsim.Device
-	dir := t.TempDir()
-	for i := range 8 {
-		id, ls := fmt.Sprintf("c%02d", i), map[string]string{"ring": "canary", "site": "berlin"}
-		if i >= 5 {
-			id, ls = fmt.Sprintf("d%02d", i), map[string]string{"site": "berlin"}
-		}
-		d, err := fleetsim.NewDevice(fleetsim.Options{URL: p.WriteURL(), Dir: dir}, id, ls)
-		if err != nil {
-			t.Fatal(err)
-		}
+	f := newBreakerFleet(t, p, created, rel.Digest)
+	canaries, others := f.devices[:5], f.devices[5:]
+	for _, d := range f.devices {
 		d.Apply("line-3", old.Digest, "1.4.0", time.Now())
-		if i < 5 {
-			canaries = append(canaries, d)
-		} else {
-			others = append(others, d)
-		}
 	}
-	push := func(ds ...*fleetsim.Device) {
-		t.Helper()
-		for _, d := range ds {
-			d.Tick(context.Background(), time.Now())
-			if st := d.Reporter.Status(); st.LastError != "" {
-				t.Fatalf("%s: report: %s", d.ID, st.LastError)
-			}
-		}
-	}
-	push(append(canaries, others...)...)
-	// adopt has a device decide about the release with the rollout policy,
-	// and apply it (or fail it) when the verdict says so.
-	adopt := func(d *fleetsim.Device, action rollout.Action, now time.Time) rollout.Verdict {
-		t.Helper()
-		dec, err := rollout.Decide(rollout.Input{Plan: plan, Created: created, Device: rollout.Device{ID: d.ID, Labels: d.Labels},
-			Repository: "fleet/line-3", Action: action, Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.Metrics.SetWave("line-3", rel.Digest, dec.Placement.Name)
-		switch {
-		case dec.Verdict == rollout.Adopt && bad[d.ID]:
-			d.Fail("line-3", rel.Digest, metrics.OutcomeFailed)
-		case dec.Verdict == rollout.Adopt:
-			d.Apply("line-3", rel.Digest, "1.5.0", now)
-		case dec.Verdict == rollout.Paused:
-			d.Metrics.SetOutcome("line-3", rel.Digest, metrics.OutcomeWaiting)
-			d.Metrics.SetWaiting("line-3", rel.Digest, metrics.WaitPaused, time.Time{})
-		case dec.Verdict == rollout.WaitWave:
-			d.Metrics.SetOutcome("line-3", rel.Digest, metrics.OutcomeWaiting)
-			d.Metrics.SetWaiting("line-3", rel.Digest, metrics.WaitWave, dec.Opens)
-		}
-		push(d)
-		return dec.Verdict
-	}
+	f.push(f.devices...)
+	adopt, plan := f.adopt, f.plan
 
 	// The watch, as a CI step after berth push.
 	promArgs := []string{"--prometheus", p.URL(), "--source", "line-3", "--selector", `site="berlin"`, "--key", e.pub}
@@ -257,4 +204,75 @@ func TestRolloutWatchPausesBadRelease(t *testing.T) {
 	if msg := e.fail(append([]string{"rollout", "watch", e.url("fleet/line-3:1.5.0"), "--max-failed", "150%", "--sign-key", e.key}, promArgs...)...); !strings.Contains(msg, "0% to 100%") {
 		t.Errorf("--max-failed 150%%: %q", msg)
 	}
+}
+
+// breakerFleet is the simulated fleet of TestRolloutWatchPausesBadRelease:
+// five canaries (c00-c04, c01 and c04 fail the release) and three others
+// (d05-d07), reporting to Prometheus.
+type breakerFleet struct {
+	t       *testing.T
+	plan    *state.Rollout
+	created time.Time
+	digest  string
+	devices []*fleetsim.Device
+	bad     map[string]bool
+}
+
+func newBreakerFleet(t *testing.T, p *testenv.Prometheus, created time.Time, digest string) *breakerFleet {
+	f := &breakerFleet{t: t, created: created, digest: digest, bad: map[string]bool{"c01": true, "c04": true},
+		plan: &state.Rollout{Waves: []state.Wave{ // breakerPlan
+			{Name: "canary", Selector: map[string]string{"ring": "canary"}},
+			{Name: "all", Percent: 100, After: time.Hour},
+		}}}
+	dir := t.TempDir()
+	for i := range 8 {
+		id, ls := fmt.Sprintf("c%02d", i), map[string]string{"ring": "canary", "site": "berlin"}
+		if i >= 5 {
+			id, ls = fmt.Sprintf("d%02d", i), map[string]string{"site": "berlin"}
+		}
+		d, err := fleetsim.NewDevice(fleetsim.Options{URL: p.WriteURL(), Dir: dir}, id, ls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.devices = append(f.devices, d)
+	}
+	return f
+}
+
+// push has the devices report now.
+func (f *breakerFleet) push(ds ...*fleetsim.Device) {
+	f.t.Helper()
+	for _, d := range ds {
+		d.Tick(context.Background(), time.Now())
+		if st := d.Reporter.Status(); st.LastError != "" {
+			f.t.Fatalf("%s: report: %s", d.ID, st.LastError)
+		}
+	}
+}
+
+// adopt has a device decide about the release with the rollout policy at
+// now, given the statements' action, apply it (or fail it) when the
+// verdict says so, and report.
+func (f *breakerFleet) adopt(d *fleetsim.Device, action rollout.Action, now time.Time) rollout.Verdict {
+	f.t.Helper()
+	dec, err := rollout.Decide(rollout.Input{Plan: f.plan, Created: f.created, Device: rollout.Device{ID: d.ID, Labels: d.Labels},
+		Repository: "fleet/line-3", Action: action, Now: now})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	d.Metrics.SetWave("line-3", f.digest, dec.Placement.Name)
+	switch {
+	case dec.Verdict == rollout.Adopt && f.bad[d.ID]:
+		d.Fail("line-3", f.digest, metrics.OutcomeFailed)
+	case dec.Verdict == rollout.Adopt:
+		d.Apply("line-3", f.digest, "1.5.0", now)
+	case dec.Verdict == rollout.Paused:
+		d.Metrics.SetOutcome("line-3", f.digest, metrics.OutcomeWaiting)
+		d.Metrics.SetWaiting("line-3", f.digest, metrics.WaitPaused, time.Time{})
+	case dec.Verdict == rollout.WaitWave:
+		d.Metrics.SetOutcome("line-3", f.digest, metrics.OutcomeWaiting)
+		d.Metrics.SetWaiting("line-3", f.digest, metrics.WaitWave, dec.Opens)
+	}
+	f.push(d)
+	return dec.Verdict
 }
