@@ -82,6 +82,9 @@ type Options struct {
 // New opens the state folder, loads keys and trust roots, and prepares one
 // registry client per source. It reaches no registry.
 func New(cfg *config.Config, o Options) (*Agent, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -93,8 +96,8 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
+	for _, r := range st.Removed {
+		o.Log.Warn("removed an incomplete revision left by a crash", "revision", r)
 	}
 	a := &Agent{
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,

@@ -145,15 +145,19 @@ func (a *Agent) record(name string, s *source, rev store.Revision) {
 	if quiet {
 		return
 	}
+	// Old revisions are collected only once state.json, which no longer
+	// needs them, is durable: a crash in between leaves a revision too
+	// many, never a state naming a revision that is gone.
+	if err := store.WriteState(a.cfg.StateDir, a.state); err != nil {
+		a.log.Error("could not record the outcome", "source", name, "error", err)
+		return
+	}
 	if rev.Outcome == store.OutcomeApplied || rev.Outcome == store.OutcomeRolledBack {
 		if removed, err := a.store.GC(a.state, a.cfg.KeepRevisions, slices.Collect(maps.Keys(a.inUse))...); err != nil {
 			a.log.Warn("garbage collection of old revisions failed", "error", err)
 		} else if len(removed) > 0 {
 			a.log.Info("removed old revisions", "digests", removed)
 		}
-	}
-	if err := store.WriteState(a.cfg.StateDir, a.state); err != nil {
-		a.log.Error("could not record the outcome", "source", name, "error", err)
 	}
 }
 
