@@ -132,7 +132,7 @@ type blobReader struct {
 	saved     int64    // got at the last checkpoint
 	savedAt   time.Time
 
-	body   io.ReadCloser // the network body, positioned at got; nil between connections
+	body    io.ReadCloser // the network body, positioned at got; nil between connections
 	stalls  int           // resumes in a row without a new byte
 	failure error         // the transport failure the next resume answers
 	err     error         // sticky

@@ -18,6 +18,9 @@ var (
 	ErrNoLayer = errdef.Refusal("no content layer")
 	// ErrTooLarge is returned when a manifest or blob exceeds its size cap.
 	ErrTooLarge = errdef.Refusal("too large")
+	// ErrTooManyTags is returned when a tag listing passes its caps
+	// (Options.MaxTags, Options.MaxTagPages).
+	ErrTooManyTags = errdef.Refusal("too many tags")
 	// ErrDigestMismatch is returned when content arrived whole and does
 	// not match its digest, or is longer than its descriptor says.
 	ErrDigestMismatch = errdef.Refusal("digest mismatch")

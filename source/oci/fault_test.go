@@ -43,7 +43,7 @@ type faultServer struct {
 	fault   fault
 	match   string
 	count   int
-	after   fault // the fault once count reaches 0
+	after   fault        // the fault once count reaches 0
 	noRange bool         // ignore Range headers, as some registries do
 	ranges  atomic.Int64 // GET requests with a Range header
 	damaged atomic.Int64
