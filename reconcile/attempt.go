@@ -312,10 +312,12 @@ func (t *attempt) fetch(ctx context.Context) error {
 	lim := t.s.cfg.Limits
 	pctx, cancel := context.WithTimeout(ctx, t.s.cfg.Timeout)
 	defer cancel()
-	res, err := t.verified.Extract(pctx, dir, deliver.ExtractOptions{
+	eo := deliver.ExtractOptions{
 		LayerMediaType: t.s.cfg.LayerSelector.MediaType,
 		Limits:         archive.Limits{MaxSize: lim.MaxSize, MaxFiles: lim.MaxFiles},
-	})
+	}
+	a.downloadOptions(t.s, t.o, &eo)
+	res, err := t.verified.Extract(pctx, dir, eo)
 	if err != nil {
 		if refused(err) {
 			return fail(store.OutcomeRefused, "%w", err)

@@ -79,7 +79,7 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 		rev.Via = nil // nothing was fetched
 	}
 	if err != nil {
-		rev.Error = err.Error()
+		rev.Error = err.Error() + capHint(err)
 		if s.file != "" && !strings.Contains(rev.Error, s.file) {
 			rev.Error = "bundle " + s.file + ": " + rev.Error
 		}

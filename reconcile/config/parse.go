@@ -118,12 +118,13 @@ func (p *parser) config(root *yaml.Node) *Config {
 	c := &Config{
 		StateDir:      DefaultStateDir,
 		KeepRevisions: DefaultKeepRevisions,
+		MinFreeSpace:  DefaultMinFreeSpace,
 		Log:           Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 		Apply:         Apply{Compose: ComposeOptions{WaitTimeout: DefaultComposeWaitTimeout}},
 		Bundles:       Bundles{Timeout: DefaultBundlesTimeout},
 	}
 	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo",
-		"device", "windows")
+		"device", "windows", "maxBandwidth", "minFreeSpace")
 	if f == nil {
 		return c
 	}
@@ -154,7 +155,8 @@ func (p *parser) config(root *yaml.Node) *Config {
 }
 
 // settings parses the agent's own top-level settings: stateDir,
-// keepRevisions, allowDowngrade, listen and socket.
+// keepRevisions, allowDowngrade, maxBandwidth, minFreeSpace, listen and
+// socket.
 func (p *parser) settings(f fields, c *Config) {
 	p.fileField(f, "", "stateDir", &c.StateDir)
 	if fv, ok := f["keepRevisions"]; ok {
@@ -167,6 +169,12 @@ func (p *parser) settings(f fields, c *Config) {
 		}
 	}
 	p.boolean(f, "", "allowDowngrade", &c.AllowDowngrade)
+	p.bandwidth(f, "", &c.MaxBandwidth)
+	if fv, ok := f["minFreeSpace"]; ok {
+		if m, ok := p.minFree(fv.Val, "minFreeSpace"); ok {
+			c.MinFreeSpace = m
+		}
+	}
 	if n, s, ok := p.StrField(f, "", "listen"); ok && s != "" {
 		if p.listen(n, "listen", s) {
 			c.Listen = s

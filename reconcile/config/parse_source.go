@@ -16,7 +16,7 @@ import (
 // source parses one entry of sources.
 func (p *parser) source(n *yaml.Node, path string) *Source {
 	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "reconcileTimeout", "jitter", "suspend",
-		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits", "windows")
+		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits", "windows", "maxBandwidth")
 	if f == nil {
 		return nil
 	}
@@ -99,27 +99,8 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			p.Errorf(f["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
 		}
 	}
-	if lf, _ := p.mapping(f, path, "limits", "maxSize", "maxFiles"); lf != nil {
-		lp := join(path, "limits")
-		if fv, ok := lf["maxSize"]; ok {
-			if i, ok := p.Int(fv.Val, join(lp, "maxSize")); ok {
-				if i < 1 {
-					p.Errorf(fv.Val, join(lp, "maxSize"), "must be a positive number of bytes, got %d", i)
-				} else {
-					s.Limits.MaxSize = i
-				}
-			}
-		}
-		if fv, ok := lf["maxFiles"]; ok {
-			if i, ok := p.Int(fv.Val, join(lp, "maxFiles")); ok {
-				if i < 1 || i > 1<<31-1 {
-					p.Errorf(fv.Val, join(lp, "maxFiles"), "must be between 1 and %d, got %d", 1<<31-1, i)
-				} else {
-					s.Limits.MaxFiles = int(i)
-				}
-			}
-		}
-	}
+	p.limits(f, path, &s.Limits, true)
+	p.bandwidth(f, path, &s.MaxBandwidth)
 	return s
 }
 

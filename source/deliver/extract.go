@@ -108,7 +108,7 @@ func (v *Verified) Extract(ctx context.Context, dir string, o ExtractOptions) (*
 	// LATER: slow rule
 	rc, served, err := mirror.Try(ctx, v.eps, mo, func(ctx context.Context, ep mirror.Endpoint) (io.ReadCloser, error) {
 		bo := bo
-		// LATER: mirrors
+		bo.Mirrors = v.after(ep) // a download cut off here goes on from the next
 		return c.FetchBlob(ctx, v.refs[ep.Ref], layer, bo)
 	})
 	if err != nil {

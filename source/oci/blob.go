@@ -28,7 +28,8 @@ type BlobOptions struct {
 	// Resumes is how many times in a row a download cut off by a
 	// transport failure (a reset, a truncated body) is resumed within the
 	// call with an HTTP Range request from the byte it stopped at, after a
-	// short pause. A resume that brings new bytes starts the count again.
+	// short pause. A connection that brings 64 KiB or more starts the count
+	// again.
 	// 0: the first failure ends the read.
 	Resumes int
 	// PartialDir, when set, keeps what a download received in that folder
@@ -45,6 +46,12 @@ type BlobOptions struct {
 	// Limiter, when set, caps the rate of the bytes read from the network
 	// (a metered link); the bytes of a partial blob are not counted.
 	Limiter *rate.Limiter
+	// Mirrors are other repositories holding the same blob (registry
+	// mirrors of ref's, or ref's own for a mirror), in order: a download
+	// that ref cannot finish (its resumes spent) resumes from the first,
+	// with its own resumes, and so on. The blob is the same bytes wherever
+	// it is stored, so the stream goes on where it stopped.
+	Mirrors []Reference
 }
 
 // Checkpoints of a partial download: every checkpointBytes received, or
@@ -54,6 +61,10 @@ const (
 	checkpointEvery = 2 * time.Second
 	// resumePause is the pause before a resume, times the resumes in a row.
 	resumePause = 200 * time.Millisecond
+	// resumeProgress is what a connection must bring for the resumes in a
+	// row to count from zero again: a link that keeps failing after a few
+	// bytes each time is given up on.
+	resumeProgress = 64 << 10
 )
 
 // OpenBlob is FetchBlob(ctx, ref, desc, BlobOptions{MaxSize: maxSize}).
@@ -81,23 +92,22 @@ func (c *Client) FetchBlob(ctx context.Context, ref Reference, desc ocispec.Desc
 	if desc.Size < 0 {
 		return nil, fmt.Errorf("%w: blob %s: negative size %d", ErrDigestMismatch, desc.Digest, desc.Size)
 	}
-	repo, err := c.repository(ref)
-	if err != nil {
+	if _, err := c.repository(ref); err != nil {
 		return nil, err
 	}
-	scheme := "https"
-	if repo.PlainHTTP {
-		scheme = "http"
+	for _, m := range o.Mirrors {
+		if _, err := c.repository(m); err != nil {
+			return nil, err
+		}
 	}
 	r := &blobReader{
-		ctx:  auth.AppendRepositoryScope(ctx, repo.Reference, auth.ActionPull),
 		c:    c,
-		url:  fmt.Sprintf("%s://%s/v2/%s/blobs/%s", scheme, repo.Reference.Host(), repo.Reference.Repository, desc.Digest),
-		repo: ref.Repo(),
 		desc: desc,
 		o:    o,
 		hash: desc.Digest.Algorithm().Hash(),
 	}
+	r.ctx = ctx
+	r.at(ref)
 	if o.PartialDir != "" && desc.Digest.Algorithm() == digest.SHA256 {
 		r.part = openPartial(o.PartialDir, desc)
 		if r.part != nil {
@@ -117,13 +127,15 @@ func (c *Client) FetchBlob(ctx context.Context, ref Reference, desc ocispec.Desc
 // blobReader reads a blob: first the bytes of its partial download, if
 // any, then the rest from the registry, resuming after transport failures.
 type blobReader struct {
-	ctx  context.Context
-	c    *Client
-	url  string
-	repo string
-	desc ocispec.Descriptor
-	o    BlobOptions
-	hash hash.Hash // of the bytes [0, got)
+	ctx     context.Context
+	rctx    context.Context // ctx with the repository's auth scope
+	c       *Client
+	url     string
+	repo    string
+	mirrors int // the Mirrors moved to
+	desc    ocispec.Descriptor
+	o       BlobOptions
+	hash    hash.Hash // of the bytes [0, got)
 
 	part      *partial // nil: nothing kept on disk
 	replayEnd int64    // the bytes of the partial download at the start
@@ -132,21 +144,40 @@ type blobReader struct {
 	saved     int64    // got at the last checkpoint
 	savedAt   time.Time
 
-	body    io.ReadCloser // the network body, positioned at got; nil between connections
-	stalls  int           // resumes in a row without a new byte
-	failure error         // the transport failure the next resume answers
-	err     error         // sticky
+	body   io.ReadCloser // the network body, positioned at got; nil between connections
+	stalls int           // resumes in a row without progress
+	// sinceConnect counts the bytes of the current connection.
+	sinceConnect int64
+	failure      error // the transport failure the next resume answers
+	err          error // sticky
+}
+
+// at points the reader at the blob in ref's repository.
+func (r *blobReader) at(ref Reference) {
+	repo, _ := r.c.repository(ref) // checked by FetchBlob
+	scheme := "https"
+	if repo.PlainHTTP {
+		scheme = "http"
+	}
+	r.url = fmt.Sprintf("%s://%s/v2/%s/blobs/%s", scheme, repo.Reference.Host(), repo.Reference.Repository, r.desc.Digest)
+	r.repo = ref.Repo()
+	r.rctx = auth.AppendRepositoryScope(r.ctx, repo.Reference, auth.ActionPull)
 }
 
 // connect opens the network body at byte got, with a Range request when
-// got > 0.
+// got > 0 (a closed range, which every registry understands); a registry
+// refusing the range is asked for the whole blob.
 func (r *blobReader) connect() error {
-	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.url, nil)
+	return r.connectRange(r.got > 0)
+}
+
+func (r *blobReader) connectRange(ranged bool) error {
+	req, err := http.NewRequestWithContext(r.rctx, http.MethodGet, r.url, nil)
 	if err != nil {
 		return err
 	}
-	if r.got > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", r.got))
+	if ranged {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", r.got, r.desc.Size-1))
 	}
 	resp, err := r.c.auth.Do(req)
 	if err != nil {
@@ -167,6 +198,9 @@ func (r *blobReader) connect() error {
 				return fmt.Errorf("fetch blob %s from %s: skipping the %d bytes received before: %w", r.desc.Digest, r.repo, r.got, err)
 			}
 		}
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && ranged:
+		resp.Body.Close()
+		return r.connectRange(false)
 	default:
 		defer resp.Body.Close()
 		return classify(fmt.Errorf("fetch blob %s from %s: %w", r.desc.Digest, r.repo, errorResponse(resp)))
@@ -215,6 +249,13 @@ func (r *blobReader) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	for r.got < r.desc.Size {
+		if cerr := r.ctx.Err(); cerr != nil {
+			// A body may still hand out buffered bytes after its context
+			// ended: stop here, so that deadlines and rate caps hold.
+			r.err = fmt.Errorf("fetch blob %s from %s: %d of %d bytes received: %w", r.desc.Digest, r.repo, r.got, r.desc.Size, cerr)
+			r.checkpoint()
+			return 0, r.err
+		}
 		if r.body == nil {
 			if err := r.resume(); err != nil {
 				r.err = err
@@ -261,7 +302,7 @@ func (r *blobReader) readNet(p []byte) (int, error) {
 		}
 		r.got += int64(n)
 		r.off += int64(n)
-		r.stalls = 0
+		r.sinceConnect += int64(n)
 		failpoint.Hit("oci.download")
 		if r.part != nil && (r.got-r.saved >= checkpointBytes || time.Since(r.savedAt) >= checkpointEvery) {
 			r.checkpoint()
@@ -293,13 +334,29 @@ func (r *blobReader) lastErr(err error) {
 	r.failure = ReadError(what, r.desc, err)
 }
 
-// resume reconnects after a transport failure, when resumes are left.
+// resume reconnects after a transport failure, when resumes are left, or
+// moves to the next mirror.
 func (r *blobReader) resume() error {
+	if r.sinceConnect >= resumeProgress {
+		r.stalls = 0 // the last connection brought something
+	}
+	r.sinceConnect = 0
 	if r.stalls >= r.o.Resumes {
+		failure := r.failure
 		if r.o.Resumes > 0 {
-			return fmt.Errorf("%w (gave up after %d resumes)", r.failure, r.o.Resumes)
+			failure = fmt.Errorf("%w (gave up after %d resumes)", r.failure, r.o.Resumes)
 		}
-		return r.failure
+		if r.mirrors >= len(r.o.Mirrors) {
+			return failure
+		}
+		r.at(r.o.Mirrors[r.mirrors])
+		r.mirrors++
+		r.stalls = 0
+		if err := r.connect(); err != nil {
+			r.failure = fmt.Errorf("%w; then %w", failure, err)
+			return r.resume()
+		}
+		return nil
 	}
 	r.stalls++
 	t := time.NewTimer(time.Duration(r.stalls) * resumePause)
@@ -315,6 +372,10 @@ func (r *blobReader) resume() error {
 	}
 	return nil
 }
+
+// Served tells where the download ended: 0 for the repository FetchBlob
+// was given, i for BlobOptions.Mirrors[i-1].
+func (r *blobReader) Served() int { return r.mirrors }
 
 // finish checks the digest of the whole blob.
 func (r *blobReader) finish() error {

@@ -57,12 +57,15 @@ func TestFetchBlobResumesInCall(t *testing.T) {
 		{"reset", faultReset, false},
 		{"truncated", faultTruncate, false},
 		{"registry ignoring Range", faultReset, true},
+		{"registry refusing Range", faultReset, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFaultServer(t)
 			c := newClient(t)
 			ref, _, layer := f.pushRandom(t, c, 512<<10)
 			f.noRange = tc.noRange
+			f.no416 = strings.Contains(tc.name, "refusing")
+			f.all = true
 			f.set(tc.fault, "/blobs/", 2)
 			got, err := readBlob(ctx, c, ref, f, BlobOptions{Resumes: 3}, t)
 			if err != nil || !bytes.Equal(got, layer) {
@@ -71,7 +74,7 @@ func TestFetchBlobResumesInCall(t *testing.T) {
 			if n := f.damaged.Load(); n != 2 {
 				t.Fatalf("%d responses damaged, want 2", n)
 			}
-			if want := int64(2); !tc.noRange && f.ranges.Load() != want {
+			if want := int64(2); !tc.noRange && !f.no416 && f.ranges.Load() != want {
 				t.Errorf("%d Range requests, want %d", f.ranges.Load(), want)
 			}
 		})
@@ -85,6 +88,7 @@ func TestFetchBlobGivesUp(t *testing.T) {
 	f := newFaultServer(t)
 	c := newClient(t)
 	ref, _, _ := f.pushRandom(t, c, 256<<10)
+	f.all = true
 	f.set(faultTruncate, "/blobs/", 1)
 	f.then(faultNotFound)
 	_, err := readBlob(ctx, c, ref, f, BlobOptions{Resumes: 2}, t)
@@ -255,5 +259,35 @@ func TestCleanPartials(t *testing.T) {
 	}
 	if removed, err := CleanPartials(filepath.Join(dir, "missing"), time.Hour); err != nil || removed != nil {
 		t.Fatalf("missing folder: %v, %v", removed, err)
+	}
+}
+
+// TestFetchBlobMovesToMirror: a download that its registry cannot finish
+// goes on from a mirror holding the same blob, where it stopped.
+func TestFetchBlobMovesToMirror(t *testing.T) {
+	ctx := context.Background()
+	bad, good := newFaultServer(t), newFaultServer(t)
+	c := newClient(t)
+	ref, _, layer := bad.pushRandom(t, c, 512<<10)
+	gref, _, _ := good.pushRandom(t, c, 16)
+	_, m, _ := c.Manifest(ctx, ref)
+	// The same blob on the mirror.
+	if _, err := c.Push(ctx, gref.WithDigest("").WithTag("copy"), Artifact{Layer: blob(layer)}); err != nil {
+		t.Fatal(err)
+	}
+	bad.all = true
+	bad.set(faultTruncate, "/blobs/", 1)
+	bad.then(faultNotFound)
+	rc, err := c.FetchBlob(ctx, ref, m.Layers[0], BlobOptions{Resumes: 1, Mirrors: []Reference{gref.WithDigest("")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, layer) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if bad.damaged.Load() != 2 || good.ranges.Load() != 1 {
+		t.Errorf("%d answers cut by the registry, %d Range requests to the mirror; want 2 and 1", bad.damaged.Load(), good.ranges.Load())
 	}
 }

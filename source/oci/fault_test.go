@@ -45,6 +45,8 @@ type faultServer struct {
 	count   int
 	after   fault        // the fault once count reaches 0
 	noRange bool         // ignore Range headers, as some registries do
+	no416   bool         // refuse Range headers with 416
+	all     bool         // damage Range requests too (not only whole GETs)
 	ranges  atomic.Int64 // GET requests with a Range header
 	damaged atomic.Int64
 }
@@ -61,11 +63,16 @@ func newFaultServer(t *testing.T) *faultServer {
 		if f.noRange {
 			r.Header.Del("Range")
 		}
+		if f.no416 && r.Header.Get("Range") != "" {
+			f.mu.Unlock()
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
 		kind := f.fault
 		if f.count == 0 {
 			kind = f.after
 		}
-		hit := r.Method == http.MethodGet && kind != faultNone && strings.Contains(r.URL.Path, f.match)
+		hit := r.Method == http.MethodGet && kind != faultNone && strings.Contains(r.URL.Path, f.match) && (f.all || r.Header.Get("Range") == "")
 		if hit && f.count > 0 {
 			f.count--
 		}
