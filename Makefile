@@ -49,6 +49,7 @@ test-unit:
 	$(GO) test -race -count=1 -short ./...
 
 lint:
+	$(GO) test -count=1 ./test/lint/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

@@ -313,7 +313,7 @@ func (p *Proxy) serveTagsPage(w http.ResponseWriter, r *http.Request, repo strin
 		return
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		http.Error(w, "testenv proxy: "+err.Error(), http.StatusBadGateway)
 		return
