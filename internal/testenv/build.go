@@ -61,6 +61,42 @@ func BuildBerth(t testing.TB) string {
 	return berthBuild.path
 }
 
+var failpointBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// FailpointTag is the build tag that arms berth's failpoints (see package
+// internal/failpoint).
+const FailpointTag = "berth_failpoint"
+
+// BuildBerthFailpoints builds ./cmd/berth with FailpointTag once per test
+// process and returns the binary's path: the agent the crash tests kill
+// at named points with BERTH_FAILPOINT=NAME:N. It lives beside
+// BuildBerth's binary and is removed with it.
+func BuildBerthFailpoints(t testing.TB) string {
+	t.Helper()
+	failpointBuild.once.Do(func() {
+		root, err := findModuleRoot(".")
+		if err != nil {
+			failpointBuild.err = err
+			return
+		}
+		dir, err := buildDir()
+		if err != nil {
+			failpointBuild.err = err
+			return
+		}
+		out := filepath.Join(dir, "berth-failpoint"+exeSuffix())
+		failpointBuild.path, failpointBuild.err = out, goBuildTags(root, "./cmd/berth", out, BuildTags+","+FailpointTag)
+	})
+	if failpointBuild.err != nil {
+		t.Fatalf("testenv: build berth with failpoints: %v", failpointBuild.err)
+	}
+	return failpointBuild.path
+}
+
 func buildBerth() (string, error) {
 	if p := os.Getenv(BerthBinEnv); p != "" {
 		abs, err := filepath.Abs(p)
@@ -102,13 +138,18 @@ const BuildTags = "kustomize_disable_go_plugin_support"
 // goBuild runs `go build -tags BuildTags -o out pkg` in the module at root,
 // with env (KEY=VALUE) added to the environment.
 func goBuild(root, pkg, out string, env ...string) error {
+	return goBuildTags(root, pkg, out, BuildTags, env...)
+}
+
+// goBuildTags is goBuild with the build tags tags (comma-separated).
+func goBuildTags(root, pkg, out, tags string, env ...string) error {
 	gobin, err := goCommand()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-tags", BuildTags, "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, gobin, "build", "-tags", tags, "-o", out, pkg)
 	cmd.Dir = root
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)

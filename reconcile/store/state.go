@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berth-dev/berth/internal/failpoint"
 	"github.com/berth-dev/berth/state"
 )
 
@@ -162,6 +163,7 @@ func ReadState(stateDir string) (*State, error) {
 // WriteState writes state.json atomically: temporary file, fsync, rename,
 // fsync of the folder.
 func WriteState(stateDir string, st *State) error {
+	failpoint.Hit("store.state")
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)

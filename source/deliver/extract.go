@@ -105,7 +105,7 @@ func (v *Verified) Extract(ctx context.Context, dir string, o ExtractOptions) (*
 	mo := v.remote.options(what)
 	mo.Timeout = 0 // the stream is read after the open returns: ctx bounds it
 	bo := oci.BlobOptions{MaxSize: maxLayer, Resumes: o.Resumes, PartialDir: o.PartialDir, Limiter: o.Limiter}
-	// LATER: slow rule
+	bo.SlowWindow, bo.SlowRate = slowRule(ctx, len(v.eps), o.Limiter)
 	rc, served, err := mirror.Try(ctx, v.eps, mo, func(ctx context.Context, ep mirror.Endpoint) (io.ReadCloser, error) {
 		bo := bo
 		bo.Mirrors = v.after(ep) // a download cut off here goes on from the next

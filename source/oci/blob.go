@@ -3,12 +3,15 @@ package oci
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -52,6 +55,13 @@ type BlobOptions struct {
 	// with its own resumes, and so on. The blob is the same bytes wherever
 	// it is stored, so the stream goes on where it stopped.
 	Mirrors []Reference
+	// SlowWindow and SlowRate let a download leave a repository that
+	// serves it too slowly while Mirrors remain: a connection that brought
+	// fewer than SlowRate bytes a second over a SlowWindow (nothing at all
+	// included) is closed, and the download goes on from the next mirror.
+	// 0: only failures move it.
+	SlowWindow time.Duration
+	SlowRate   int64
 }
 
 // Checkpoints of a partial download: every checkpointBytes received, or
@@ -148,8 +158,16 @@ type blobReader struct {
 	stalls int           // resumes in a row without progress
 	// sinceConnect counts the bytes of the current connection.
 	sinceConnect int64
-	failure      error // the transport failure the next resume answers
-	err          error // sticky
+	// watch closes a connection that is too slow (see SlowWindow); window
+	// is what the connection brought in the current window, slow is set
+	// when it closed one.
+	watchMu  sync.Mutex
+	watch    *time.Timer
+	watchGen int
+	window   atomic.Int64
+	slow     atomic.Bool
+	failure  error // the transport failure the next resume answers
+	err      error // sticky
 }
 
 // at points the reader at the blob in ref's repository.
@@ -206,7 +224,49 @@ func (r *blobReader) connectRange(ranged bool) error {
 		return classify(fmt.Errorf("fetch blob %s from %s: %w", r.desc.Digest, r.repo, errorResponse(resp)))
 	}
 	r.body = resp.Body
+	r.watchSlow()
 	return nil
+}
+
+// watchSlow closes the connection if it brings less than SlowRate over
+// each SlowWindow while mirrors remain to go on from.
+func (r *blobReader) watchSlow() {
+	r.stopWatch()
+	if r.o.SlowWindow <= 0 || r.o.SlowRate <= 0 || r.mirrors >= len(r.o.Mirrors) {
+		return
+	}
+	body := r.body
+	floor := int64(r.o.SlowWindow.Seconds() * float64(r.o.SlowRate))
+	r.window.Store(0)
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	r.watchGen++
+	gen := r.watchGen
+	var check func()
+	check = func() {
+		r.watchMu.Lock()
+		defer r.watchMu.Unlock()
+		if gen != r.watchGen {
+			return // stopped
+		}
+		if r.window.Swap(0) < floor {
+			r.slow.Store(true)
+			body.Close()
+			return
+		}
+		r.watch = time.AfterFunc(r.o.SlowWindow, check)
+	}
+	r.watch = time.AfterFunc(r.o.SlowWindow, check)
+}
+
+func (r *blobReader) stopWatch() {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	r.watchGen++
+	if r.watch != nil {
+		r.watch.Stop()
+		r.watch = nil
+	}
 }
 
 // rangeStart parses the first byte of a Content-Range: bytes START-END/SIZE.
@@ -279,6 +339,7 @@ func (r *blobReader) Read(p []byte) (int, error) {
 			r.lastErr(err)
 		}
 	}
+	r.stopWatch()
 	r.err = r.finish()
 	return 0, r.err
 }
@@ -303,6 +364,7 @@ func (r *blobReader) readNet(p []byte) (int, error) {
 		r.got += int64(n)
 		r.off += int64(n)
 		r.sinceConnect += int64(n)
+		r.window.Add(int64(n))
 		failpoint.Hit("oci.download")
 		if r.part != nil && (r.got-r.saved >= checkpointBytes || time.Since(r.savedAt) >= checkpointEvery) {
 			r.checkpoint()
@@ -331,13 +393,19 @@ func (r *blobReader) readNet(p []byte) (int, error) {
 // lastErr records a transport failure of the network body.
 func (r *blobReader) lastErr(err error) {
 	what := fmt.Sprintf("blob %s from %s (%d of %d bytes received)", r.desc.Digest, r.repo, r.got, r.desc.Size)
+	if r.slow.Swap(false) {
+		r.failure = fmt.Errorf("%w: %s: slower than %d bytes/s over %v", ErrSlow, what, r.o.SlowRate, r.o.SlowWindow)
+		r.stalls = r.o.Resumes // go on from the next mirror at once
+		return
+	}
 	r.failure = ReadError(what, r.desc, err)
 }
 
 // resume reconnects after a transport failure, when resumes are left, or
 // moves to the next mirror.
 func (r *blobReader) resume() error {
-	if r.sinceConnect >= resumeProgress {
+	r.stopWatch()
+	if r.sinceConnect >= resumeProgress && !errors.Is(r.failure, ErrSlow) {
 		r.stalls = 0 // the last connection brought something
 	}
 	r.sinceConnect = 0
@@ -407,6 +475,7 @@ func (r *blobReader) checkpoint() {
 // Close ends the download; what was received is kept for the next
 // FetchBlob of the blob when a PartialDir is set.
 func (r *blobReader) Close() error {
+	r.stopWatch()
 	if r.body != nil {
 		r.body.Close()
 		r.body = nil

@@ -291,3 +291,37 @@ func TestFetchBlobMovesToMirror(t *testing.T) {
 		t.Errorf("%d answers cut by the registry, %d Range requests to the mirror; want 2 and 1", bad.damaged.Load(), good.ranges.Load())
 	}
 }
+
+// TestFetchBlobLeavesSlowMirror: a repository serving the blob far below
+// SlowRate is left for the next mirror, where the download goes on.
+func TestFetchBlobLeavesSlowMirror(t *testing.T) {
+	ctx := context.Background()
+	slow, good := newFaultServer(t), newFaultServer(t)
+	c := newClient(t)
+	ref, _, layer := slow.pushRandom(t, c, 256<<10)
+	gref, _, _ := good.pushRandom(t, c, 16)
+	if _, err := c.Push(ctx, gref.WithDigest("").WithTag("copy"), Artifact{Layer: blob(layer)}); err != nil {
+		t.Fatal(err)
+	}
+	_, m, _ := c.Manifest(ctx, ref)
+	slow.set(faultSlow, "/blobs/", -1)
+	rc, err := c.FetchBlob(ctx, ref, m.Layers[0], BlobOptions{Mirrors: []Reference{gref.WithDigest("")}, SlowWindow: 500 * time.Millisecond, SlowRate: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, layer) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if s := rc.(interface{ Served() int }).Served(); s != 1 || good.ranges.Load() != 1 {
+		t.Errorf("served by %d with %d Range requests to the mirror, want the mirror resuming once", s, good.ranges.Load())
+	}
+	// Without a mirror to go to, a slow download goes on.
+	ctx2, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = readBlob(ctx2, c, ref, slow, BlobOptions{SlowWindow: 100 * time.Millisecond, SlowRate: 64 << 10}, t)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("slow download without a mirror: %v, want it to run until the deadline", err)
+	}
+}

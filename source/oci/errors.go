@@ -28,4 +28,7 @@ var (
 	// its descriptor gives: a transport failure (a cut connection, a proxy
 	// giving up), not a refusal of the content.
 	ErrTruncated = errors.New("truncated")
+	// ErrSlow is returned when a download left a repository that served it
+	// too slowly (BlobOptions.SlowWindow): a transport failure.
+	ErrSlow = errors.New("too slow")
 )

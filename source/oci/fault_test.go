@@ -33,6 +33,7 @@ const (
 	faultReset          // send half the body, then reset the connection
 	faultCorrupt        // send the whole body with one byte flipped
 	faultNotFound       // answer 404 Not Found
+	faultSlow           // send the body at 4 KiB/s
 )
 
 // faultServer is an in-memory registry behind a handler that damages the
@@ -93,6 +94,21 @@ func newFaultServer(t *testing.T) *faultServer {
 			w.Header()[k] = v
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if kind == faultSlow {
+			w.WriteHeader(rec.Code)
+			for i := 0; i < len(body); i += 1 << 10 {
+				if _, err := w.Write(body[i:min(i+1<<10, len(body))]); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+			return
+		}
 		if kind == faultCorrupt {
 			body = bytes.Clone(body)
 			body[len(body)/2] ^= 0xff

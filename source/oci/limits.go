@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/berth-dev/berth/internal/failpoint"
 )
 
 // Default caps of what a registry can make the client read, used for the
@@ -27,6 +29,7 @@ type capTransport struct{ rt http.RoundTripper }
 var _ http.RoundTripper = capTransport{}
 
 func (t capTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	failpoint.Hit(phase(req))
 	resp, err := t.rt.RoundTrip(req)
 	if err != nil || req.Method != http.MethodGet || resp.StatusCode != http.StatusOK || !metadataPath(req.URL.Path) {
 		return resp, err
@@ -49,6 +52,27 @@ func metadataPath(path string) bool {
 	}
 	dir := path[:i]
 	return strings.HasPrefix(path, "/v2/") && (strings.HasSuffix(dir, "/manifests") || strings.HasSuffix(dir, "/referrers"))
+}
+
+// phase names the step of a reconcile a registry request belongs to, for
+// the crash tests' failpoints: resolving a tag, reading signatures,
+// fetching the manifest by digest, downloading a blob.
+func phase(req *http.Request) string {
+	p := req.URL.Path
+	ref := p[strings.LastIndex(p, "/")+1:]
+	switch {
+	case strings.HasSuffix(p, "/tags/list"):
+		return "oci.resolve"
+	case strings.Contains(p, "/referrers/"), strings.Contains(p, "/manifests/") && strings.HasPrefix(ref, "sha256-"):
+		return "oci.verify"
+	case strings.Contains(p, "/manifests/") && strings.HasPrefix(ref, "sha256:"):
+		return "oci.manifest"
+	case strings.Contains(p, "/manifests/"):
+		return "oci.resolve"
+	case strings.Contains(p, "/blobs/"):
+		return "oci.blob"
+	}
+	return "oci.request"
 }
 
 // capBody fails once more than left bytes are read.
