@@ -64,6 +64,7 @@ func capHint(err error) string {
 	}{
 		{oci.ErrTooManyTags, " (raise limits.maxTags or limits.maxTagPages of the source in agent.yaml if the repository really has that many)"},
 		{cosign.ErrTooManySignatures, " (raise limits.maxSignatures of the source in agent.yaml if the digest really has that many signatures)"},
+		{oci.ErrTooLarge, " (manifests and indexes are read up to 4 MiB, which registries do not exceed: this one misbehaves)"},
 		{cosign.ErrTooManyReferrers, " (raise limits.maxReferrers of the source in agent.yaml if the digest really has that many referrers)"},
 		{archive.ErrTooManyFiles, " (raise limits.maxFiles of the source in agent.yaml if the artifact really has that many files)"},
 		{archive.ErrTooLarge, " (raise limits.maxSize of the source in agent.yaml if the artifact really is that large)"},
