@@ -96,6 +96,10 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 		log.Debug("reconciled")
 	case store.OutcomeApplied, store.OutcomeRolledBack:
 		log.Info("reconciled", "tag", rev.Tag, "version", rev.Version, "revision", rev.Annotations[ocispec.AnnotationRevision])
+	case store.OutcomeRefused:
+		log.Warn("reconcile refused: the content itself was refused; this digest is not tried again before its backoff", "error", rev.Error)
+	case store.OutcomeError:
+		log.Warn("reconcile failed: the registry could not be reached or the transfer broke; retrying", "error", rev.Error)
 	default:
 		log.Warn("reconcile failed", "error", rev.Error)
 	}

@@ -235,6 +235,10 @@ func TestAgentChaos(t *testing.T) {
 	for _, l := range report {
 		t.Log(l)
 	}
+	// The logs say which: transport errors, retried; never a refusal.
+	if logs := c.proc.Stderr(); strings.Contains(logs, "reconcile refused") || !strings.Contains(logs, "the transfer broke; retrying") {
+		t.Error("the agent's log does not report the faults as transport errors, retried")
+	}
 	if after.goroutines > before.goroutines+8 || after.fds > before.fds+8 || after.rssKiB > before.rssKiB+40<<10 {
 		t.Errorf("the agent's resources grew through the faults: before %s, after %s", before, after)
 	}
