@@ -219,3 +219,21 @@ func TestDiskPreflight(t *testing.T) {
 		t.Error("something was applied")
 	}
 }
+
+// TestMaxBandwidth: the global cap holds a download back (here past the
+// timeout: what came is kept), and a source's own cap replaces it.
+func TestMaxBandwidth(t *testing.T) {
+	e := newEnv(t)
+	d := e.push("fleet/app", "stable", artifact{files: withState(map[string]string{"big": randomText(t, 256<<10)})})
+	cfg := e.config("maxBandwidth: 8KiB", src{name: "app", repo: "fleet/app", extra: "    timeout: 2s"})
+	a := newAgent(t, cfg, newRecorder())
+	r := one(t, poll(a, "app"), "error", d)
+	if !strings.Contains(r.Error, "context deadline exceeded") {
+		t.Errorf("capped at 8 KiB/s, 256 KiB in 2s: %q", r.Error)
+	}
+	if parts, _ := os.ReadDir(a.store.PartialDir()); len(parts) != 2 {
+		t.Errorf("%d files in the partial folder, want the blob received so far and its state", len(parts))
+	}
+	cfg = e.config("maxBandwidth: 8KiB", src{name: "app", repo: "fleet/app", extra: "    timeout: 20s\n    maxBandwidth: 64MiB"})
+	one(t, poll(newAgent(t, cfg, newRecorder()), "app"), "applied", d)
+}
