@@ -112,6 +112,13 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	} else if len(removed) > 0 {
 		o.Log.Info("removed partial downloads that cannot be resumed", "files", removed)
 	}
+	// A crash during a garbage collection may have left revisions that
+	// the recorded state no longer keeps: collect them now.
+	if removed, err := st.GC(state, cfg.KeepRevisions); err != nil {
+		o.Log.Warn("garbage collection of old revisions failed", "error", err)
+	} else if len(removed) > 0 {
+		o.Log.Info("removed old revisions", "digests", removed)
+	}
 	a := &Agent{
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
 		state: state, sources: map[string]*source{}, inUse: map[string]int{}, limiter: newLimiter(cfg.MaxBandwidth),

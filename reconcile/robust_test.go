@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/source/oci"
@@ -236,4 +237,24 @@ func TestMaxBandwidth(t *testing.T) {
 	}
 	cfg = e.config("maxBandwidth: 8KiB", src{name: "app", repo: "fleet/app", extra: "    timeout: 20s\n    maxBandwidth: 64MiB"})
 	one(t, poll(newAgent(t, cfg, newRecorder()), "app"), "applied", d)
+}
+
+// TestStartupCollects: revisions a crash kept beyond what the recorded
+// state keeps are collected when the agent starts.
+func TestStartupCollects(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config("keepRevisions: 2", src{name: "app", repo: "fleet/app"})
+	a := newAgent(t, cfg, newRecorder())
+	d1 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: t0})
+	one(t, poll(a, "app"), "applied", d1)
+	d2 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: t0.Add(time.Hour)})
+	one(t, poll(a, "app"), "applied", d2)
+	if !a.store.Has(d1) {
+		t.Fatal("keepRevisions 2 collected the previous revision")
+	}
+	cfg = e.config("keepRevisions: 1", src{name: "app", repo: "fleet/app"})
+	a = newAgent(t, cfg, newRecorder())
+	if a.store.Has(d1) || !a.store.Has(d2) {
+		t.Errorf("after a start with keepRevisions 1: old present %v, current present %v", a.store.Has(d1), a.store.Has(d2))
+	}
 }

@@ -271,11 +271,11 @@ func TestAgentKillLoop(t *testing.T) {
 	// The GC case: big applied, then small, killed while big is being
 	// collected, then big again.
 	steps := []step{
-		{big, killPoint{name: "store.complete", n: 1}},
-		{small, killPoint{name: "store.gc.renamed", n: 1}},
-		{big, killPoint{name: "store.switch", n: 1}},
-		{small, killPoint{name: "store.gc", n: 1}},
 		{big, killPoint{name: "oci.download", n: 6}},
+		{small, killPoint{name: "store.gc.renamed", n: 1}}, // big half deleted
+		{big, killPoint{name: "store.switch", n: 1}},       // big again: fetched whole
+		{small, killPoint{name: "store.gc", n: 1}},
+		{k.revs[2], killPoint{name: "store.complete", n: 1}},
 	}
 	want := 50
 	if s := os.Getenv("BERTH_CHAOS_KILLS"); s != "" {
@@ -298,7 +298,18 @@ func TestAgentKillLoop(t *testing.T) {
 			if rng.IntN(5) == 0 {
 				s.at = killPoint{name: "timed", delay: time.Duration(rng.IntN(1500)) * time.Millisecond}
 			} else {
-				p := killPoints[rng.IntN(len(killPoints))]
+				// Downloads are drawn twice as often: they are the longest
+				// step.
+				i := rng.IntN(len(killPoints) + 1)
+				if i == len(killPoints) {
+					i = slices.IndexFunc(killPoints, func(p struct {
+						name string
+						max  int
+					}) bool {
+						return p.name == "oci.download"
+					})
+				}
+				p := killPoints[i]
 				s.at = killPoint{name: p.name, n: 1 + rng.IntN(p.max)}
 			}
 		}
