@@ -89,7 +89,7 @@ func TestTruncatedIsErrorNextMirrorTried(t *testing.T) {
 	for _, what := range []string{"manifest", "layer"} {
 		t.Run(what, func(t *testing.T) {
 			e, m := newEnv(t), newEnv(t)
-			d := e.push("fleet/app", "stable", artifact{files: withState(map[string]string{"big": strings.Repeat("x", 64<<10)})})
+			d := e.push("fleet/app", "stable", artifact{files: withState(map[string]string{"big": strings.Repeat("x", 64<<10)}), created: t0})
 			e.copyTo(m, "fleet/app", d, true)
 			path := "/v2/fleet/app/manifests/" + d
 			if what == "layer" {
@@ -110,7 +110,7 @@ func TestTruncatedIsErrorNextMirrorTried(t *testing.T) {
 			}
 
 			// Only the source, cutting every answer: error, not refused.
-			d2 := e.push("fleet/app", "stable", artifact{files: withState(map[string]string{"big": strings.Repeat("y", 64<<10)})})
+			d2 := e.push("fleet/app", "stable", artifact{files: withState(map[string]string{"big": strings.Repeat("y", 64<<10)}), created: t0.Add(time.Hour)})
 			path2 := "/v2/fleet/app/manifests/" + d2
 			if what == "layer" {
 				path2 = "/v2/fleet/app/blobs/" + e.layerOf("fleet/app", d2)

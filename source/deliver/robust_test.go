@@ -138,7 +138,7 @@ func TestExtractPreflight(t *testing.T) {
 		t.Skip("no disk space figures on this system")
 	}
 	n := r.blobs.Load()
-	for _, mf := range []MinFree{{Bytes: int64(avail)}, {Percent: 100}, {Bytes: int64(avail), Percent: 100}} {
+	for _, mf := range []MinFree{{Bytes: int64(total)}, {Percent: 100}, {Bytes: int64(total), Percent: 100}} {
 		_, err := extract(t, c, ref, filepath.Join(t.TempDir(), "out"), ExtractOptions{MinFree: mf})
 		if !errors.Is(err, ErrNoSpace) || errors.Is(err, errdef.ErrRefused) {
 			t.Fatalf("MinFree %+v: %v, want ErrNoSpace", mf, err)
