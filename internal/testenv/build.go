@@ -40,8 +40,9 @@ var buildDirs struct {
 	done bool
 }
 
-// BuildBerth builds ./cmd/berth once per test process and returns the
-// binary's path. Every later call, from any test, returns the same path (or
+// BuildBerth builds ./cmd/berth and ./cmd/berth-agent (which `berth agent`
+// runs, found next to berth) once per test process and returns berth's
+// path. Every later call, from any test, returns the same path (or
 // fails the same way). The binary lives in a temp dir named after the test
 // process; RemoveBuildDir removes it, and otherwise the next process that
 // builds removes the dirs of processes that have exited.
@@ -71,10 +72,11 @@ var failpointBuild struct {
 // internal/failpoint).
 const FailpointTag = "berth_failpoint"
 
-// BuildBerthFailpoints builds ./cmd/berth with FailpointTag once per test
-// process and returns the binary's path: the agent the crash tests kill
-// at named points with BERTH_FAILPOINT=NAME:N. It lives beside
-// BuildBerth's binary and is removed with it.
+// BuildBerthFailpoints builds ./cmd/berth and ./cmd/berth-agent with
+// FailpointTag once per test process and returns berth's path: `berth
+// agent` runs the berth-agent beside it, the agent the crash tests kill at
+// named points with BERTH_FAILPOINT=NAME:N. Both live in a folder of
+// BuildBerth's build dir and are removed with it.
 func BuildBerthFailpoints(t testing.TB) string {
 	t.Helper()
 	failpointBuild.once.Do(func() {
@@ -88,8 +90,19 @@ func BuildBerthFailpoints(t testing.TB) string {
 			failpointBuild.err = err
 			return
 		}
-		out := filepath.Join(dir, "berth-failpoint"+exeSuffix())
-		failpointBuild.path, failpointBuild.err = out, goBuildTags(root, "./cmd/berth", out, BuildTags+","+FailpointTag)
+		dir = filepath.Join(dir, "failpoint")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			failpointBuild.err = err
+			return
+		}
+		for _, name := range []string{"berth", "berth-agent"} {
+			out := filepath.Join(dir, name+exeSuffix())
+			if err := goBuildTags(root, "./cmd/"+name, out, FailpointTag); err != nil {
+				failpointBuild.err = err
+				return
+			}
+		}
+		failpointBuild.path = filepath.Join(dir, "berth"+exeSuffix())
 	})
 	if failpointBuild.err != nil {
 		t.Fatalf("testenv: build berth with failpoints: %v", failpointBuild.err)
@@ -124,24 +137,33 @@ func buildBerth() (string, error) {
 	if err := goBuild(root, "./cmd/berth", out); err != nil {
 		return "", err
 	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "berth-agent")); err == nil {
+		if err := goBuild(root, "./cmd/berth-agent", filepath.Join(dir, "berth-agent"+exeSuffix())); err != nil {
+			return "", err
+		}
+	}
 	return out, nil
 }
 
-// BuildTags are the build tags berth is built with (the Makefile sets the
-// same through GOFLAGS). kustomize_disable_go_plugin_support drops
-// kustomize's Go-plugin loader, which Helm's client pulls in through
-// cli-runtime: a program that imports package plugin has every symbol
-// exported and its methods kept by the linker, about 27 MB more binary and
-// 35 MB more peak RSS at start-up, for a feature berth never uses.
-const BuildTags = "kustomize_disable_go_plugin_support"
+// BuildEnv is the environment berth's binaries are built with, as the
+// Makefile and make dist build them: static, without cgo. Besides making
+// a binary that runs FROM scratch, this keeps the Go-plugin loader that
+// Helm's client brings (k8s.io/cli-runtime/pkg/resource imports
+// kustomize's krusty, whose plugin loader imports package plugin) from
+// costing anything: the linker keeps every method and exports every symbol
+// of a program that links package plugin only when runtime/cgo is linked
+// too (cmd/link: canUsePlugins), about 27 MB more binary and 35 MB more
+// start-up RSS. cmd/berth links no applier and so no package plugin at all.
+var BuildEnv = []string{"CGO_ENABLED=0"}
 
-// goBuild runs `go build -tags BuildTags -o out pkg` in the module at root,
-// with env (KEY=VALUE) added to the environment.
+// goBuild runs `go build -o out pkg` in the module at root, with BuildEnv
+// and env (KEY=VALUE) added to the environment.
 func goBuild(root, pkg, out string, env ...string) error {
-	return goBuildTags(root, pkg, out, BuildTags, env...)
+	return goBuildTags(root, pkg, out, "", env...)
 }
 
-// goBuildTags is goBuild with the build tags tags (comma-separated).
+// goBuildTags is goBuild with the build tags tags (comma-separated; none
+// if empty).
 func goBuildTags(root, pkg, out, tags string, env ...string) error {
 	gobin, err := goCommand()
 	if err != nil {
@@ -149,11 +171,13 @@ func goBuildTags(root, pkg, out, tags string, env ...string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-tags", tags, "-o", out, pkg)
-	cmd.Dir = root
-	if len(env) > 0 {
-		cmd.Env = append(os.Environ(), env...)
+	args := []string{"build"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
 	}
+	cmd := exec.CommandContext(ctx, gobin, append(args, "-o", out, pkg)...)
+	cmd.Dir = root
+	cmd.Env = append(append(os.Environ(), BuildEnv...), env...)
 	var output bytes.Buffer
 	cmd.Stdout = &output
 	cmd.Stderr = &output

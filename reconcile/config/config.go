@@ -45,6 +45,8 @@
 //	  apply:                          # always (default) or a list of windows
 //	    - {days: [mon, tue, wed, thu, fri], start: "22:00", end: "05:00", timezone: Europe/Berlin}
 //	  download: always
+//	report:                           # push metrics to Prometheus (see Report)
+//	  prometheus: {remoteWrite: https://metrics.plant.local/api/v1/write}
 //
 // Parsing is strict: unknown fields, duplicate keys, values of the wrong
 // type and invalid values are errors, each located at a line of the file and
@@ -172,6 +174,8 @@ type Config struct {
 	// folder's file system: one that would leave less is not started.
 	// Default DefaultMinFreeSpace.
 	MinFreeSpace MinFreeSpace
+	// Report configures status reporting (report.prometheus).
+	Report Report
 
 	// lines are the lines of the fields that name files, by field path, for
 	// the messages of Check.

@@ -12,7 +12,7 @@ import (
 )
 
 // sizeRE matches a byte amount: a number and an optional unit.
-var sizeRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?) ?([KMGT]i?B|B)?$`)
+var sizeRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?$`)
 
 // sizeUnits are the multipliers of the units sizeRE accepts.
 var sizeUnits = map[string]float64{
@@ -21,8 +21,9 @@ var sizeUnits = map[string]float64{
 	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
 }
 
-// parseSize parses a byte amount such as 1048576, 512KiB, 1.5 MiB or 2GB.
-func parseSize(s string) (int64, bool) {
+// sizeValue is the number of bytes of an amount such as 1048576, 512KiB,
+// 1.5 MiB or 2GB, unbounded.
+func sizeValue(s string) (float64, bool) {
 	m := sizeRE.FindStringSubmatch(strings.TrimSpace(s))
 	if m == nil {
 		return 0, false
@@ -31,8 +32,14 @@ func parseSize(s string) (int64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	v := f * sizeUnits[m[2]]
-	if v >= math.MaxInt64 {
+	return f * sizeUnits[m[2]], true
+}
+
+// parseSize parses a byte amount such as 1048576, 512KiB, 1.5 MiB or 2GB
+// that fits an int64.
+func parseSize(s string) (int64, bool) {
+	v, ok := sizeValue(s)
+	if !ok || v >= math.MaxInt64 {
 		return 0, false
 	}
 	return int64(v), true

@@ -58,6 +58,28 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			}
 		}
 	}
+	p.sourceTiming(f, path, s)
+	p.boolean(f, path, "suspend", &s.Suspend)
+	p.trust(n, path, f, s)
+	if cf, _ := p.mapping(f, path, "credentials", "dockerConfig"); cf != nil {
+		p.fileField(cf, join(path, "credentials"), "dockerConfig", &s.Credentials.DockerConfig)
+	}
+	p.fileField(f, path, "caFile", &s.CAFile)
+	p.boolean(f, path, "insecure", &s.Insecure)
+	if s.Insecure {
+		if _, ok := f["caFile"]; ok {
+			p.Errorf(f["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
+		}
+	}
+	p.limits(f, path, &s.Limits, true)
+	p.bandwidth(f, path, &s.MaxBandwidth)
+	return s
+}
+
+// sourceTiming parses the interval, timeout, reconcileTimeout (default
+// ReconcileTimeoutFactor × the timeout, at least the timeout) and jitter
+// of a source.
+func (p *parser) sourceTiming(f fields, path string, s *Source) {
 	if fv, ok := f["interval"]; ok {
 		if d, ok := p.Duration(fv.Val, join(path, "interval"), MinInterval); ok {
 			s.Interval = d
@@ -87,21 +109,6 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			}
 		}
 	}
-	p.boolean(f, path, "suspend", &s.Suspend)
-	p.trust(n, path, f, s)
-	if cf, _ := p.mapping(f, path, "credentials", "dockerConfig"); cf != nil {
-		p.fileField(cf, join(path, "credentials"), "dockerConfig", &s.Credentials.DockerConfig)
-	}
-	p.fileField(f, path, "caFile", &s.CAFile)
-	p.boolean(f, path, "insecure", &s.Insecure)
-	if s.Insecure {
-		if _, ok := f["caFile"]; ok {
-			p.Errorf(f["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
-		}
-	}
-	p.limits(f, path, &s.Limits, true)
-	p.bandwidth(f, path, &s.MaxBandwidth)
-	return s
 }
 
 // fileURL checks the URL of a bundle source, file:///ABSOLUTE/PATH, and
