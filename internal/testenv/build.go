@@ -72,12 +72,13 @@ var failpointBuild struct {
 // internal/failpoint).
 const FailpointTag = "berth_failpoint"
 
-// BuildBerthFailpoints builds ./cmd/berth and ./cmd/berth-agent with
-// FailpointTag once per test process and returns berth's path: `berth
-// agent` runs the berth-agent beside it, the agent the crash tests kill at
-// named points with BERTH_FAILPOINT=NAME:N. Both live in a folder of
-// BuildBerth's build dir and are removed with it.
-func BuildBerthFailpoints(t testing.TB) string {
+// BuildAgentFailpoints builds ./cmd/berth-agent with FailpointTag once per
+// test process and returns its path: the agent the crash tests kill at
+// named points with BERTH_FAILPOINT=NAME:N (run it as berth-agent, with
+// the arguments of `berth agent`). Only the agent is built with the tag:
+// berth itself has no failpoint a crash test needs, and each build costs
+// CI time. It lives in BuildBerth's build dir and is removed with it.
+func BuildAgentFailpoints(t testing.TB) string {
 	t.Helper()
 	failpointBuild.once.Do(func() {
 		root, err := findModuleRoot(".")
@@ -90,22 +91,11 @@ func BuildBerthFailpoints(t testing.TB) string {
 			failpointBuild.err = err
 			return
 		}
-		dir = filepath.Join(dir, "failpoint")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			failpointBuild.err = err
-			return
-		}
-		for _, name := range []string{"berth", "berth-agent"} {
-			out := filepath.Join(dir, name+exeSuffix())
-			if err := goBuildTags(root, "./cmd/"+name, out, FailpointTag); err != nil {
-				failpointBuild.err = err
-				return
-			}
-		}
-		failpointBuild.path = filepath.Join(dir, "berth"+exeSuffix())
+		out := filepath.Join(dir, "berth-agent-failpoint"+exeSuffix())
+		failpointBuild.path, failpointBuild.err = out, goBuildTags(root, "./cmd/berth-agent", out, FailpointTag)
 	})
 	if failpointBuild.err != nil {
-		t.Fatalf("testenv: build berth with failpoints: %v", failpointBuild.err)
+		t.Fatalf("testenv: build berth-agent with failpoints: %v", failpointBuild.err)
 	}
 	return failpointBuild.path
 }

@@ -62,14 +62,14 @@ var killPoints = []struct {
 // small) and an agent configuration tracking its stable tag.
 type killEnv struct {
 	*agentEnv
-	fpBin string
+	fpBin string            // berth-agent built with failpoints
 	revs  []string          // digests, rev-0 ...
 	refs  map[string]string // digest -> folder of a fresh berth pull
 }
 
 func newKillEnv(t *testing.T) *killEnv {
 	t.Helper()
-	k := &killEnv{agentEnv: newAgentEnv(t), fpBin: testenv.BuildBerthFailpoints(t), refs: map[string]string{}}
+	k := &killEnv{agentEnv: newAgentEnv(t), fpBin: testenv.BuildAgentFailpoints(t), refs: map[string]string{}}
 	// rev-0 small, rev-1 big (100 files and 1 MiB that do not compress),
 	// rev-2 small, rev-3 big with other content.
 	big := filepath.Join(k.repo, "big")
@@ -121,7 +121,7 @@ func (k *killEnv) reference(digest string) string {
 // kill landed (the agent did not finish).
 func (k *killEnv) kill(p killPoint) bool {
 	k.t.Helper()
-	args := []string{"agent", "--config", k.cfgPath, "--once", "--output", "json"}
+	args := []string{"--config", k.cfgPath, "--once", "--output", "json"}
 	if p.name != "timed" {
 		_, errOut, code := testenv.RunWith(k.t, testenv.RunOptions{Env: []string{failpoint.Env + "=" + p.String()}}, k.fpBin, args...)
 		return code != 0 && strings.Contains(errOut, "failpoint "+p.String())
