@@ -26,6 +26,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/berth-dev/berth/reconcile/report"
@@ -65,6 +66,10 @@ type SourceStatus struct {
 	Reconciling bool `json:"reconciling,omitempty"`
 	// SourceState is what state.json records about the source.
 	store.SourceState
+	// Detail is the source's own account, for scripts (the Margo source's
+	// WFM, accepted manifestVersion, deployments and queued status
+	// posts); absent for OCI and bundle sources.
+	Detail json.RawMessage `json:"detail,omitempty"`
 }
 
 // ReconcileResult is how the reconcile of one source ended.
