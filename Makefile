@@ -83,20 +83,21 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
 	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./state/
-	$(GO) test -run='^$$' -fuzz='^FuzzLockCompose$$' -fuzztime=$(FUZZTIME) ./source/lock/
-	$(GO) test -run='^$$' -fuzz='^FuzzLockState$$' -fuzztime=$(FUZZTIME) ./source/lock/
+	$(GO) test -run='^$$' -fuzz='^FuzzLockCompose$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/lock/
+	$(GO) test -run='^$$' -fuzz='^FuzzLockState$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/lock/
 	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/bundle/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./source/replicate/
-	$(GO) test -run='^$$' -fuzz='^FuzzJobFields$$' -fuzztime=$(FUZZTIME) ./source/replicate/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./reconcile/config/
-	$(GO) test -run='^$$' -fuzz='^FuzzSourceFields$$' -fuzztime=$(FUZZTIME) ./reconcile/config/
-	$(GO) test -run='^$$' -fuzz='^FuzzEndpoints$$' -fuzztime=$(FUZZTIME) ./source/mirror/
-	$(GO) test -run='^$$' -fuzz='^FuzzSelect$$' -fuzztime=$(FUZZTIME) ./source/selector/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/replicate/
+	$(GO) test -run='^$$' -fuzz='^FuzzJobFields$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/replicate/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./reconcile/config/
+	$(GO) test -run='^$$' -fuzz='^FuzzSourceFields$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./reconcile/config/
+	$(GO) test -run='^$$' -fuzz='^FuzzEndpoints$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/mirror/
+	$(GO) test -run='^$$' -fuzz='^FuzzSelect$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/selector/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseManifest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDeployment$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseProblem$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/rollout/statement/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/inhibit/
+	$(GO) test -run='^$$' -fuzz='^FuzzOpenPartial$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/oci/
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.
