@@ -124,6 +124,22 @@ func (s *Store) Complete(d string, files int, size int64) error {
 	return nil
 }
 
+// Seal marks complete the revision of digest d that the caller built and
+// synced in RevisionDir(d) itself rather than extracting it from an
+// artifact (a Margo revision): its completion record holds what the folder
+// holds. Until then Has(d) is false.
+func (s *Store) Seal(d string) error {
+	n, err := revName(d)
+	if err != nil {
+		return err
+	}
+	files, size, err := tally(filepath.Join(s.dir, revisionsDir, n))
+	if err != nil {
+		return fmt.Errorf("seal revision %s: %w", d, err)
+	}
+	return s.Complete(d, files, size)
+}
+
 // tally counts the regular files and symlinks below dir and the bytes of
 // the regular files, as the extraction counts them.
 func tally(dir string) (files int, size int64, err error) {

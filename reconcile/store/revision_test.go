@@ -165,3 +165,30 @@ func TestGCRemovesRecordsAndTrash(t *testing.T) {
 		t.Error("current was collected")
 	}
 }
+
+// TestSeal: a revision built in place (a Margo revision) is usable only
+// once sealed, and its record holds what the folder holds, so that a later
+// Open keeps it.
+func TestSeal(t *testing.T) {
+	d := dg("s")
+	s := openStore(t)
+	p, _ := s.RevisionDir(d)
+	mustWrite(t, filepath.Join(p, "a"), "abc")
+	mustWrite(t, filepath.Join(p, "sub", "b"), "de")
+	if s.Has(d) {
+		t.Fatal("Has before Seal")
+	}
+	if err := s.Seal(d); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Has(d) {
+		t.Fatal("not Has after Seal")
+	}
+	s2, err := Open(s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s2.Has(d) {
+		t.Fatal("Open removed a sealed revision")
+	}
+}
