@@ -71,6 +71,7 @@ test-unit:
 	$(GO) test -race -count=1 -short ./...
 
 lint:
+	$(GO) test -count=1 ./test/lint/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -94,6 +95,7 @@ FUZZ_TARGETS := \
 	source/mirror:FuzzEndpoints \
 	source/selector:FuzzSelect \
 	source/oci:FuzzManifest source/oci:FuzzTags source/oci:FuzzDockerConfig \
+	source/oci:FuzzOpenPartial \
 	policy/cosign:FuzzReferrerManifest policy/cosign:FuzzBundle \
 	policy/cosign:FuzzStatement policy/cosign:FuzzLegacyPayload \
 	apply/compose:FuzzLoadProject apply/compose:FuzzEnvFile apply/compose:FuzzLoadAnswer \

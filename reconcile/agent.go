@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/berth-dev/berth/internal/memtrim"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/reconcile/api"
@@ -43,6 +45,9 @@ type Agent struct {
 	order   []string
 	// pushClient reaches bundles.pushTo; nil without it.
 	pushClient *oci.Client
+	// limiter caps the downloads of the sources without a maxBandwidth of
+	// their own (the global maxBandwidth); nil: no cap.
+	limiter *rate.Limiter
 	// margo is the Margo source (margo.go); nil without a margo block.
 	margo *margoSource
 }
@@ -63,6 +68,9 @@ type source struct {
 	file string
 	// bundleCache is what the last poll learnt of file (guarded by run).
 	bundleCache *bundleCache
+	// limiter caps the source's downloads (its maxBandwidth, else the
+	// global one); nil: no cap.
+	limiter *rate.Limiter
 
 	run     sync.Mutex    // one reconcile at a time
 	trigger chan struct{} // wakes the loop for an immediate reconcile
@@ -84,6 +92,9 @@ type Options struct {
 // New opens the state folder, loads keys and trust roots, and prepares one
 // registry client per source. It reaches no registry.
 func New(cfg *config.Config, o Options) (*Agent, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -95,12 +106,24 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.New()
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
+	for _, r := range st.Removed {
+		o.Log.Warn("removed an incomplete revision left by a crash", "revision", r)
+	}
+	if removed, err := oci.CleanPartials(st.PartialDir(), maxPartialAge); err != nil {
+		o.Log.Warn("could not clean partial downloads", "error", err)
+	} else if len(removed) > 0 {
+		o.Log.Info("removed partial downloads that cannot be resumed", "files", removed)
+	}
+	// A crash during a garbage collection may have left revisions that
+	// the recorded state no longer keeps: collect them now.
+	if removed, err := st.GC(state, cfg.KeepRevisions); err != nil {
+		o.Log.Warn("garbage collection of old revisions failed", "error", err)
+	} else if len(removed) > 0 {
+		o.Log.Info("removed old revisions", "digests", removed)
 	}
 	a := &Agent{
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
-		state: state, sources: map[string]*source{}, inUse: map[string]int{},
+		state: state, sources: map[string]*source{}, inUse: map[string]int{}, limiter: newLimiter(cfg.MaxBandwidth),
 	}
 	mirrors, err := cfg.Mirrors()
 	if err != nil {
@@ -151,12 +174,19 @@ func (a *Agent) newSource(sc config.Source) (*source, error) {
 			Insecure:      sc.Insecure,
 			UserAgent:     "berth-agent/" + a.version,
 			WrapTransport: a.metrics.InstrumentTransport,
+			MaxTags:       sc.Limits.MaxTags,
+			MaxTagPages:   sc.Limits.MaxTagPages,
 		})
 		if err != nil {
 			return nil, err
 		}
 		s.ref, s.remote.Client, s.remote.Mirrors = ref, client, a.mirrors
 	}
+	s.limiter = a.limiter
+	if sc.MaxBandwidth > 0 {
+		s.limiter = newLimiter(sc.MaxBandwidth)
+	}
+	s.policy.Limits = cosign.Limits{MaxSignatures: sc.Limits.MaxSignatures, MaxReferrers: sc.Limits.MaxReferrers}
 	var err error
 	if sc.Ref.Semver != "" || sc.Filter != nil {
 		if s.selector, err = selector.New(sc.SelectorPolicy()); err != nil {

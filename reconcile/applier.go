@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/berth-dev/berth/internal/failpoint"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/state"
@@ -174,6 +175,7 @@ func NewAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]A
 
 // apply hands the revision to every applier and gathers their results.
 func (a *Agent) apply(ctx context.Context, rev state.Revision, prev *state.Revision) ([]state.AppStatus, error) {
+	failpoint.Hit("reconcile.apply")
 	var apps []state.AppStatus
 	var errs []error
 	for _, ap := range a.appliers {

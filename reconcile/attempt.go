@@ -166,7 +166,7 @@ func (t *attempt) unchanged(context.Context) error {
 	}
 	t.current = current
 	t.rev.Extensions = a.cfg.Extensions
-	if !t.req.rollback && t.applied != nil && t.applied.Digest == digest && current == digest && slices.Equal(t.applied.Extensions, t.rev.Extensions) {
+	if !t.req.rollback && t.applied != nil && t.applied.Digest == digest && current == digest && slices.Equal(t.applied.Extensions, t.rev.Extensions) && a.store.Has(digest) {
 		unchanged := *t.applied
 		unchanged.Time, unchanged.Apps = t.rev.Time, nil
 		if t.rev.Via != nil && t.rev.Via.Tag != "" {
@@ -306,17 +306,25 @@ func (t *attempt) fetch(ctx context.Context) error {
 	if a.store.Has(digest) {
 		return nil
 	}
+	if err := a.store.Discard(digest); err != nil { // a folder a crash left incomplete
+		return err
+	}
 	lim := t.s.cfg.Limits
 	pctx, cancel := context.WithTimeout(ctx, t.s.cfg.Timeout)
 	defer cancel()
-	res, err := t.verified.Extract(pctx, dir, deliver.ExtractOptions{
+	eo := deliver.ExtractOptions{
 		LayerMediaType: t.s.cfg.LayerSelector.MediaType,
 		Limits:         archive.Limits{MaxSize: lim.MaxSize, MaxFiles: lim.MaxFiles},
-	})
+	}
+	a.downloadOptions(t.s, t.o, &eo)
+	res, err := t.verified.Extract(pctx, dir, eo)
 	if err != nil {
 		if refused(err) {
 			return fail(store.OutcomeRefused, "%w", err)
 		}
+		return err
+	}
+	if err := a.store.Complete(digest, res.Files, res.Size); err != nil {
 		return err
 	}
 	if t.rev.Via != nil {

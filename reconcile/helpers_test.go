@@ -268,8 +268,11 @@ func (e *env) config(global string, sources ...src) *config.Config {
 		if ref == "" {
 			ref = "{tag: stable}"
 		}
-		fmt.Fprintf(&b, "  - name: %s\n    url: oci://%s/%s\n    ref: %s\n    insecure: true\n    jitter: 0\n    timeout: 20s\n",
+		fmt.Fprintf(&b, "  - name: %s\n    url: oci://%s/%s\n    ref: %s\n    insecure: true\n    jitter: 0\n",
 			s.name, e.host, s.repo, ref)
+		if !strings.Contains(s.extra, "timeout:") {
+			b.WriteString("    timeout: 20s\n")
+		}
 		if !strings.Contains(s.extra, "interval:") {
 			b.WriteString("    interval: 1m\n")
 		}

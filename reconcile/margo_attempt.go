@@ -251,10 +251,17 @@ func (t *margoAttempt) store(res *materialize.Result) (*margoRevision, error) {
 		return nil, err
 	}
 	if !s.Has(d) {
+		// A folder of d without its completion record (a crash) goes first.
+		if err := s.Discard(d); err != nil {
+			return nil, err
+		}
 		if err := os.Rename(res.Revision.Dir, dir); err != nil {
 			return nil, fmt.Errorf("store Margo revision %s: %w", d, err)
 		}
 		if err := syncFolder(filepath.Dir(dir)); err != nil {
+			return nil, err
+		}
+		if err := s.Seal(d); err != nil {
 			return nil, err
 		}
 	}

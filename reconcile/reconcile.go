@@ -79,7 +79,7 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 		rev.Via = nil // nothing was fetched
 	}
 	if err != nil {
-		rev.Error = err.Error()
+		rev.Error = err.Error() + capHint(err)
 		if s.file != "" && !strings.Contains(rev.Error, s.file) {
 			rev.Error = "bundle " + s.file + ": " + rev.Error
 		}
@@ -96,6 +96,10 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 		log.Debug("reconciled")
 	case store.OutcomeApplied, store.OutcomeRolledBack:
 		log.Info("reconciled", "tag", rev.Tag, "version", rev.Version, "revision", rev.Annotations[ocispec.AnnotationRevision])
+	case store.OutcomeRefused:
+		log.Warn("reconcile refused: the content itself was refused; this digest is not tried again before its backoff", "error", rev.Error)
+	case store.OutcomeError:
+		log.Warn("reconcile failed: the registry could not be reached or the transfer broke; retrying", "error", rev.Error)
 	default:
 		log.Warn("reconcile failed", "error", rev.Error)
 	}
@@ -145,15 +149,19 @@ func (a *Agent) record(name string, s *source, rev store.Revision) {
 	if quiet {
 		return
 	}
+	// Old revisions are collected only once state.json, which no longer
+	// needs them, is durable: a crash in between leaves a revision too
+	// many, never a state naming a revision that is gone.
+	if err := store.WriteState(a.cfg.StateDir, a.state); err != nil {
+		a.log.Error("could not record the outcome", "source", name, "error", err)
+		return
+	}
 	if rev.Outcome == store.OutcomeApplied || rev.Outcome == store.OutcomeRolledBack {
 		if removed, err := a.store.GC(a.state, a.cfg.KeepRevisions, slices.Collect(maps.Keys(a.inUse))...); err != nil {
 			a.log.Warn("garbage collection of old revisions failed", "error", err)
 		} else if len(removed) > 0 {
 			a.log.Info("removed old revisions", "digests", removed)
 		}
-	}
-	if err := store.WriteState(a.cfg.StateDir, a.state); err != nil {
-		a.log.Error("could not record the outcome", "source", name, "error", err)
 	}
 }
 

@@ -62,6 +62,44 @@ func BuildBerth(t testing.TB) string {
 	return berthBuild.path
 }
 
+var failpointBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// FailpointTag is the build tag that arms berth's failpoints (see package
+// internal/failpoint).
+const FailpointTag = "berth_failpoint"
+
+// BuildAgentFailpoints builds ./cmd/berth-agent with FailpointTag once per
+// test process and returns its path: the agent the crash tests kill at
+// named points with BERTH_FAILPOINT=NAME:N (run it as berth-agent, with
+// the arguments of `berth agent`). Only the agent is built with the tag:
+// berth itself has no failpoint a crash test needs, and each build costs
+// CI time. It lives in BuildBerth's build dir and is removed with it.
+func BuildAgentFailpoints(t testing.TB) string {
+	t.Helper()
+	failpointBuild.once.Do(func() {
+		root, err := findModuleRoot(".")
+		if err != nil {
+			failpointBuild.err = err
+			return
+		}
+		dir, err := buildDir()
+		if err != nil {
+			failpointBuild.err = err
+			return
+		}
+		out := filepath.Join(dir, "berth-agent-failpoint"+exeSuffix())
+		failpointBuild.path, failpointBuild.err = out, goBuildTags(root, "./cmd/berth-agent", out, FailpointTag)
+	})
+	if failpointBuild.err != nil {
+		t.Fatalf("testenv: build berth-agent with failpoints: %v", failpointBuild.err)
+	}
+	return failpointBuild.path
+}
+
 func buildBerth() (string, error) {
 	if p := os.Getenv(BerthBinEnv); p != "" {
 		abs, err := filepath.Abs(p)
@@ -111,13 +149,23 @@ var BuildEnv = []string{"CGO_ENABLED=0"}
 // goBuild runs `go build -o out pkg` in the module at root, with BuildEnv
 // and env (KEY=VALUE) added to the environment.
 func goBuild(root, pkg, out string, env ...string) error {
+	return goBuildTags(root, pkg, out, "", env...)
+}
+
+// goBuildTags is goBuild with the build tags tags (comma-separated; none
+// if empty).
+func goBuildTags(root, pkg, out, tags string, env ...string) error {
 	gobin, err := goCommand()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, pkg)
+	args := []string{"build"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.CommandContext(ctx, gobin, append(args, "-o", out, pkg)...)
 	cmd.Dir = root
 	cmd.Env = append(append(os.Environ(), BuildEnv...), env...)
 	var output bytes.Buffer

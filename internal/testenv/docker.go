@@ -159,13 +159,16 @@ func isNotFound(err error) bool {
 // call sends one request; path is relative to the versioned prefix unless it
 // is "/_ping" or "/version". A JSON body is marshalled from body (unless it
 // is an io.Reader); a 2xx answer is decoded into out when out is not nil.
+// maxEngineAnswer bounds an answer of the engine read whole.
+const maxEngineAnswer = 64 << 20
+
 func (d *DockerEngine) call(ctx context.Context, method, path string, header http.Header, body, out any) (int, error) {
 	resp, err := d.send(ctx, method, path, header, body)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxEngineAnswer))
 	if err != nil {
 		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}

@@ -61,6 +61,10 @@ type Proxy struct {
 	srv      *http.Server // nil while stopped
 	reqs     []*ProxyRequest
 	tagsPage int // PaginateTags' page size; 0 forwards tags/list
+	fault    fault
+	// intercept, when set, sees every request first and answers it itself
+	// when it returns true (see Intercept).
+	intercept func(http.ResponseWriter, *http.Request) bool
 }
 
 // StartProxy starts a Proxy for reg on a free port of 127.0.0.1. It is
@@ -246,19 +250,34 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.reqs = append(p.reqs, rec)
 	tagsPage := p.tagsPage
+	ft, intercept := p.fault, p.intercept
 	p.mu.Unlock()
 	sw := &statusWriter{ResponseWriter: w, setStatus: func(code int) {
 		p.mu.Lock()
 		rec.Status = code
 		p.mu.Unlock()
 	}}
+	var out http.ResponseWriter = sw
+	if ft.mode != FaultNone {
+		fw, done := ft.apply(sw, r)
+		if done {
+			return
+		}
+		if fw != nil {
+			defer fw.finish()
+			out = fw
+		}
+	}
+	if intercept != nil && intercept(out, r) {
+		return
+	}
 	if tagsPage > 0 && r.Method == http.MethodGet {
 		if m := tagsListPath.FindStringSubmatch(r.URL.Path); m != nil {
-			p.serveTagsPage(sw, r, m[1], tagsPage)
+			p.serveTagsPage(out, r, m[1], tagsPage)
 			return
 		}
 	}
-	p.proxy.ServeHTTP(sw, r)
+	p.proxy.ServeHTTP(out, r)
 }
 
 // rewriteLocation makes a Location that names the registry name the proxy.
@@ -313,7 +332,7 @@ func (p *Proxy) serveTagsPage(w http.ResponseWriter, r *http.Request, repo strin
 		return
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		http.Error(w, "testenv proxy: "+err.Error(), http.StatusBadGateway)
 		return

@@ -125,6 +125,9 @@ func StartProcess(t testing.TB, opts RunOptions, bin string, args ...string) *Pr
 	return p
 }
 
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Stdout is what the process has written to its standard output so far.
 func (p *Process) Stdout() string { return p.stdout.String() }
 

@@ -138,8 +138,8 @@ func NewAttestationVerifier(p Policy) (*AttestationVerifier, error) {
 // trusted root verifies it), or a plain error for a malformed bundle or
 // another predicate type.
 func (v *AttestationVerifier) Verify(bundleJSON []byte, digest name.Digest, predicateType string) (*Attestation, error) {
-	if len(bundleJSON) > maxBundleSize {
-		return nil, fmt.Errorf("bundle is %d bytes (limit %d)", len(bundleJSON), maxBundleSize)
+	if len(bundleJSON) > maxSignatureSize {
+		return nil, fmt.Errorf("bundle is %d bytes (limit %d)", len(bundleJSON), maxSignatureSize)
 	}
 	b := &sgbundle.Bundle{}
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {

@@ -1,6 +1,10 @@
 package cosign
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/berth-dev/berth/internal/errdef"
+)
 
 // Sentinel errors returned (wrapped, with the reference and details) by this
 // package. Branch on them with errors.Is; the wrapped message is meant for
@@ -42,4 +46,16 @@ var (
 	// The underlying error (e.g. *transport.Error) stays reachable with
 	// errors.As.
 	ErrRegistry = errors.New("registry error")
+
+	// ErrTooManySignatures means more signatures are stored for the digest
+	// than Limits.MaxSignatures allows checking, and none of those checked
+	// verifies. It is a refusal (errdef.ErrRefused): a registry piling up
+	// bogus signatures cannot make the device work without bound.
+	ErrTooManySignatures = errdef.Refusal("too many signatures")
+
+	// ErrTooManyReferrers means the digest's referrers index lists more
+	// entries than Limits.MaxReferrers, or is larger than the registry
+	// client's cap for indexes, and none of the signatures checked
+	// verifies. It is a refusal (errdef.ErrRefused).
+	ErrTooManyReferrers = errdef.Refusal("referrers index over its cap")
 )

@@ -282,7 +282,7 @@ func FuzzReferrerManifest(f *testing.F) {
 		if mediaType != string(types.OCIManifestSchema1) {
 			t.Fatalf("used a referrer of media type %q", mediaType)
 		}
-		if !strings.HasPrefix(string(ld.MediaType), bundleMediaTypePrefix) || ld.Size > maxBundleSize {
+		if !strings.HasPrefix(string(ld.MediaType), bundleMediaTypePrefix) || ld.Size > maxSignatureSize {
 			t.Fatalf("used layer %+v", ld)
 		}
 		var m v1.Manifest

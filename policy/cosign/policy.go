@@ -58,6 +58,44 @@ type Policy struct {
 	// Identities are the keyless signers accepted; required with
 	// TrustedRoot. Any one must match.
 	Identities []Identity
+	// Limits bound the work a registry can make verification do.
+	Limits Limits
+}
+
+// Default limits, used for the zero fields of Limits.
+const (
+	DefaultMaxSignatures = 32
+	DefaultMaxReferrers  = 1000
+)
+
+// maxSignatureSize bounds one signature read from the registry: a sigstore
+// bundle layer, a legacy .sig payload. A key-signed bundle without tlog
+// entries is about 1 KiB, a simple-signing payload a few hundred bytes.
+const maxSignatureSize = 1 << 20
+
+// Limits bound what VerifyPolicy reads for one digest. A zero field means
+// its default.
+type Limits struct {
+	// MaxSignatures caps the signatures checked (sigstore bundles and
+	// legacy .sig layers together); beyond it the search stops, and fails
+	// with ErrTooManySignatures unless one of those checked verified.
+	// Default DefaultMaxSignatures.
+	MaxSignatures int
+	// MaxReferrers caps the entries of the referrers index looked at;
+	// beyond it the rest are ignored, and the search fails with
+	// ErrTooManyReferrers unless a signature verified. Default
+	// DefaultMaxReferrers.
+	MaxReferrers int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxSignatures <= 0 {
+		l.MaxSignatures = DefaultMaxSignatures
+	}
+	if l.MaxReferrers <= 0 {
+		l.MaxReferrers = DefaultMaxReferrers
+	}
+	return l
 }
 
 // LoadTrustedRoot reads a sigstore trusted_root.json (media type
@@ -152,8 +190,9 @@ func VerifyPolicy(ctx context.Context, digest name.Digest, p Policy, ropts ...re
 
 // compiled is a validated Policy.
 type compiled struct {
-	keys []Key
-	kl   *keyless // nil: keys only
+	keys   []Key
+	kl     *keyless // nil: keys only
+	limits Limits
 }
 
 // keyless is the keyless half of a compiled Policy.
@@ -172,7 +211,7 @@ func compilePolicy(p Policy) (*compiled, error) {
 			return nil, fmt.Errorf("%w: key %q was not loaded with LoadPublicKeys or ParsePublicKey", ErrInvalidKey, k.Name)
 		}
 	}
-	c := &compiled{keys: p.Keys}
+	c := &compiled{keys: p.Keys, limits: p.Limits.withDefaults()}
 	switch {
 	case p.TrustedRoot == nil && len(p.Identities) > 0:
 		return nil, errors.New("verify: keyless identities given without a trusted root")

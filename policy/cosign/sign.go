@@ -130,8 +130,8 @@ func AttachBundle(ctx context.Context, digest name.Digest, bundleJSON []byte, ro
 // predicateType naming digest, and stores it as a referrer of digest;
 // what names the bundle in messages.
 func attach(ctx context.Context, digest name.Digest, bundleJSON []byte, predicateType, what string, ropts []remote.Option) error {
-	if len(bundleJSON) > maxBundleSize {
-		return fmt.Errorf("attach: bundle is %d bytes (limit %d)", len(bundleJSON), maxBundleSize)
+	if len(bundleJSON) > maxSignatureSize {
+		return fmt.Errorf("attach: bundle is %d bytes (limit %d)", len(bundleJSON), maxSignatureSize)
 	}
 	b := &sgbundle.Bundle{}
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {

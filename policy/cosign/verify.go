@@ -24,11 +24,9 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 	sigPayload "github.com/sigstore/sigstore/pkg/signature/payload"
-)
 
-// maxBundleSize bounds the bundle layer read from the registry. A key-signed
-// bundle without tlog entries is about 1 KiB.
-const maxBundleSize = 1 << 20
+	"github.com/berth-dev/berth/internal/errdef"
+)
 
 // maxReasons bounds the per-signature details quoted in an error.
 const maxReasons = 5
@@ -85,6 +83,32 @@ type findings struct {
 	idMismatches    []string // ... described (at most maxReasons)
 	reasons         []string // why candidates failed (at most maxReasons)
 	registry        []error  // registry failures
+	tried           int      // signatures fetched and checked
+	capped          []error  // limits met (ErrTooManySignatures, ErrTooManyReferrers)
+}
+
+// try counts one more signature to check; false once Limits.MaxSignatures
+// are checked (the cap is recorded once).
+func (f *findings) try(c *compiled, digest name.Digest) bool {
+	if f.tried >= c.limits.MaxSignatures {
+		if !errors.Is(joinedError(f.capped), ErrTooManySignatures) {
+			f.capped = append(f.capped, fmt.Errorf("%w: %s: checked %d signatures, the cap, and left the others", ErrTooManySignatures, digest, f.tried))
+		}
+		return false
+	}
+	f.tried++
+	return true
+}
+
+// readFailure records a registry answer refused for its size (over the
+// client's cap for manifests and indexes) as a limit met, other failures
+// as registry failures.
+func (f *findings) readFailure(err error) {
+	if errors.Is(err, errdef.ErrRefused) {
+		f.capped = append(f.capped, fmt.Errorf("%w: %w", ErrTooManyReferrers, err))
+		return
+	}
+	f.registry = append(f.registry, err)
 }
 
 func (f *findings) reason(format string, args ...any) {
@@ -127,6 +151,12 @@ func (f *findings) err(digest name.Digest, c *compiled) error {
 	case f.idMismatched > 0:
 		return fmt.Errorf("%w: %s: %s%s; allowed identities: %s",
 			ErrIdentityMismatch, digest, strings.Join(f.idMismatches, "; "), more(f.idMismatched, f.idMismatches), c.kl.allowed)
+	case len(f.capped) > 0:
+		msg := fmt.Sprintf("none of the %d signature(s) checked %s", f.tried, c.describe())
+		if len(f.reasons) > 0 {
+			msg += " [" + strings.Join(f.reasons, "; ") + "]"
+		}
+		return fmt.Errorf("%w; %s", joinedError(f.capped), msg)
 	case f.bundles+f.legacy > 0:
 		msg := fmt.Sprintf("%s: %d signature(s) found (%d bundle, %d .sig) but none %s",
 			digest, f.bundles+f.legacy, f.bundles, f.legacy, c.describe())
@@ -159,12 +189,12 @@ func (e joinedError) Unwrap() []error { return e }
 func verifyBundles(digest name.Digest, h v1.Hash, c *compiled, opts []remote.Option, f *findings) *Result {
 	idx, err := remote.Referrers(digest, opts...)
 	if err != nil {
-		f.registry = append(f.registry, fmt.Errorf("listing referrers of %s: %w", digest, err))
+		f.readFailure(fmt.Errorf("listing referrers of %s: %w", digest, err))
 		return nil
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		f.registry = append(f.registry, fmt.Errorf("listing referrers of %s: %w", digest, err))
+		f.readFailure(fmt.Errorf("listing referrers of %s: %w", digest, err))
 		return nil
 	}
 	want, err := hex.DecodeString(h.Hex)
@@ -172,9 +202,17 @@ func verifyBundles(digest name.Digest, h v1.Hash, c *compiled, opts []remote.Opt
 		f.reason("digest %s: %v", h, err)
 		return nil
 	}
-	for _, desc := range im.Manifests {
+	entries := im.Manifests
+	if n := c.limits.MaxReferrers; len(entries) > n {
+		f.capped = append(f.capped, fmt.Errorf("%w: the referrers index of %s lists %d entries: only the first %d, the cap, were looked at", ErrTooManyReferrers, digest, len(entries), n))
+		entries = entries[:n]
+	}
+	for _, desc := range entries {
 		if !maybeBundle(desc) {
 			continue
+		}
+		if !f.try(c, digest) {
+			return nil
 		}
 		b, err := fetchBundle(digest, desc, opts)
 		var notBundle errNotBundle
@@ -298,12 +336,12 @@ func fetchBundle(digest name.Digest, desc v1.Descriptor, opts []remote.Option) (
 		return nil, ioError{"fetching bundle " + blob.String(), err}
 	}
 	defer rc.Close()
-	raw, err := io.ReadAll(io.LimitReader(rc, maxBundleSize+1))
+	raw, err := io.ReadAll(io.LimitReader(rc, maxSignatureSize+1))
 	if err != nil {
 		return nil, ioError{"reading bundle " + blob.String(), err}
 	}
-	if len(raw) > maxBundleSize {
-		return nil, fmt.Errorf("bundle layer exceeds %d bytes", maxBundleSize)
+	if len(raw) > maxSignatureSize {
+		return nil, fmt.Errorf("bundle layer exceeds %d bytes", maxSignatureSize)
 	}
 	return parseBundle(raw)
 }
@@ -326,8 +364,8 @@ func bundleLayer(mt types.MediaType, raw []byte) (v1.Descriptor, error) {
 		return v1.Descriptor{}, errNotBundle{"predicate type " + pt}
 	}
 	ld := m.Layers[0]
-	if ld.Size > maxBundleSize {
-		return v1.Descriptor{}, fmt.Errorf("bundle layer is %d bytes (limit %d)", ld.Size, maxBundleSize)
+	if ld.Size > maxSignatureSize {
+		return v1.Descriptor{}, fmt.Errorf("bundle layer is %d bytes (limit %d)", ld.Size, maxSignatureSize)
 	}
 	return ld, nil
 }
@@ -376,6 +414,10 @@ func subjectDigests(st *intotov1.Statement) string {
 
 // verifyLegacy checks the simple-signing signatures in the .sig tag.
 func verifyLegacy(ctx context.Context, digest name.Digest, h v1.Hash, c *compiled, opts []remote.Option, f *findings) *Result {
+	if f.tried >= c.limits.MaxSignatures {
+		f.try(c, digest) // records the cap
+		return nil
+	}
 	oopts := ociOptions(opts)
 	tag, err := ociremote.SignatureTag(digest, oopts...)
 	if err != nil {
@@ -384,15 +426,28 @@ func verifyLegacy(ctx context.Context, digest name.Digest, h v1.Hash, c *compile
 	}
 	sigs, err := ociremote.Signatures(tag, oopts...) // 404: empty
 	if err != nil {
-		f.registry = append(f.registry, fmt.Errorf("reading %s: %w", tag, err))
+		f.readFailure(fmt.Errorf("reading %s: %w", tag, err))
 		return nil
 	}
 	list, err := sigs.Get()
+	var tooMany *oci.MaxLayersExceeded
+	if errors.As(err, &tooMany) {
+		f.capped = append(f.capped, fmt.Errorf("%w: %s: %w", ErrTooManySignatures, tag, err))
+		return nil
+	}
 	if err != nil {
-		f.registry = append(f.registry, fmt.Errorf("reading %s: %w", tag, err))
+		f.readFailure(fmt.Errorf("reading %s: %w", tag, err))
 		return nil
 	}
 	for i, s := range list {
+		if !f.try(c, digest) {
+			return nil
+		}
+		if size, err := s.Size(); err != nil || size > maxSignatureSize {
+			f.legacy++
+			f.reason("%s layer %d: %d bytes, over the cap of %d for a signature", tag.TagStr(), i, size, maxSignatureSize)
+			continue
+		}
 		sig, err := ocistatic.Copy(s) // fetch the payload once
 		if err != nil {
 			f.registry = append(f.registry, fmt.Errorf("reading %s layer %d: %w", tag, i, err))

@@ -8,6 +8,8 @@
 //	allowDowngrade: false
 //	listen: 127.0.0.1:9797            # also serve the local API on TCP
 //	socket: /var/lib/berth/berth.sock # default <stateDir>/berth.sock
+//	maxBandwidth: 1MiB                # per second, for sources that set none
+//	minFreeSpace: 1GiB                # or 10%; default the smaller of both
 //	log: {format: text, level: info} # text|json, debug|info|warn|error
 //	extensions: [usbguard]            # extensions enabled on this device
 //	sources:
@@ -22,6 +24,8 @@
 //	    verify: {keys: [/etc/berth/cosign.pub]}
 //	    credentials: {dockerConfig: /etc/berth/docker/config.json}
 //	    caFile: /etc/berth/plant-ca.pem
+//	    maxBandwidth: 256KiB          # this source's downloads, per second
+//	    limits: {maxSize: 1GiB, maxFiles: 100000, maxTags: 100000, maxTagPages: 10000, maxReferrers: 1000, maxSignatures: 32}
 //	  - name: usb                     # a bundle: berth bundle create
 //	    url: file:///media/usb/site.tar
 //	    verify: {keys: [/etc/berth/cosign.pub]}
@@ -63,8 +67,10 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/yamlstrict"
+	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/archive"
 	"github.com/berth-dev/berth/source/mirror"
+	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/selector"
 )
 
@@ -160,6 +166,14 @@ type Config struct {
 	Device Device
 	// Windows are the update windows of the sources that set none.
 	Windows Windows
+	// MaxBandwidth caps, in bytes per second, the layer downloads of the
+	// sources that set no MaxBandwidth of their own, all of them together
+	// (a metered link); 0: no cap.
+	MaxBandwidth int64
+	// MinFreeSpace is the free space a download must leave on the state
+	// folder's file system: one that would leave less is not started.
+	// Default DefaultMinFreeSpace.
+	MinFreeSpace MinFreeSpace
 	// Report configures status reporting (report.prometheus).
 	Report Report
 
@@ -197,6 +211,18 @@ func (c *Config) Mirrors() (*mirror.Resolver, error) {
 	}
 	return c.mirrors, c.mirrorsErr
 }
+
+// MinFreeSpace is an amount of free disk space: Bytes, or Percent of the
+// file system's size, the smaller of the two when both are set; zero: no
+// check.
+type MinFreeSpace struct {
+	Bytes   int64
+	Percent float64
+}
+
+// DefaultMinFreeSpace is 10 % of the file system or 1 GiB, whichever is
+// smaller.
+var DefaultMinFreeSpace = MinFreeSpace{Bytes: 1 << 30, Percent: 10}
 
 // Log configures the agent's logs.
 type Log struct {
@@ -271,11 +297,15 @@ type Source struct {
 	CAFile string
 	// Insecure reaches the registry over plain HTTP.
 	Insecure bool
-	// Limits cap what an extraction writes.
+	// Limits cap what an extraction writes and what a registry can make
+	// the agent read.
 	Limits Limits
 	// Windows are the source's update windows: its own windows fields,
 	// else the global ones.
 	Windows Windows
+	// MaxBandwidth caps the source's layer downloads, in bytes per second;
+	// 0: the global MaxBandwidth applies.
+	MaxBandwidth int64
 }
 
 // Ref is what a source tracks.
@@ -350,12 +380,23 @@ type Credentials struct {
 	DockerConfig string
 }
 
-// Limits cap what an extraction writes.
+// Limits cap what an extraction writes and what a registry can make the
+// agent read. Each cap met is an error naming it.
 type Limits struct {
 	// MaxSize caps the bytes extracted. Default archive.DefaultMaxSize.
 	MaxSize int64
 	// MaxFiles caps the entries extracted. Default archive.DefaultMaxFiles.
 	MaxFiles int
+	// MaxTags and MaxTagPages cap a tag listing (semver and filter
+	// sources). Default oci.DefaultMaxTags, oci.DefaultMaxTagPages.
+	MaxTags     int
+	MaxTagPages int
+	// MaxReferrers caps the entries of a referrers index looked at for
+	// signatures. Default cosign.DefaultMaxReferrers.
+	MaxReferrers int
+	// MaxSignatures caps the signatures checked for one digest. Default
+	// cosign.DefaultMaxSignatures.
+	MaxSignatures int
 }
 
 // Registry lists mirrors of a registry or of part of one.
@@ -450,7 +491,11 @@ func (s Source) SelectorPolicy() selector.Policy {
 }
 
 // defaultLimits are the limits of a source that sets none.
-var defaultLimits = Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles}
+var defaultLimits = Limits{
+	MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles,
+	MaxTags: oci.DefaultMaxTags, MaxTagPages: oci.DefaultMaxTagPages,
+	MaxReferrers: cosign.DefaultMaxReferrers, MaxSignatures: cosign.DefaultMaxSignatures,
+}
 
 // Load reads the configuration file at path and parses it. When the file
 // does not exist the error wraps fs.ErrNotExist.

@@ -101,10 +101,11 @@ func TestParseMinimal(t *testing.T) {
 			ReconcileTimeout: 10 * time.Minute,
 			Jitter:           0.1,
 			Verify:           &Verify{Keys: []string{"/etc/berth/cosign.pub"}},
-			Limits:           Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles},
+			Limits:           defaultLimits,
 		}},
-		Apply:   Apply{Compose: ComposeOptions{WaitTimeout: 2 * time.Minute}},
-		Bundles: Bundles{Timeout: DefaultBundlesTimeout},
+		Apply:        Apply{Compose: ComposeOptions{WaitTimeout: 2 * time.Minute}},
+		Bundles:      Bundles{Timeout: DefaultBundlesTimeout},
+		MinFreeSpace: MinFreeSpace{Bytes: 1 << 30, Percent: 10},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %#v\nwant %#v", c, want)
@@ -121,7 +122,7 @@ func TestParseFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.lines["sources[0].verify.keys[1]"] != 21 || c.lines["apply.helm.valuesDir"] != 72 {
+	if c.lines["sources[0].verify.keys[1]"] != 23 || c.lines["apply.helm.valuesDir"] != 75 {
 		t.Errorf("lines = %v", c.lines)
 	}
 	c.lines = nil
@@ -132,7 +133,7 @@ func TestParseFull(t *testing.T) {
 		t.Errorf("resolver endpoints = %+v", eps)
 	}
 	c.mirrors, c.mirrorsOf = nil, nil
-	defaults := Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles}
+	defaults := Limits{MaxSize: archive.DefaultMaxSize, MaxFiles: archive.DefaultMaxFiles, MaxTags: 100_000, MaxTagPages: 10_000, MaxReferrers: 1000, MaxSignatures: 32}
 	pub := []string{"/etc/berth/cosign.pub"}
 	want := &Config{
 		File:           "/etc/berth/agent.yaml",
@@ -143,6 +144,8 @@ func TestParseFull(t *testing.T) {
 		Socket:         "/run/berth/berth.sock",
 		Log:            Log{Format: "json", Level: "debug"},
 		Extensions:     []string{"usbguard", "vpn"},
+		MaxBandwidth:   3 << 19,
+		MinFreeSpace:   MinFreeSpace{Percent: 5},
 		Sources: []Source{
 			{
 				Name:             "line-3",
@@ -166,9 +169,10 @@ func TestParseFull(t *testing.T) {
 						},
 					},
 				},
-				Credentials: Credentials{DockerConfig: "/etc/berth/docker/config.json"},
-				CAFile:      "/etc/berth/plant-ca.pem",
-				Limits:      Limits{MaxSize: 1 << 30, MaxFiles: 5000},
+				Credentials:  Credentials{DockerConfig: "/etc/berth/docker/config.json"},
+				CAFile:       "/etc/berth/plant-ca.pem",
+				Limits:       Limits{MaxSize: 1 << 30, MaxFiles: 5000, MaxTags: 500, MaxTagPages: 20, MaxReferrers: 50, MaxSignatures: 4},
+				MaxBandwidth: 256 << 10,
 			},
 			{
 				Name:               "lab",
@@ -566,7 +570,7 @@ func TestParseBundleSource(t *testing.T) {
 		Interval: 30 * time.Second, Timeout: DefaultTimeout, ReconcileTimeout: ReconcileTimeoutFactor * DefaultTimeout, Jitter: DefaultJitter,
 		Verify:        &Verify{Keys: []string{"/etc/berth/cosign.pub"}},
 		LayerSelector: LayerSelector{MediaType: "application/vnd.cncf.flux.content.v1.tar+gzip"},
-		Limits:        Limits{MaxSize: 1000000, MaxFiles: defaultLimits.MaxFiles},
+		Limits:        Limits{MaxSize: 1000000, MaxFiles: defaultLimits.MaxFiles, MaxTags: defaultLimits.MaxTags, MaxTagPages: defaultLimits.MaxTagPages, MaxReferrers: defaultLimits.MaxReferrers, MaxSignatures: defaultLimits.MaxSignatures},
 		Credentials:   Credentials{DockerConfig: "/etc/berth/docker/config.json"},
 		CAFile:        "/etc/berth/plant-ca.pem",
 	}

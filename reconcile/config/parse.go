@@ -142,12 +142,13 @@ func (p *parser) config(root *yaml.Node) *Config {
 	c := &Config{
 		StateDir:      DefaultStateDir,
 		KeepRevisions: DefaultKeepRevisions,
+		MinFreeSpace:  DefaultMinFreeSpace,
 		Log:           Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 		Apply:         Apply{Compose: ComposeOptions{WaitTimeout: DefaultComposeWaitTimeout}},
 		Bundles:       Bundles{Timeout: DefaultBundlesTimeout},
 	}
 	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo",
-		"device", "windows", "report")
+		"device", "windows", "report", "maxBandwidth", "minFreeSpace")
 	if f == nil {
 		return c
 	}
@@ -179,7 +180,8 @@ func (p *parser) config(root *yaml.Node) *Config {
 }
 
 // settings parses the agent's own top-level settings: stateDir,
-// keepRevisions, allowDowngrade, listen and socket.
+// keepRevisions, allowDowngrade, maxBandwidth, minFreeSpace, listen and
+// socket.
 func (p *parser) settings(f fields, c *Config) {
 	p.fileField(f, "", "stateDir", &c.StateDir)
 	if fv, ok := f["keepRevisions"]; ok {
@@ -192,6 +194,12 @@ func (p *parser) settings(f fields, c *Config) {
 		}
 	}
 	p.boolean(f, "", "allowDowngrade", &c.AllowDowngrade)
+	p.bandwidth(f, "", &c.MaxBandwidth)
+	if fv, ok := f["minFreeSpace"]; ok {
+		if m, ok := p.minFree(fv.Val, "minFreeSpace"); ok {
+			c.MinFreeSpace = m
+		}
+	}
 	if n, s, ok := p.StrField(f, "", "listen"); ok && s != "" {
 		if p.listen(n, "listen", s) {
 			c.Listen = s

@@ -155,7 +155,8 @@ func (p *parser) margo(f fields, c *Config) {
 	if mf == nil {
 		return
 	}
-	m := &Margo{Interval: DefaultMargoInterval, Timeout: DefaultMargoTimeout, StatusQueue: DefaultMargoStatusQueue, Limits: defaultLimits}
+	m := &Margo{Interval: DefaultMargoInterval, Timeout: DefaultMargoTimeout, StatusQueue: DefaultMargoStatusQueue,
+		Limits: Limits{MaxSize: defaultLimits.MaxSize, MaxFiles: defaultLimits.MaxFiles}}
 	c.Margo = m
 	if _, ok := mf["wfm"]; !ok {
 		p.Missing(node, node, path, "wfm", " (the WFM's base URL, such as https://wfm.plant.local)")
@@ -222,7 +223,7 @@ func (p *parser) margo(f fields, c *Config) {
 			}
 		}
 	}
-	p.limits(mf, path, &m.Limits)
+	p.limits(mf, path, &m.Limits, false)
 	if cf, _ := p.mapping(mf, path, "credentials", "dockerConfig"); cf != nil {
 		p.fileField(cf, join(path, "credentials"), "dockerConfig", &m.Credentials.DockerConfig)
 	}
@@ -328,33 +329,6 @@ func (p *parser) margoDevice(mf fields, m *Margo) {
 	}
 	p.boolean(df, path, "otelCollector", &d.OtelCollector)
 	p.fileField(df, path, "storagePath", &d.StoragePath)
-}
-
-// limits parses a limits block into l.
-func (p *parser) limits(f fields, path string, l *Limits) {
-	lf, _ := p.mapping(f, path, "limits", "maxSize", "maxFiles")
-	if lf == nil {
-		return
-	}
-	lp := join(path, "limits")
-	if fv, ok := lf["maxSize"]; ok {
-		if i, ok := p.Int(fv.Val, join(lp, "maxSize")); ok {
-			if i < 1 {
-				p.Errorf(fv.Val, join(lp, "maxSize"), "must be a positive number of bytes, got %d", i)
-			} else {
-				l.MaxSize = i
-			}
-		}
-	}
-	if fv, ok := lf["maxFiles"]; ok {
-		if i, ok := p.Int(fv.Val, join(lp, "maxFiles")); ok {
-			if i < 1 || i > 1<<31-1 {
-				p.Errorf(fv.Val, join(lp, "maxFiles"), "must be between 1 and %d, got %d", 1<<31-1, i)
-			} else {
-				l.MaxFiles = int(i)
-			}
-		}
-	}
 }
 
 // checkMargo is Check's part for the margo block: the identity files load,

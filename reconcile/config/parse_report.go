@@ -3,7 +3,6 @@ package config
 import (
 	"math"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -172,13 +171,6 @@ func validPort(s string) bool {
 	return err == nil && n >= 1 && n <= 65535
 }
 
-// sizeRE matches a size such as 64MiB, 512KiB, 1GB or 1048576.
-var sizeRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?$`)
-
-var sizeUnits = map[string]float64{
-	"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
-}
-
 // byteSize returns the value of a size: a number of bytes, or a number
 // with a unit (KB, MB, GB; KiB, MiB, GiB), between MinReportMaxSize and
 // MaxReportMaxSize.
@@ -187,14 +179,12 @@ func (p *parser) byteSize(n *yaml.Node, path string) (int64, bool) {
 		p.Errorf(n, path, "must be a size such as 64MiB, got %s", yamlstrict.Describe(n))
 		return 0, false
 	}
-	m := sizeRE.FindStringSubmatch(strings.TrimSpace(n.Value))
-	if m == nil {
+	v, ok := sizeValue(n.Value)
+	if !ok {
 		p.Errorf(n, path, "must be a size such as 64MiB, 512KiB or 1GB (units B, KB, MB, GB, KiB, MiB, GiB), got %q", n.Value)
 		return 0, false
 	}
-	f, err := strconv.ParseFloat(m[1], 64)
-	v := f * sizeUnits[m[2]]
-	if err != nil || math.IsInf(v, 0) || v < MinReportMaxSize || v > MaxReportMaxSize {
+	if math.IsInf(v, 0) || v < MinReportMaxSize || v > MaxReportMaxSize {
 		p.Errorf(n, path, "must be between 16KiB and 16GiB, got %q", n.Value)
 		return 0, false
 	}

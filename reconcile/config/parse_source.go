@@ -16,7 +16,7 @@ import (
 // source parses one entry of sources.
 func (p *parser) source(n *yaml.Node, path string) *Source {
 	f := p.Mapping(n, path, "name", "url", "ref", "filter", "layerSelector", "interval", "timeout", "reconcileTimeout", "jitter", "suspend",
-		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits", "windows")
+		"verify", "insecureSkipVerify", "credentials", "caFile", "insecure", "limits", "windows", "maxBandwidth")
 	if f == nil {
 		return nil
 	}
@@ -71,7 +71,8 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			p.Errorf(f["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
 		}
 	}
-	p.limits(f, path, &s.Limits)
+	p.limits(f, path, &s.Limits, true)
+	p.bandwidth(f, path, &s.MaxBandwidth)
 	return s
 }
 

@@ -1,8 +1,11 @@
 // Package store keeps the agent's state on the device: the verified,
 // extracted revisions (content-addressed by manifest digest), the `current`
 // pointer of every source, and state.json. Every change is crash-safe: a
-// revision appears with one rename, `current` switches with one rename, and
-// state.json is written to a temporary file, synced and renamed.
+// revision appears with one rename and is usable only once its completion
+// record is written, last; it leaves through trash/ with one rename before
+// its files are deleted; `current` switches with one rename; and state.json
+// is written to a temporary file, synced and renamed. Open removes whatever
+// a crash left incomplete.
 package store
 
 import (
@@ -14,6 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berth-dev/berth/internal/failpoint"
 	"github.com/berth-dev/berth/state"
 )
 
@@ -192,6 +196,7 @@ func parseState(b []byte) (*State, error) {
 // WriteState writes state.json atomically: temporary file, fsync, rename,
 // fsync of the folder.
 func WriteState(stateDir string, st *State) error {
+	failpoint.Hit("store.state")
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)

@@ -6,26 +6,48 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/internal/failpoint"
 )
 
 // Store is the on-disk layout under the state folder:
 //
 //	stateDir/state.json
-//	stateDir/revisions/sha256-<hex>/     extracted, verified revisions
-//	stateDir/sources/<name>/current      symlink to ../../revisions/sha256-<hex>
+//	stateDir/revisions/sha256-<hex>/           extracted, verified revisions
+//	stateDir/revisions/sha256-<hex>.complete   their completion records
+//	stateDir/sources/<name>/current            symlink to ../../revisions/sha256-<hex>
+//	stateDir/trash/                            revisions being removed
+//	stateDir/downloads/                        partial downloads (see PartialDir)
+//
+// A revision is usable (Has) only once its completion record exists: the
+// record is written last, after the extracted tree is durable, and removed
+// first when the revision is collected. A revision folder without its
+// record is the leftover of a crash and is removed by Open.
 type Store struct {
 	dir string
+	// Removed lists what Open removed as incomplete (folders of revisions
+	// without a valid completion record), for the caller to log.
+	Removed []string
 }
 
+// Folders of the state folder.
+const (
+	revisionsDir = "revisions"
+	sourcesDir   = "sources"
+	trashDir     = "trash"
+	downloadsDir = "downloads"
+)
+
 // Open prepares stateDir and removes what a crash may have left half done:
-// partial extractions and temporary files. It never touches a complete
-// revision.
+// partial extractions, revisions without a completion record, revisions
+// being removed (trash) and temporary files. It never touches a complete
+// revision. Partial downloads are left to their owner (see PartialDir).
 func Open(stateDir string) (*Store, error) {
-	for _, d := range []string{stateDir, filepath.Join(stateDir, "revisions"), filepath.Join(stateDir, "sources")} {
+	for _, d := range []string{stateDir, filepath.Join(stateDir, revisionsDir), filepath.Join(stateDir, sourcesDir),
+		filepath.Join(stateDir, trashDir), filepath.Join(stateDir, downloadsDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create state folder %s: %w", d, err)
 		}
@@ -40,33 +62,48 @@ func Open(stateDir string) (*Store, error) {
 // Dir is the state folder.
 func (s *Store) Dir() string { return s.dir }
 
-// clean removes leftovers of an interrupted extraction or write.
+// PartialDir is the folder where downloads cut off (a reset, a timeout, a
+// restart) are kept to be resumed (see oci.BlobOptions.PartialDir). It is
+// on the same file system as the revisions.
+func (s *Store) PartialDir() string { return filepath.Join(s.dir, downloadsDir) }
+
+// clean removes leftovers of an interrupted extraction, removal or write.
 func (s *Store) clean() error {
-	entries, err := os.ReadDir(filepath.Join(s.dir, "revisions"))
-	if err != nil {
+	if err := s.emptyTrash(); err != nil {
 		return err
 	}
-	for _, e := range entries {
-		if strings.Contains(e.Name(), ".tmp") {
-			if err := os.RemoveAll(filepath.Join(s.dir, "revisions", e.Name())); err != nil {
-				return fmt.Errorf("remove partial revision %s: %w", e.Name(), err)
-			}
-		}
+	if err := s.cleanRevisions(); err != nil {
+		return err
 	}
 	tmps, _ := filepath.Glob(filepath.Join(s.dir, "."+StateFile+".tmp-*"))
-	more, _ := filepath.Glob(filepath.Join(s.dir, "sources", "*", ".current.tmp-*"))
+	more, _ := filepath.Glob(filepath.Join(s.dir, sourcesDir, "*", ".current.tmp-*"))
 	for _, p := range append(tmps, more...) {
 		os.Remove(p)
 	}
 	return nil
 }
 
+// revName is the folder name of the revision of digest d.
 func revName(d string) (string, error) {
 	dg, err := digest.Parse(d)
 	if err != nil {
 		return "", fmt.Errorf("revision digest %q: %w", d, err)
 	}
 	return dg.Algorithm().String() + "-" + dg.Encoded(), nil
+}
+
+// revDigest is the digest of a revision folder name; false for any other
+// name.
+func revDigest(name string) (string, bool) {
+	alg, hex, ok := strings.Cut(name, "-")
+	if !ok {
+		return "", false
+	}
+	d := alg + ":" + hex
+	if n, err := revName(d); err != nil || n != name {
+		return "", false
+	}
+	return d, true
 }
 
 // RevisionDir is where the revision of digest d lives once complete. It
@@ -76,22 +113,12 @@ func (s *Store) RevisionDir(d string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(s.dir, "revisions", n), nil
-}
-
-// Has reports whether the complete revision of digest d is present.
-func (s *Store) Has(d string) bool {
-	p, err := s.RevisionDir(d)
-	if err != nil {
-		return false
-	}
-	st, err := os.Stat(p)
-	return err == nil && st.IsDir()
+	return filepath.Join(s.dir, revisionsDir, n), nil
 }
 
 // Current returns the digest `current` points at for source, or "".
 func (s *Store) Current(source string) (string, error) {
-	target, err := os.Readlink(filepath.Join(s.dir, "sources", source, "current"))
+	target, err := os.Readlink(filepath.Join(s.dir, sourcesDir, source, "current"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
@@ -107,84 +134,39 @@ func (s *Store) Current(source string) (string, error) {
 
 // CurrentDir is the path that always names the current revision of source.
 func (s *Store) CurrentDir(source string) string {
-	return filepath.Join(s.dir, "sources", source, "current")
+	return filepath.Join(s.dir, sourcesDir, source, "current")
 }
 
 // Switch points `current` of source at the revision of digest d, which must
-// be present, with one atomic rename.
+// be complete (Has), with one atomic rename.
 func (s *Store) Switch(source, d string) error {
 	if !s.Has(d) {
 		return fmt.Errorf("switch %s to %s: revision not present", source, d)
 	}
 	n, _ := revName(d)
-	dir := filepath.Join(s.dir, "sources", source)
+	dir := filepath.Join(s.dir, sourcesDir, source)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("switch %s: %w", source, err)
 	}
 	tmp := filepath.Join(dir, ".current.tmp-"+n)
 	os.Remove(tmp)
-	if err := os.Symlink(filepath.Join("..", "..", "revisions", n), tmp); err != nil {
+	if err := os.Symlink(filepath.Join("..", "..", revisionsDir, n), tmp); err != nil {
 		return fmt.Errorf("switch %s: %w", source, err)
 	}
+	failpoint.Hit("store.switch")
 	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("switch %s: %w", source, err)
 	}
+	failpoint.Hit("store.switch.renamed")
 	return syncDir(dir)
 }
 
 // Clear removes the `current` pointer of source: nothing is applied.
 func (s *Store) Clear(source string) error {
-	dir := filepath.Join(s.dir, "sources", source)
+	dir := filepath.Join(s.dir, sourcesDir, source)
 	if err := os.Remove(filepath.Join(dir, "current")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("clear current revision of %s: %w", source, err)
 	}
 	return syncDir(dir)
-}
-
-// GC removes revisions that are neither current for any source, nor among
-// the keep newest distinct digests of any source's history, nor in inUse
-// (revisions being switched in right now).
-func (s *Store) GC(st *State, keep int, inUse ...string) ([]string, error) {
-	live := map[string]bool{}
-	for _, d := range inUse {
-		live[d] = true
-	}
-	for name, ss := range st.Sources {
-		if d, err := s.Current(name); err == nil && d != "" {
-			live[d] = true
-		}
-		var kept []string
-		for _, r := range ss.History {
-			if r.Outcome != OutcomeApplied && r.Outcome != OutcomeRolledBack {
-				continue
-			}
-			if !slices.Contains(kept, r.Digest) && len(kept) < keep {
-				kept = append(kept, r.Digest)
-			}
-		}
-		for _, d := range kept {
-			live[d] = true
-		}
-	}
-	entries, err := os.ReadDir(filepath.Join(s.dir, "revisions"))
-	if err != nil {
-		return nil, err
-	}
-	var removed []string
-	for _, e := range entries {
-		alg, hex, ok := strings.Cut(e.Name(), "-")
-		if !ok || strings.Contains(e.Name(), ".tmp") {
-			continue
-		}
-		d := alg + ":" + hex
-		if live[d] {
-			continue
-		}
-		if err := os.RemoveAll(filepath.Join(s.dir, "revisions", e.Name())); err != nil {
-			return removed, fmt.Errorf("remove old revision %s: %w", d, err)
-		}
-		removed = append(removed, d)
-	}
-	return removed, nil
 }

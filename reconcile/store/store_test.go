@@ -45,6 +45,9 @@ func addRevision(t *testing.T, s *Store, d string) string {
 	if err := os.WriteFile(filepath.Join(dir, "digest.txt"), []byte(d), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Complete(d, 1, int64(len(d))); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
@@ -72,7 +75,9 @@ func revisionNames(t *testing.T, s *Store) []string {
 	}
 	var out []string
 	for _, e := range entries {
-		out = append(out, e.Name())
+		if e.Name() != formatMarker {
+			out = append(out, e.Name())
+		}
 	}
 	return out
 }
@@ -292,12 +297,24 @@ func TestHas(t *testing.T) {
 	}{
 		{"absent", func(*testing.T, *Store) {}, d, false},
 		{"complete", func(t *testing.T, s *Store) { addRevision(t, s, d) }, d, true},
-		{"empty folder", func(t *testing.T, s *Store) {
+		{"folder without completion record", func(t *testing.T, s *Store) {
 			p, _ := s.RevisionDir(d)
-			if err := os.Mkdir(p, 0o700); err != nil {
-				t.Fatal(err)
-			}
-		}, d, true},
+			mustWrite(t, filepath.Join(p, "f"), "x")
+		}, d, false},
+		{"completion record without folder", func(t *testing.T, s *Store) {
+			p, _ := s.RevisionDir(d)
+			mustWrite(t, p+".complete", `{"digest":"`+d+`","files":1,"size":1}`)
+		}, d, false},
+		{"completion record of another digest", func(t *testing.T, s *Store) {
+			p, _ := s.RevisionDir(d)
+			mustWrite(t, filepath.Join(p, "f"), "x")
+			mustWrite(t, p+".complete", `{"digest":"`+dg("other")+`","files":1,"size":1}`)
+		}, d, false},
+		{"corrupt completion record", func(t *testing.T, s *Store) {
+			p, _ := s.RevisionDir(d)
+			mustWrite(t, filepath.Join(p, "f"), "x")
+			mustWrite(t, p+".complete", `{"digest":`)
+		}, d, false},
 		{"partial only", func(t *testing.T, s *Store) {
 			p, _ := s.RevisionDir(d)
 			mustWrite(t, filepath.Join(p+".tmp-1", "f"), "x")

@@ -10,9 +10,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -32,10 +34,12 @@ import (
 // reg is an in-process registry that can alter or hide the blobs it
 // serves.
 type reg struct {
-	host   string
-	blobs  atomic.Int64 // blob GETs
-	tamper atomic.Bool
-	hide   atomic.Bool // answer 404 to blob GETs
+	host     string
+	blobs    atomic.Int64 // blob GETs
+	tamper   atomic.Bool
+	hide     atomic.Bool  // answer 404 to blob GETs
+	truncate atomic.Int64 // blob GETs to cut in the middle, from now on
+	ranges   atomic.Int64 // blob GETs with a Range header
 }
 
 func newReg(t *testing.T) *reg {
@@ -45,6 +49,32 @@ func newReg(t *testing.T) *reg {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
 			r.blobs.Add(1)
+			if rg := req.Header.Get("Range"); rg != "" {
+				r.ranges.Add(1)
+				rec := httptest.NewRecorder()
+				whole := req.Clone(req.Context())
+				whole.Header.Del("Range")
+				h.ServeHTTP(rec, whole)
+				http.ServeContent(w, req, "", time.Time{}, bytes.NewReader(rec.Body.Bytes()))
+				return
+			}
+			if r.truncate.Load() > 0 {
+				r.truncate.Add(-1)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				body := rec.Body.Bytes()
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				w.WriteHeader(rec.Code)
+				w.Write(body[:len(body)/2])
+				w.(http.Flusher).Flush()
+				if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+					conn.Close()
+				}
+				return
+			}
 			if r.hide.Load() {
 				http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN"}]}`, http.StatusNotFound)
 				return

@@ -45,6 +45,12 @@ type Options struct {
 	// (CAFile does not apply to it): to serve requests from somewhere else
 	// than the network, such as a bundle file. WrapTransport still wraps it.
 	Transport http.RoundTripper
+	// MaxTags and MaxTagPages cap a tag listing (Tags): more tags or pages
+	// fail with ErrTooManyTags, so that a registry whose pages never end
+	// cannot grow memory without bound. 0: DefaultMaxTags,
+	// DefaultMaxTagPages.
+	MaxTags     int
+	MaxTagPages int
 }
 
 // Client reaches registries with one credential store, one TLS
@@ -74,6 +80,7 @@ func NewClient(opts Options) (*Client, error) {
 	} else if rt, err = newTransport(append([]string{opts.CAFile}, opts.CAFiles...)...); err != nil {
 		return nil, err
 	}
+	rt = capTransport{rt}
 	if opts.WrapTransport != nil {
 		rt = opts.WrapTransport(rt)
 	}

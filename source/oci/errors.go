@@ -21,6 +21,17 @@ var (
 	ErrNoLayer = errdef.Refusal("no content layer")
 	// ErrTooLarge is returned when a manifest or blob exceeds its size cap.
 	ErrTooLarge = errdef.Refusal("too large")
-	// ErrDigestMismatch is returned when content does not match its digest.
+	// ErrTooManyTags is returned when a tag listing passes its caps
+	// (Options.MaxTags, Options.MaxTagPages).
+	ErrTooManyTags = errdef.Refusal("too many tags")
+	// ErrDigestMismatch is returned when content arrived whole and does
+	// not match its digest, or is longer than its descriptor says.
 	ErrDigestMismatch = errdef.Refusal("digest mismatch")
+	// ErrTruncated is returned when a response body ended before the size
+	// its descriptor gives: a transport failure (a cut connection, a proxy
+	// giving up), not a refusal of the content.
+	ErrTruncated = errors.New("truncated")
+	// ErrSlow is returned when a download left a repository that served it
+	// too slowly (BlobOptions.SlowWindow): a transport failure.
+	ErrSlow = errors.New("too slow")
 )

@@ -36,7 +36,7 @@ func (c *Client) Manifest(ctx context.Context, ref Reference) (ocispec.Descripto
 	}
 	raw, err := content.ReadAll(rc, desc) // bounded by desc.Size and digest-checked
 	if err != nil {
-		return ocispec.Descriptor{}, nil, fmt.Errorf("%w: manifest %s: %v", ErrDigestMismatch, ref, err)
+		return ocispec.Descriptor{}, nil, ReadError("manifest "+ref.String(), desc, err)
 	}
 	m, err := decodeManifest(raw, ref)
 	if err != nil {
@@ -92,47 +92,22 @@ func SelectLayer(m *ocispec.Manifest, mediaType string) (ocispec.Descriptor, err
 
 const dockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
-// OpenBlob streams the blob desc names from ref's repository. The returned
-// reader refuses more than desc.Size bytes and, at EOF, fails with
-// ErrDigestMismatch unless the bytes match desc.Digest; nothing is buffered.
-// A blob larger than maxSize is refused before it is fetched.
-func (c *Client) OpenBlob(ctx context.Context, ref Reference, desc ocispec.Descriptor, maxSize int64) (io.ReadCloser, error) {
-	if maxSize > 0 && desc.Size > maxSize {
-		return nil, fmt.Errorf("%w: blob %s is %d bytes (cap %d)", ErrTooLarge, desc.Digest, desc.Size, maxSize)
-	}
-	if err := desc.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: blob %q: %v", ErrDigestMismatch, desc.Digest, err)
-	}
-	repo, err := c.repository(ref)
-	if err != nil {
-		return nil, err
-	}
-	rc, err := repo.Blobs().Fetch(ctx, desc)
-	if err != nil {
-		return nil, classify(fmt.Errorf("fetch blob %s from %s: %w", desc.Digest, ref.Repo(), err))
-	}
-	return &verifyingReader{rc: rc, vr: content.NewVerifyReader(rc, desc), desc: desc}, nil
-}
-
-// verifyingReader turns content.VerifyReader's explicit Verify into an error
-// at EOF, so that any consumer reading to the end gets the check for free.
-type verifyingReader struct {
-	rc   io.Closer
-	vr   *content.VerifyReader
-	desc ocispec.Descriptor
-}
-
-func (r *verifyingReader) Read(p []byte) (int, error) {
-	n, err := r.vr.Read(p)
+// ReadError classifies err, met while reading what (the content of desc)
+// through an oras-go content.VerifyReader or content.ReadAll, truthfully:
+// only content that arrived whole and does not hash to its digest, or runs
+// past its size, is refused (ErrDigestMismatch); a body that ended early is
+// ErrTruncated; anything else (a reset, a timeout) is wrapped as the
+// transport failure it is, to be tried again or elsewhere.
+func ReadError(what string, desc ocispec.Descriptor, err error) error {
 	switch {
-	case err == io.EOF:
-		if verr := r.vr.Verify(); verr != nil {
-			return n, fmt.Errorf("%w: blob %s: %v", ErrDigestMismatch, r.desc.Digest, verr)
-		}
+	case err == nil:
+		return nil
+	case errors.Is(err, content.ErrMismatchedDigest):
+		return fmt.Errorf("%w: %s: the %d bytes received do not hash to %s", ErrDigestMismatch, what, desc.Size, desc.Digest)
+	case errors.Is(err, content.ErrTrailingData):
+		return fmt.Errorf("%w: %s: longer than its %d bytes", ErrDigestMismatch, what, desc.Size)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return n, fmt.Errorf("%w: blob %s: shorter than its %d bytes", ErrDigestMismatch, r.desc.Digest, r.desc.Size)
+		return fmt.Errorf("%w: %s: the connection ended before its %d bytes: %w", ErrTruncated, what, desc.Size, err)
 	}
-	return n, err
+	return fmt.Errorf("read %s: %w", what, err)
 }
-
-func (r *verifyingReader) Close() error { return r.rc.Close() }

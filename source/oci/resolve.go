@@ -2,10 +2,12 @@ package oci
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	orasErrdef "oras.land/oras-go/v2/errdef"
 )
 
 // Resolve returns the descriptor of the manifest ref names, with one HEAD
@@ -34,14 +36,21 @@ var signatureTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}(\.(sig|att|sbom))?$`
 func IsSignatureTag(tag string) bool { return signatureTag.MatchString(tag) }
 
 // Tags lists the repository's tags, following pagination, leaving out
-// signature tags.
+// signature tags. At most Options.MaxTags tags (signature tags included)
+// and Options.MaxTagPages pages are read: beyond, ErrTooManyTags.
 func (c *Client) Tags(ctx context.Context, ref Reference) ([]string, error) {
 	repo, err := c.repository(ref)
 	if err != nil {
 		return nil, err
 	}
+	maxTags, maxPages := c.tagLimits()
+	repo.TagListMaxPages = maxPages
 	var out []string
+	seen := 0
 	err = repo.Tags(ctx, "", func(tags []string) error {
+		if seen += len(tags); seen > maxTags {
+			return errTagCap
+		}
 		for _, t := range tags {
 			if !IsSignatureTag(t) {
 				out = append(out, t)
@@ -49,7 +58,12 @@ func (c *Client) Tags(ctx context.Context, ref Reference) ([]string, error) {
 		}
 		return nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, errTagCap):
+		return nil, fmt.Errorf("%w: list tags of %s: more than %d tags, the cap", ErrTooManyTags, ref.Repo(), maxTags)
+	case errors.Is(err, orasErrdef.ErrTooManyPages):
+		return nil, fmt.Errorf("%w: list tags of %s: more than %d pages, the cap", ErrTooManyTags, ref.Repo(), maxPages)
+	case err != nil:
 		return nil, classify(fmt.Errorf("list tags of %s: %w", ref.Repo(), err))
 	}
 	return out, nil

@@ -191,18 +191,25 @@ func signaturesPresent(ctx context.Context, dst *remote.Repository, desc ocispec
 type verifiedSource struct{ *remote.Repository }
 
 type verifiedReader struct {
-	vr *content.VerifyReader
-	c  io.Closer
+	vr   *content.VerifyReader
+	c    io.Closer
+	desc ocispec.Descriptor
 }
 
+// Read fails at the end unless the content matches; a short or broken body
+// is a transport failure, not a mismatch (see oci.ReadError).
 func (r *verifiedReader) Read(p []byte) (int, error) {
 	n, err := r.vr.Read(p)
 	if err == io.EOF {
-		if verr := r.vr.Verify(); verr != nil {
-			return n, fmt.Errorf("%w: %v", oci.ErrDigestMismatch, verr)
+		err = r.vr.Verify()
+		if err == nil {
+			return n, io.EOF
 		}
 	}
-	return n, err
+	if err != nil {
+		return n, oci.ReadError(string(r.desc.Digest), r.desc, err)
+	}
+	return n, nil
 }
 
 func (r *verifiedReader) Close() error { return r.c.Close() }

@@ -294,5 +294,5 @@ func (v verifiedSource) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.
 	if err != nil {
 		return nil, err
 	}
-	return &verifiedReader{vr: content.NewVerifyReader(rc, desc), c: rc}, nil
+	return &verifiedReader{vr: content.NewVerifyReader(rc, desc), c: rc, desc: desc}, nil
 }
