@@ -149,7 +149,7 @@ func TestApplyFailureSwitchesBackAndBacksOff(t *testing.T) {
 	}
 
 	// ReconcileNow forces a new attempt.
-	res, err := a.ReconcileNow(ctx, "app")
+	res, err := a.ReconcileNow(ctx, "app", api.ReconcileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestFailedFirstApply(t *testing.T) {
 	}
 	one(t, poll(a, "app"), "backoff", d1)
 	rec.setFailAll(nil)
-	res, _ := a.ReconcileNow(context.Background(), "app")
+	res, _ := a.ReconcileNow(context.Background(), "app", api.ReconcileOptions{})
 	one(t, res, "applied", d1)
 	if c := rec.last(t); c.prev != nil {
 		t.Errorf("prev = %+v, want nil: nothing was ever applied", c.prev)
@@ -416,7 +416,7 @@ func TestUnsignedRefused(t *testing.T) {
 	cfg2 := e.config("", src{name: "app", repo: "fleet/app", extra: "    insecureSkipVerify: true"})
 	a2 := newAgent(t, cfg2, rec)
 	one(t, poll(a2, "app"), "backoff", d2) // refused just before
-	res, _ := a2.ReconcileNow(ctx, "app")
+	res, _ := a2.ReconcileNow(ctx, "app", api.ReconcileOptions{})
 	one(t, res, "applied", d2)
 }
 
@@ -497,7 +497,7 @@ func TestRollback(t *testing.T) {
 	if r := a.RunOnce(ctx); r[0].Outcome != "suspended" || !strings.Contains(r[0].Error, "resume") {
 		t.Errorf("RunOnce after a rollback = %+v, want suspended", r)
 	}
-	res2, err := a.ReconcileNow(ctx, "app")
+	res2, err := a.ReconcileNow(ctx, "app", api.ReconcileOptions{})
 	if err != nil || res2[0].Outcome != "suspended" {
 		t.Errorf("ReconcileNow after a rollback = %+v, %v", res2, err)
 	}

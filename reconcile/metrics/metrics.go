@@ -32,6 +32,9 @@ type Metrics struct {
 	applied          *prometheus.GaugeVec
 	verifyFailures   *prometheus.CounterVec
 	registryRequests *prometheus.CounterVec
+	rollout          *rolloutSeries
+	// statementsIgnored is berth_rollout_statements_ignored.
+	statementsIgnored *prometheus.GaugeVec
 
 	appliedMu sync.Mutex // serialises the reset-and-set of SetApplied
 }
@@ -66,9 +69,12 @@ func New() *Metrics {
 			Name: "berth_registry_requests_total",
 			Help: `HTTP requests to registries by host, method and status code ("error" when no response came).`,
 		}, []string{"host", "method", "code"}),
+		rollout:           newRolloutSeries(),
+		statementsIgnored: newStatementsIgnored(),
 	}
 	m.reg.MustRegister(
 		m.reconciles, m.duration, m.lastSuccess, m.applied, m.verifyFailures, m.registryRequests,
+		m.rollout.waveInfo, m.rollout.waiting, m.statementsIgnored,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -143,7 +143,8 @@ func (s *Store) Clear(source string) error {
 }
 
 // GC removes revisions that are neither current for any source, nor among
-// the keep newest distinct digests of any source's history, nor in inUse
+// the keep newest distinct digests of any source's history, nor waiting
+// to be switched in (prefetched, SourceState.Waiting), nor in inUse
 // (revisions being switched in right now).
 func (s *Store) GC(st *State, keep int, inUse ...string) ([]string, error) {
 	live := map[string]bool{}
@@ -153,6 +154,9 @@ func (s *Store) GC(st *State, keep int, inUse ...string) ([]string, error) {
 	for name, ss := range st.Sources {
 		if d, err := s.Current(name); err == nil && d != "" {
 			live[d] = true
+		}
+		if w := ss.Waiting; w != nil {
+			live[w.Digest] = true
 		}
 		var kept []string
 		for _, r := range ss.History {
