@@ -181,6 +181,9 @@ func (t *attempt) unchanged(ctx context.Context) error {
 		if err := t.onRelease(ctx); err != nil || t.revertFrom != "" {
 			return err
 		}
+		if err := t.settled(); err != nil {
+			return err
+		}
 	}
 	if !t.req.rollback && t.applied != nil && t.applied.Digest == digest && current == digest && slices.Equal(t.applied.Extensions, t.rev.Extensions) {
 		unchanged := *t.applied

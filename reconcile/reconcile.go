@@ -98,8 +98,10 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 			rev.Error = "bundle " + s.file + ": " + rev.Error
 		}
 	}
-	if outcome != store.OutcomeWaiting && outcome != store.OutcomeError {
-		s.prefetched = nil
+	switch outcome {
+	case store.OutcomeWaiting, store.OutcomeAborted, store.OutcomeError:
+	default:
+		s.prefetched = nil // switched in, or refused
 	}
 	a.record(name, s, rev, wait)
 	a.metrics.ObserveReconcile(name, string(outcome), time.Since(start))

@@ -237,6 +237,14 @@ func (a *Agent) apps(source string, ds *state.DeviceState, digest string) []stri
 // waiting ends the attempt with the revision held back, and keeps what
 // verify learnt of it for the next polls.
 func (t *attempt) waiting(reason store.WaitReason, msg string, until time.Time) error {
+	if reason != store.WaitDownload {
+		t.remember()
+	}
+	return t.hold(reason, msg, until)
+}
+
+// hold ends the attempt with the revision held back.
+func (t *attempt) hold(reason store.WaitReason, msg string, until time.Time) error {
 	now := t.a.now()
 	w := &store.Waiting{Digest: t.rev.Digest, Reason: reason, Message: msg, Until: until, Since: now}
 	t.a.mu.Lock()
@@ -245,10 +253,34 @@ func (t *attempt) waiting(reason store.WaitReason, msg string, until time.Time) 
 	}
 	t.a.mu.Unlock()
 	t.wait, t.rev.Message = w, msg
-	if reason != store.WaitDownload {
-		t.remember()
-	}
 	return errWaiting
+}
+
+// settled ends the attempt early, before anything is fetched, when the
+// release resolved was stopped by a signed statement that no look-up can
+// change any more (its rollout is over): an abort or a pause read during
+// the rollout holds for good, and a poll of it costs the tag alone.
+func (t *attempt) settled() error {
+	a := t.a
+	if t.applied != nil && t.applied.Digest == t.rev.Digest {
+		return nil
+	}
+	rec := a.release(t.name, t.rev.Digest)
+	if rec == nil || lookupsDue(*rec, a.now(), t.s.cfg.Interval) {
+		return nil
+	}
+	dec, err := rollout.Decide(rollout.Input{Action: rollout.Action(rec.Action), Now: a.now()})
+	if err != nil {
+		return nil
+	}
+	switch dec.Verdict {
+	case rollout.Aborted:
+		t.rev.Message = dec.Reason + signedBy(rec.Statement)
+		return errAborted
+	case rollout.Paused:
+		return t.hold(store.WaitPaused, dec.Reason+signedBy(rec.Statement), time.Time{})
+	}
+	return nil
 }
 
 // statements reads the signed statements of the release of rec and records
