@@ -307,5 +307,3 @@ func TestLookupsDue(t *testing.T) {
 		t.Error("a release without plan is looked up")
 	}
 }
-
-
