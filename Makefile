@@ -4,22 +4,28 @@
 
 GO      ?= go
 BIN     ?= bin/berth
+AGENT   ?= $(dir $(BIN))berth-agent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/berth-dev/berth/internal/cli.Version=$(VERSION)
-# kustomize_disable_go_plugin_support: Helm's client pulls in kustomize, whose
-# Go-plugin loader imports package plugin; that alone makes the linker keep
-# every method and export every symbol (+27 MB binary, +35 MB peak RSS).
-# internal/testenv.BuildTags is the same list for the binaries tests build.
-export GOFLAGS ?= -tags=kustomize_disable_go_plugin_support
+# Two binaries: berth (publishing, fetching, device commands; no applier SDK,
+# so one-shot commands start small) and berth-agent (the agent with the
+# Compose and Helm appliers; `berth agent` runs it). Static, without cgo: the
+# binaries run FROM scratch, cross-compile, and the Go-plugin loader Helm's
+# client brings costs nothing (the linker only honours package plugin when
+# runtime/cgo is linked; internal/testenv.BuildEnv builds the same way).
+# AGENT_TAGS=berth_nohelm gives a Compose-only agent, berth_nocompose a
+# Helm-only one.
+AGENT_TAGS ?=
 # The end-to-end suites start real servers and build images; give them room.
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build test test-unit lint demo deps dockerd kube-apiserver fuzz clean
+.PHONY: all build test test-unit lint demo deps dockerd kube-apiserver fuzz clean dist
 
 all: build
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/berth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags '$(AGENT_TAGS)' -o $(AGENT) ./cmd/berth-agent
 
 deps:
 	bash test/scripts/ensure-deps.sh
@@ -33,10 +39,26 @@ dockerd: deps
 
 # Unit and end-to-end tests, with the race detector. The end-to-end tests
 # start Debian's docker-registry with TLS and htpasswd themselves, and use
-# the Docker Engine `dockerd` provides through DOCKER_HOST.
-test: deps lint dockerd kube-apiserver
+# the Docker Engine `dockerd` provides through DOCKER_HOST. The release
+# (make dist) is built first: test/e2e checks its archives, .deb and image,
+# and runs its arm64 and armv7 binaries under qemu-user-static.
+test: deps lint dockerd kube-apiserver dist
 	host=$$(bash test/scripts/dockerd.sh host) && \
-	  DOCKER_HOST=$$host $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	  DOCKER_HOST=$$host BERTH_DIST_DIR=$(CURDIR)/$(DIST) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The release into $(DIST)/: for each of PLATFORMS, berth and berth-agent
+# (static), berth_<version>_<os>_<arch>.tar.gz and berth_<version>_<arch>.deb
+# (nfpm: binaries, systemd unit, /etc/berth/agent.yaml as a conffile, a
+# berth system user, completion and man pages), SHA256SUMS, the agent image
+# FROM scratch as an OCI layout in $(DIST)/image (IMAGE=HOST/REPO:TAG also
+# pushes its index), and sizes.txt. VARIANTS=1 adds the Compose-only and
+# Helm-only agents to sizes.txt. No Docker needed.
+DIST      ?= dist
+PLATFORMS ?= linux/amd64,linux/arm64,linux/arm/v7
+IMAGE     ?=
+dist:
+	$(GO) run ./internal/dist/cmd/dist -out $(DIST) -version $(VERSION) -platforms $(PLATFORMS) \
+	  $(if $(VARIANTS),-variants) $(if $(IMAGE),-push $(IMAGE))
 
 # The kube-apiserver the Helm tests run (with Debian's etcd): built once from
 # k8s.io/kubernetes through the Go module proxy, then cached in
@@ -89,7 +111,7 @@ demo-helm: deps build kube-apiserver
 	bash test/scripts/demo-helm.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)
 
 # Benchmarks of issue 3: berth against crane in the same run, figures
 # reported with b.ReportMetric (timings are never asserted). Needs about

@@ -9,9 +9,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/berth-dev/berth/apply/compose"
-	"github.com/berth-dev/berth/apply/helm"
 	"github.com/berth-dev/berth/reconcile/config"
+	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/state"
 )
 
@@ -54,62 +53,111 @@ type ImageLoader interface {
 	LoadImages(ctx context.Context, images []string, rt http.RoundTripper) error
 }
 
-// The appliers berth has implement these interfaces.
-var (
-	_ Applier     = (*compose.Applier)(nil)
-	_ ImageLoader = (*compose.Applier)(nil)
-	_ Reporter    = (*compose.Applier)(nil)
-	_ Applier     = (*helm.Applier)(nil)
-	_ Watcher     = (*helm.Applier)(nil)
-	_ Reporter    = (*helm.Applier)(nil)
-)
+// applierEnv is what every applier is built with: the registry mirrors,
+// the first source's Docker config (one per device is the usual layout),
+// and the first source's CA and plain-HTTP setting for chart pulls
+// (charts usually live in the registry of the sources).
+type applierEnv struct {
+	mirrors      *mirror.Resolver
+	dockerConfig string
+	caFile       string
+	plainHTTP    bool
+	log          *slog.Logger
+}
+
+// applierMaker builds one applier. Each lives in a file of its own whose
+// build tag can leave the applier, and its SDK, out of the binary:
+// berth_nocompose (a Helm-only agent), berth_nohelm (a Compose-only one).
+// Without it, linked is false and new says how to get it.
+type applierMaker struct {
+	kind    string
+	linked  bool
+	enabled func(cfg *config.Config) bool
+	new     func(ctx context.Context, cfg *config.Config, e applierEnv) (Applier, func() error, error)
+	// probe checks that the applier's engine or cluster answers.
+	probe func(ctx context.Context, cfg *config.Config) error
+}
+
+// probeTimeout bounds each applier's reachability check.
+const probeTimeout = 5 * time.Second
+
+// ProbeAppliers checks that what each enabled applier talks to answers
+// (the Docker Engine, the kube-apiserver), and returns a warning for each
+// that does not, naming the address or kubeconfig it tried.
+func ProbeAppliers(ctx context.Context, cfg *config.Config) []string {
+	var out []string
+	for _, m := range applierMakers {
+		if !m.enabled(cfg) || m.probe == nil {
+			continue
+		}
+		if err := m.probe(ctx, cfg); err != nil {
+			out = append(out, fmt.Sprintf("%s applier: %v", m.kind, err))
+		}
+	}
+	return out
+}
+
+// applierMakers are the appliers in apply order: Compose, then Helm.
+var applierMakers = []applierMaker{composeMaker, helmMaker}
+
+// ErrApplierNotLinked is returned when the configuration enables an
+// applier this binary was built without.
+var ErrApplierNotLinked = errors.New("this berth-agent was built without this applier")
+
+// LinkedAppliers names the appliers linked into this binary.
+func LinkedAppliers() []string {
+	var out []string
+	for _, m := range applierMakers {
+		if m.linked {
+			out = append(out, m.kind)
+		}
+	}
+	return out
+}
 
 // NewAppliers creates the appliers the configuration enables, all pulling
-// through the configuration's registry mirrors. Image and chart pulls use
-// the first source's Docker config (one per device is the usual layout);
-// chart pulls trust the first source's CA and speak plain HTTP when it
-// does, since charts usually live in the registry of the sources. The
-// returned function releases them.
+// through the configuration's registry mirrors. The returned function
+// releases them.
 func NewAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]Applier, func(), error) {
 	mirrors, err := cfg.Mirrors()
 	if err != nil {
 		return nil, nil, err
 	}
-	var dockerConfig, caFile string
-	var plainHTTP bool
+	e := applierEnv{mirrors: mirrors, log: log}
 	for _, s := range cfg.Sources {
 		if s.Credentials.DockerConfig != "" {
-			dockerConfig = s.Credentials.DockerConfig
+			e.dockerConfig = s.Credentials.DockerConfig
 			break
 		}
 	}
 	for _, s := range cfg.Sources {
 		if s.CAFile != "" || s.Insecure {
-			caFile, plainHTTP = s.CAFile, s.Insecure
+			e.caFile, e.plainHTTP = s.CAFile, s.Insecure
 			break
 		}
 	}
 	var out []Applier
 	var closers []func() error
-	if o := cfg.Apply.Compose; o.Enabled {
-		ca, err := compose.New(ctx, compose.Options{Host: o.Host, WaitTimeout: o.WaitTimeout, EnvDir: o.EnvDir, DockerConfig: dockerConfig, Mirrors: mirrors, Log: log})
-		if err != nil {
-			return nil, nil, fmt.Errorf("compose applier: %w", err)
-		}
-		out, closers = append(out, ca), append(closers, ca.Close)
-	}
-	if o := cfg.Apply.Helm; o.Enabled {
-		ha, err := helm.New(helm.Options{Kubeconfig: o.Kubeconfig, ValuesDir: o.ValuesDir, DockerConfig: dockerConfig, CAFile: caFile, PlainHTTP: plainHTTP, Mirrors: mirrors, Log: log})
-		if err != nil {
-			return nil, nil, fmt.Errorf("helm applier: %w", err)
-		}
-		out = append(out, ha)
-	}
-	return out, func() {
+	closeAll := func() {
 		for _, c := range closers {
 			_ = c()
 		}
-	}, nil
+	}
+	for _, m := range applierMakers {
+		if !m.enabled(cfg) {
+			continue
+		}
+		a, closer, err := m.new(ctx, cfg, e)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("%s applier: %w", m.kind, err)
+		}
+		out = append(out, a)
+		if closer != nil {
+			closers = append(closers, closer)
+		}
+	}
+	return out, closeAll, nil
 }
 
 // apply hands the revision to every applier and gathers their results.

@@ -465,7 +465,7 @@ func one(t *testing.T, res []apiResult, outcome, digest string) apiResult {
 	if r.Outcome != outcome || (digest != "" && r.Digest != digest) {
 		t.Fatalf("result = %+v, want outcome %s digest %s", r, outcome, short(digest))
 	}
-	if (outcome == "applied" || outcome == "unchanged" || outcome == "rolledback" || outcome == "waiting" || outcome == "aborted") != (r.Error == "") {
+	if (outcome == "applied" || outcome == "unchanged" || outcome == "rolled-back" || outcome == "waiting" || outcome == "aborted") != (r.Error == "") {
 		t.Fatalf("result = %+v: error does not match outcome %s", r, outcome)
 	}
 	return r

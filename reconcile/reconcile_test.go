@@ -475,7 +475,7 @@ func TestRollback(t *testing.T) {
 		t.Fatalf("Rollback: %v", err)
 	}
 	if res.Outcome != string(store.OutcomeRolledBack) || res.Digest != d1 || res.Error != "" {
-		t.Fatalf("Rollback = %+v, want rolledback to %s (older, so a downgrade)", res, short(d1))
+		t.Fatalf("Rollback = %+v, want rolled-back to %s (older, so a downgrade)", res, short(d1))
 	}
 	c := rec.last(t)
 	if rec.count() != calls+1 || c.rev.Digest != d1 || c.prev == nil || c.prev.Digest != d2 {
@@ -507,7 +507,7 @@ func TestRollback(t *testing.T) {
 
 	// An explicit digest, and rolling back again from a rolled-back state.
 	res, err = a.Rollback(ctx, "app", d2)
-	if err != nil || res.Outcome != "rolledback" || res.Digest != d2 {
+	if err != nil || res.Outcome != "rolled-back" || res.Digest != d2 {
 		t.Fatalf("Rollback --to d2 = %+v, %v", res, err)
 	}
 	res, err = a.Rollback(ctx, "app", "")
@@ -538,7 +538,7 @@ func TestRollbackRepullsCollectedRevision(t *testing.T) {
 		t.Fatal("keepRevisions: 1 kept the older revision")
 	}
 	res, err := a.Rollback(ctx, "app", "")
-	if err != nil || res.Outcome != "rolledback" || res.Digest != d1 {
+	if err != nil || res.Outcome != "rolled-back" || res.Digest != d1 {
 		t.Fatalf("Rollback = %+v, %v", res, err)
 	}
 	if !a.store.Has(d1) || current(t, a, "app") != d1 {

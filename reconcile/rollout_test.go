@@ -195,7 +195,7 @@ func TestRolloutStatements(t *testing.T) {
 	}
 	e.statement(sv, "fleet/app", d1, rollout.Abort, created.Add(5*time.Minute), "bad release")
 	for _, d := range []*device{canary, ed} {
-		res := d.expect(t, "rolledback", d0, d0)
+		res := d.expect(t, "rolled-back", d0, d0)
 		if !strings.Contains(res.Message, "aborted by a signed statement") {
 			t.Errorf("%s: %+v", d.name, res)
 		}

@@ -12,15 +12,25 @@ import (
 )
 
 // Serve runs the agent until ctx ends: the local API on the unix socket
-// (and on TCP when configured), the reconcile loops, and systemd
-// notifications (READY=1 once every source was attempted, STOPPING=1 at the
-// end).
+// (and on TCP when configured), the reconcile loops, the remote-write
+// reporter when report.prometheus is set, and systemd notifications
+// (READY=1 once every source was attempted, STOPPING=1 at the end).
 func Serve(ctx context.Context, a *Agent, cfg *config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := api.NewServer(a, a.metrics, log)
-	errc := make(chan error, 2)
+	rep, err := newReporter(a, cfg, log)
+	if err != nil {
+		return err
+	}
+	var apiAgent api.Agent = a
 	var servers sync.WaitGroup
+	if rep != nil {
+		// Reporting runs beside reconciling and never holds it up.
+		apiAgent = withReport{a, rep}
+		servers.Go(func() { rep.Run(ctx) })
+	}
+	srv := api.NewServer(apiAgent, a.metrics, log)
+	errc := make(chan error, 2)
 	servers.Go(func() { errc <- srv.ServeUnix(ctx, cfg.Socket) })
 	if cfg.Listen != "" {
 		servers.Go(func() { errc <- srv.ServeTCP(ctx, cfg.Listen) })
@@ -36,7 +46,6 @@ func Serve(ctx context.Context, a *Agent, cfg *config.Config, log *slog.Logger) 
 			_, _ = api.NotifyStatus(fmt.Sprintf("tracking %d sources", len(a.order)))
 		})
 	}()
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:

@@ -16,7 +16,7 @@ import (
 // errors. All the problems found are returned at once, joined, each an
 // *Error.
 func Parse(name string, data []byte) (*DeviceState, error) {
-	p := &parser{Parser: yamlstrict.Parser{File: name}}
+	p := &parser{Parser: yamlstrict.Parser{File: name, Elsewhere: elsewhere}}
 	root := p.Document(data, fmt.Sprintf("a desired state needs apiVersion: %s, kind: %s and apps", APIVersion, Kind), FileName)
 	if root == nil {
 		return nil, p.Err()
@@ -29,6 +29,21 @@ func Parse(name string, data []byte) (*DeviceState, error) {
 }
 
 // parser walks the nodes of a berth.yaml with the shared strict helpers.
+// elsewhere says where the fields of berth.yaml belong, for a field found
+// in the wrong mapping (yamlstrict.Parser.Elsewhere).
+var elsewhere = func() map[string]string {
+	m := map[string]string{
+		"files":      "did you mean compose.files?",
+		"prune":      "did you mean compose.prune?",
+		"apps":       "apps is a top-level key",
+		"extensions": "extensions is a top-level key",
+	}
+	for _, k := range []string{"chart", "version", "digest", "namespace", "releaseName", "values", "valuesFiles", "wait", "maxHistory"} {
+		m[k] = "did you mean helm." + k + "?"
+	}
+	return m
+}()
+
 type parser struct {
 	yamlstrict.Parser
 }

@@ -54,7 +54,11 @@ const revisionDirPlaceholder = "${BERTH_REVISION_DIR}"
 // load loads the project of app from rev.Dir with compose-go, the way the
 // Compose CLI does, and labels it. The interpolation environment is the
 // app's Compose.Env (values the source gives, such as Margo parameters)
-// with the device's env file for the app over it, and nothing else.
+// with the device's env file for the app over it, and nothing else. Its
+// steps: find the Compose files in the revision, read the environment
+// (readEnv), load the project (loadProject), then label and hash its
+// services (labelServices) and label its networks and volumes
+// (labelResources).
 func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (*appProject, error) {
 	if app.Compose == nil {
 		return nil, fmt.Errorf("app %q has no compose section", app.Name)
@@ -74,13 +78,34 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 	}
 	workDir := filepath.Join(root, filepath.FromSlash(app.Compose.Path))
 
+	envFile, envData, env, err := a.readEnv(app)
+	if err != nil {
+		return nil, err
+	}
+	project, err := loadProject(ctx, paths, workDir, name, env, rev, app)
+	if err != nil {
+		return nil, err
+	}
+	ap := &appProject{project: project, hashes: map[string]string{}}
+	if err := labelServices(ap, rev, app, root, envFile, envData); err != nil {
+		return nil, err
+	}
+	labelResources(project, rev, app)
+	return ap, nil
+}
+
+// readEnv reads the device's env file of app, <EnvDir>/<app>.env, and
+// returns its path and content (both empty when there is none) and the
+// interpolation environment: the app's Compose.Env with the file's
+// variables over it.
+func (a *Applier) readEnv(app state.App) (path string, data []byte, vars map[string]string, err error) {
 	envFile := filepath.Join(a.opts.EnvDir, app.Name+".env")
 	envData, err := os.ReadFile(envFile)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		envFile, envData = "", nil
 	case err != nil:
-		return nil, fmt.Errorf("read the env file of app %q: %w", app.Name, err)
+		return "", nil, nil, fmt.Errorf("read the env file of app %q: %w", app.Name, err)
 	}
 	env := maps.Clone(app.Compose.Env)
 	if env == nil {
@@ -89,11 +114,17 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 	if envFile != "" {
 		fileEnv, err := dotenv.UnmarshalBytesWithLookup(envData, func(string) (string, bool) { return "", false })
 		if err != nil {
-			return nil, fmt.Errorf("env file %s: %w", envFile, err)
+			return "", nil, nil, fmt.Errorf("env file %s: %w", envFile, err)
 		}
 		maps.Copy(env, fileEnv)
 	}
+	return envFile, envData, env, nil
+}
 
+// loadProject loads the project name from the Compose files paths, in
+// workDir, interpolated with env only, as the Compose CLI does: the
+// services' environment resolved, unused resources dropped.
+func loadProject(ctx context.Context, paths []string, workDir, name string, env map[string]string, rev state.Revision, app state.App) (*types.Project, error) {
 	po, err := cli.NewProjectOptions(paths,
 		cli.WithWorkingDirectory(workDir),
 		cli.WithName(name),
@@ -114,12 +145,19 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 	if err != nil {
 		return nil, fmt.Errorf("load compose project of app %q: %w", app.Name, err)
 	}
-	project = project.WithoutUnnecessaryResources()
+	return project.WithoutUnnecessaryResources(), nil
+}
 
-	ap := &appProject{project: project, hashes: map[string]string{}}
+// labelServices makes every service of ap's project run its image as it
+// is (no build, no pull), hashes its configuration (serviceHash, with the
+// app's Compose.Env and the env file's content, into ap.hashes and
+// LabelConfigHash) and sets the labels the Compose CLI and berth put on
+// its containers. A service without an image is an error.
+func labelServices(ap *appProject, rev state.Revision, app state.App, root, envFile string, envData []byte) error {
+	project := ap.project
 	for sname, s := range project.Services {
 		if s.Image == "" {
-			return nil, fmt.Errorf("app %q: service %q has no image: berth does not build images on devices; set image: (the publishing side pins it to a digest)", app.Name, sname)
+			return fmt.Errorf("app %q: service %q has no image: berth does not build images on devices; set image: (the publishing side pins it to a digest)", app.Name, sname)
 		}
 		// Images are made present before up (see ensureImages): Compose
 		// itself must neither build nor pull.
@@ -127,7 +165,7 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 		s.PullPolicy = types.PullPolicyNever
 		h, err := serviceHash(s, root, append(envBytes(app.Compose.Env), envData...))
 		if err != nil {
-			return nil, fmt.Errorf("app %q: service %q: %w", app.Name, sname, err)
+			return fmt.Errorf("app %q: service %q: %w", app.Name, sname, err)
 		}
 		ap.hashes[sname] = h
 		if s.Labels == nil {
@@ -153,6 +191,12 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 		}
 		project.Services[sname] = s
 	}
+	return nil
+}
+
+// labelResources labels the networks and volumes the project creates
+// (not the external ones) with the source and the app.
+func labelResources(project *types.Project, rev state.Revision, app state.App) {
 	for k, n := range project.Networks {
 		if !n.External {
 			n.CustomLabels = n.CustomLabels.Add(LabelSource, rev.Source).Add(LabelApp, app.Name)
@@ -165,7 +209,6 @@ func (a *Applier) load(ctx context.Context, rev state.Revision, app state.App) (
 			project.Volumes[k] = v
 		}
 	}
-	return ap, nil
 }
 
 // serviceHash is LabelConfigHash: the sha256 of the service's

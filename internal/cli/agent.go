@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -13,7 +15,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-dev/berth/reconcile"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/store"
@@ -21,20 +22,40 @@ import (
 
 const defaultAgentConfig = "/etc/berth/agent.yaml"
 
-func newAgentCmd(g *globals) *cobra.Command {
-	var path string
-	var once, check bool
-	cmd := &cobra.Command{
-		Use:   "agent --config /etc/berth/agent.yaml",
-		Short: "Run the device agent: track, verify, fetch, switch and apply revisions",
-		Long: `Run the device agent. For every source in the configuration it resolves
+// Agent runs the device agent with the appliers linked into the binary
+// (package agentrun, in cmd/berth-agent). cmd/berth has none: its `agent`
+// command runs berth-agent instead, so that its one-shot commands do not
+// pay for the Compose and Helm SDKs.
+type Agent interface {
+	// Once reconciles every source once.
+	Once(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]api.ReconcileResult, error)
+	// Serve runs the agent until ctx ends.
+	Serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error
+	// Appliers names the appliers linked in.
+	Appliers() []string
+	// Probe warns of each enabled applier whose Docker Engine or
+	// kube-apiserver does not answer.
+	Probe(ctx context.Context, cfg *config.Config) []string
+}
+
+const agentShort = "Run the device agent: track, verify, fetch, switch and apply revisions"
+
+const agentLong = `Run the device agent. For every source in the configuration it resolves
 the tag, digest or semver range to one digest, verifies that digest's
 signature, refuses downgrades, pulls and extracts it beside the current
 revision, switches it in atomically and hands it to the appliers.
 
 It serves a local API on a unix socket (status, reconcile, suspend, rollback,
 metrics, registry webhooks) that the other device commands use, and tells
-systemd when it is ready (Type=notify).`,
+systemd when it is ready (Type=notify).`
+
+func newAgentCmd(g *globals, a Agent) *cobra.Command {
+	var path string
+	var once, check bool
+	cmd := &cobra.Command{
+		Use:   "agent --config /etc/berth/agent.yaml",
+		Short: agentShort,
+		Long:  agentLong,
 		Example: `  berth agent --config /etc/berth/agent.yaml
   berth agent --config /etc/berth/agent.yaml --check-config
   # reconcile every source once and exit non-zero if any failed (scripts, CI)
@@ -49,22 +70,26 @@ systemd when it is ready (Type=notify).`,
 				if err := cfg.Check(); err != nil {
 					return err
 				}
+				warnings := []string{}
+				if a != nil {
+					warnings = append(warnings, a.Probe(cmd.Context(), cfg)...)
+				}
 				dev, _ := cfg.Device.Identity() // Check refuses a device without one
-				fmt.Fprintf(g.stdout, "%s: valid (%d sources; device %s%s)\n", path, len(cfg.Sources), dev.ID, formatLabels(dev.Labels))
-				return nil
+				out := map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources), "warnings": warnings,
+					"device": map[string]any{"id": dev.ID, "labels": dev.Labels}}
+				return g.print(out, func(w io.Writer) {
+					fmt.Fprintf(w, "%s: valid (%d sources; device %s%s)\n", path, len(cfg.Sources), dev.ID, formatLabels(dev.Labels))
+					for _, wn := range warnings {
+						fmt.Fprintf(g.stderr, "warning: %s\n", wn)
+					}
+				})
 			}
-			log := g.agentLogger(cfg)
-			appliers, closeAppliers, err := reconcile.NewAppliers(cmd.Context(), cfg, log)
-			if err != nil {
-				return err
-			}
-			defer closeAppliers()
-			agent, err := reconcile.New(cfg, reconcile.Options{Appliers: appliers, Log: log, Version: Version})
-			if err != nil {
-				return err
-			}
+			log := g.agentLogger(cfg, once)
 			if once {
-				res := agent.RunOnce(cmd.Context())
+				res, err := a.Once(cmd.Context(), cfg, log)
+				if err != nil {
+					return err
+				}
 				failed := 0
 				for _, r := range res {
 					if r.Failed() {
@@ -79,7 +104,7 @@ systemd when it is ready (Type=notify).`,
 				}
 				return nil
 			}
-			return reconcile.Serve(cmd.Context(), agent, cfg, log)
+			return a.Serve(cmd.Context(), cfg, log)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", defaultAgentConfig, "agent configuration file")
@@ -88,10 +113,16 @@ systemd when it is ready (Type=notify).`,
 	return cmd
 }
 
-// agentLogger honours the config's log settings over the flags.
-func (g *globals) agentLogger(cfg *config.Config) *slog.Logger {
+// agentLogger takes --log-level, else the config's level; the config's format
+// over --log-format.
+// With --once, the results table says what failed: the logs stay at
+// errors unless --log-level says otherwise.
+func (g *globals) agentLogger(cfg *config.Config, once bool) *slog.Logger {
 	level, format := g.logLevel, g.logFormat
-	if cfg.Log.Level != "" {
+	switch {
+	case once && level == "":
+		level = "error"
+	case level == "" && cfg.Log.Level != "":
 		level = cfg.Log.Level
 	}
 	if cfg.Log.Format != "" {
@@ -179,6 +210,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			st, err := api.NewClient(socket).Status(cmd.Context())
 			if errors.Is(err, api.ErrNoAgent) {
+				if !recorded(stateDir) {
+					return d.nothingHere(stateDir, socket)
+				}
 				g.log.Warn("no agent is running: showing the recorded state", "stateDir", stateDir)
 				st, err = api.Offline{StateDir: stateDir}.Status()
 			}
@@ -373,4 +407,24 @@ func newSuspendCmd(g *globals, suspend bool) *cobra.Command {
 	}
 	d.register(cmd)
 	return cmd
+}
+
+// recorded reports whether an agent ever recorded state in stateDir.
+func recorded(stateDir string) bool {
+	_, err := os.Stat(filepath.Join(stateDir, store.StateFile))
+	return err == nil
+}
+
+// nothingHere says where the device commands looked for an agent and found
+// none: no answer on the socket, no state.json, and whether the
+// configuration was found.
+func (d *deviceFlags) nothingHere(stateDir, socket string) error {
+	cfgNote := "config " + d.config
+	if _, err := os.Stat(d.config); err != nil {
+		cfgNote += " is missing"
+	} else {
+		cfgNote += " was read"
+	}
+	return fmt.Errorf("no agent answers on %s and none has recorded state in %s (no %s there); %s: start the agent (systemctl start berth-agent, or berth agent --config FILE), or point at it with --config, --state-dir or --socket",
+		socket, stateDir, store.StateFile, cfgNote)
 }

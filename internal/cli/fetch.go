@@ -78,12 +78,12 @@ otherwise, saying which check failed.`,
 				return err
 			}
 			ref = res.Ref
-			v, verr := r.Verify(ctx, ref, *policy)
+			sig, _, verr := r.Signature(ctx, ref, *policy)
 			out := verifyResult{URL: ref.String(), Digest: ref.Digest, Verified: verr == nil}
 			if verr != nil {
 				out.Error = verr.Error()
 			} else {
-				out.Format, out.Key = v.Signature.Format.String(), v.Signature.Key
+				out.Format, out.Key = sig.Format.String(), sig.Key
 			}
 			if err := g.print(out, func(w io.Writer) {
 				if verr == nil {
@@ -185,6 +185,11 @@ func newDiffCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "diff DIR REF",
 		Short: "Show which files pushing DIR would add, remove or change compared to REF",
+		Long: `Show which files pushing DIR would add, remove or change compared to the
+artifact REF.
+
+Exit status: 0 when DIR matches REF, 2 when they differ (as diff(1)), 1 on
+an error.`,
 		Example: `  berth diff ./fleet oci://registry.example.com/fleet/line-3:stable
   berth diff ./fleet oci://registry.example.com/fleet/line-3:stable --output json`,
 		Args: cobra.ExactArgs(2),
@@ -207,6 +212,11 @@ func newDiffCmd(g *globals) *cobra.Command {
 			ch, err := publish.Diff(ctx, r.Client, args[0], ref, publish.DiffOptions{Ignore: ignore, Limits: lf.limits()})
 			if err != nil {
 				return err
+			}
+			for _, l := range []*[]string{&ch.Added, &ch.Removed, &ch.Modified} {
+				if *l == nil {
+					*l = []string{} // [] in JSON, not null
+				}
 			}
 			if err := g.print(ch, func(w io.Writer) {
 				for _, p := range ch.Added {

@@ -26,8 +26,9 @@ func newMirrorCmd(g *globals) *cobra.Command {
 	var file string
 	var once, check bool
 	cmd := &cobra.Command{
-		Use:   "mirror --config mirror.yaml [--once]",
-		Short: "Keep site registries in sync with upstream repositories, signatures included",
+		Annotations: map[string]string{logLevelAnnotation: "info"},
+		Use:         "mirror --config mirror.yaml [--once]",
+		Short:       "Keep site registries in sync with upstream repositories, signatures included",
 		Long: `Copy the tags that each job of mirror.yaml selects (a list, a semver range
 or a filter, optionally only the newest N) from an upstream repository to
 one or more target repositories: every platform of an index, the referrers

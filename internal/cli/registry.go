@@ -80,6 +80,7 @@ func newListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			listed := len(tags)
 			tags = slices.DeleteFunc(tags, func(t string) bool {
 				if re != nil && !re.MatchString(t) {
 					return true
@@ -99,6 +100,9 @@ func newListCmd(g *globals) *cobra.Command {
 			}
 			if tags == nil {
 				tags = []string{}
+			}
+			if len(tags) == 0 {
+				fmt.Fprintln(g.stderr, noTagsMessage(oci.Scheme+ref.Repo(), listed, semverRange, filter))
 			}
 			return g.print(tags, func(w io.Writer) {
 				for _, t := range tags {
@@ -146,12 +150,28 @@ func newLoginCmd(g *globals) *cobra.Command {
 			if where == "" {
 				where = "the Docker config"
 			}
-			fmt.Fprintf(g.stderr, "Login succeeded: credentials for %s stored in %s\n", host, where)
-			return nil
+			return g.print(map[string]string{"registry": host, "storedIn": where}, func(io.Writer) {
+				fmt.Fprintf(g.stderr, "Login succeeded: credentials for %s stored in %s\n", host, where)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&username, "username", "u", "", "user name")
 	cmd.Flags().StringVarP(&password, "password", "p", "", "password (prefer --password-stdin: arguments show in process lists)")
 	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
 	return cmd
+}
+
+// noTagsMessage says, on stderr, why list printed nothing.
+func noTagsMessage(repo string, listed int, semverRange, filter string) string {
+	var by []string
+	if semverRange != "" {
+		by = append(by, fmt.Sprintf("--semver %q", semverRange))
+	}
+	if filter != "" {
+		by = append(by, fmt.Sprintf("--filter %q", filter))
+	}
+	if len(by) == 0 {
+		return fmt.Sprintf("%s has no artifact tags", repo)
+	}
+	return fmt.Sprintf("no tag of %s matches %s (%d tags listed; berth list %s shows them all)", repo, strings.Join(by, " and "), listed, repo)
 }

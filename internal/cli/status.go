@@ -34,10 +34,16 @@ func printStatus(w io.Writer, st *api.Status) {
 		fmt.Fprintln(w)
 		if a := s.Applied; a != nil {
 			fmt.Fprintf(w, "  applied:  %s", a.Digest)
-			if a.Version != "" {
-				fmt.Fprintf(w, " (version %s)", a.Version)
-			} else if a.Tag != "" {
-				fmt.Fprintf(w, " (tag %s)", a.Tag)
+			version, tag := a.Version, a.Tag
+			if version == "" && tag == "" {
+				// A rollback names only the digest: the version it had
+				// when it was applied before is in the history.
+				version, tag = knownAs(s.History, a.Digest)
+			}
+			if version != "" {
+				fmt.Fprintf(w, " (version %s)", version)
+			} else if tag != "" {
+				fmt.Fprintf(w, " (tag %s)", tag)
 			}
 			fmt.Fprintf(w, " at %s\n", a.Time.Format(time.RFC3339))
 			if r := a.Annotations["org.opencontainers.image.revision"]; r != "" {
@@ -60,7 +66,7 @@ func printStatus(w io.Writer, st *api.Status) {
 			fmt.Fprintf(w, "            %s\n", l.Message)
 		}
 		printRollout(w, &s)
-		if !s.NextReconcile.IsZero() {
+		if !s.NextReconcile.IsZero() && !s.Suspended {
 			fmt.Fprintf(w, "  next:     %s\n", s.NextReconcile.Format(time.RFC3339))
 		}
 		if s.Applied != nil {
@@ -69,6 +75,17 @@ func printStatus(w io.Writer, st *api.Status) {
 			}
 		}
 	}
+}
+
+// knownAs returns the version or tag digest had in the newest entry of
+// hist that names one.
+func knownAs(hist []store.Revision, digest string) (version, tag string) {
+	for _, r := range hist {
+		if r.Digest == digest && (r.Version != "" || r.Tag != "") {
+			return r.Version, r.Tag
+		}
+	}
+	return "", ""
 }
 
 // describeVia says where the fetches of a revision came from, grouped:

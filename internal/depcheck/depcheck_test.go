@@ -24,6 +24,8 @@ var rules = []Rule{
 	{From: "apply/...", To: "internal/cli", Why: "the CLI is at the top"},
 	{From: "source/...", To: "internal/cli", Why: "the CLI is at the top"},
 	{From: "policy/...", To: "internal/cli", Why: "the CLI is at the top"},
+	{From: "fleet/...", To: "reconcile/...", Why: "the publishing side reads the devices' reports from Prometheus: it does not link the agent"},
+	{From: "fleet/...", To: "apply/...", Why: "the publishing side does not depend on how a revision is applied"},
 	{From: "internal/errdef", To: "...", Why: "error classes are a leaf"},
 	{From: "internal/yamlstrict", To: "...", Why: "the YAML helper is a leaf"},
 	{From: "internal/labels", To: "...", Why: "the label checks are a leaf"},

@@ -40,8 +40,9 @@ var buildDirs struct {
 	done bool
 }
 
-// BuildBerth builds ./cmd/berth once per test process and returns the
-// binary's path. Every later call, from any test, returns the same path (or
+// BuildBerth builds ./cmd/berth and ./cmd/berth-agent (which `berth agent`
+// runs, found next to berth) once per test process and returns berth's
+// path. Every later call, from any test, returns the same path (or
 // fails the same way). The binary lives in a temp dir named after the test
 // process; RemoveBuildDir removes it, and otherwise the next process that
 // builds removes the dirs of processes that have exited.
@@ -88,19 +89,27 @@ func buildBerth() (string, error) {
 	if err := goBuild(root, "./cmd/berth", out); err != nil {
 		return "", err
 	}
+	if _, err := os.Stat(filepath.Join(root, "cmd", "berth-agent")); err == nil {
+		if err := goBuild(root, "./cmd/berth-agent", filepath.Join(dir, "berth-agent"+exeSuffix())); err != nil {
+			return "", err
+		}
+	}
 	return out, nil
 }
 
-// BuildTags are the build tags berth is built with (the Makefile sets the
-// same through GOFLAGS). kustomize_disable_go_plugin_support drops
-// kustomize's Go-plugin loader, which Helm's client pulls in through
-// cli-runtime: a program that imports package plugin has every symbol
-// exported and its methods kept by the linker, about 27 MB more binary and
-// 35 MB more peak RSS at start-up, for a feature berth never uses.
-const BuildTags = "kustomize_disable_go_plugin_support"
+// BuildEnv is the environment berth's binaries are built with, as the
+// Makefile and make dist build them: static, without cgo. Besides making
+// a binary that runs FROM scratch, this keeps the Go-plugin loader that
+// Helm's client brings (k8s.io/cli-runtime/pkg/resource imports
+// kustomize's krusty, whose plugin loader imports package plugin) from
+// costing anything: the linker keeps every method and exports every symbol
+// of a program that links package plugin only when runtime/cgo is linked
+// too (cmd/link: canUsePlugins), about 27 MB more binary and 35 MB more
+// start-up RSS. cmd/berth links no applier and so no package plugin at all.
+var BuildEnv = []string{"CGO_ENABLED=0"}
 
-// goBuild runs `go build -tags BuildTags -o out pkg` in the module at root,
-// with env (KEY=VALUE) added to the environment.
+// goBuild runs `go build -o out pkg` in the module at root, with BuildEnv
+// and env (KEY=VALUE) added to the environment.
 func goBuild(root, pkg, out string, env ...string) error {
 	gobin, err := goCommand()
 	if err != nil {
@@ -108,11 +117,9 @@ func goBuild(root, pkg, out string, env ...string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-tags", BuildTags, "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, pkg)
 	cmd.Dir = root
-	if len(env) > 0 {
-		cmd.Env = append(os.Environ(), env...)
-	}
+	cmd.Env = append(append(os.Environ(), BuildEnv...), env...)
 	var output bytes.Buffer
 	cmd.Stdout = &output
 	cmd.Stderr = &output

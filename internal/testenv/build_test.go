@@ -206,29 +206,57 @@ func TestBuildBerthBuilds(t *testing.T) {
 	}
 }
 
-// TestBerthLinksNoPlugin guards BuildTags: with them, nothing berth
-// imports pulls in package plugin (which would make the linker keep every
-// method of every type and export every symbol).
+// TestBerthLinksNoPlugin guards the footprint of the binaries as `go build`
+// and `go install` make them, without any build tag: cmd/berth links no
+// applier SDK (so the one-shot commands pay no Helm or Compose package
+// initialisation) and no package plugin, with cgo or without; cmd/berth-agent
+// built as BuildEnv says links no runtime/cgo, without which the linker
+// ignores the package plugin that Helm's client brings.
 func TestBerthLinksNoPlugin(t *testing.T) {
 	gobin, err := goCommand()
 	if err != nil {
 		t.Fatal(err)
 	}
 	root := ModuleRoot(t)
-	cmd := exec.Command(gobin, "list", "-tags", BuildTags, "-deps", "./cmd/berth")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list -deps ./cmd/berth: %v\n%s", err, out)
+	deps := func(pkg string, env ...string) map[string]bool {
+		cmd := exec.Command(gobin, "list", "-deps", pkg)
+		cmd.Dir = root
+		cmd.Env = append(append(os.Environ(), "GOFLAGS="), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+		}
+		set := map[string]bool{}
+		for _, d := range strings.Fields(string(out)) {
+			set[d] = true
+		}
+		if len(set) < 100 {
+			t.Fatalf("go list -deps %s listed only %d packages:\n%s", pkg, len(set), out)
+		}
+		return set
 	}
-	deps := strings.Fields(string(out))
-	if len(deps) < 100 {
-		t.Fatalf("go list -deps ./cmd/berth listed only %d packages:\n%s", len(deps), out)
+	for _, cgo := range []string{"CGO_ENABLED=1", "CGO_ENABLED=0"} {
+		berth := deps("./cmd/berth", cgo)
+		for d := range berth {
+			// Helm's chart loader (reading charts at push) is light; its
+			// client (action, kube) is what brings client-go and kustomize.
+			if d == "plugin" || strings.HasPrefix(d, "helm.sh/helm/v3/pkg/action") || strings.HasPrefix(d, "helm.sh/helm/v3/pkg/kube") || strings.HasPrefix(d, "k8s.io/client-go/") ||
+				strings.HasPrefix(d, "github.com/docker/compose/") || strings.HasPrefix(d, "sigs.k8s.io/kustomize/") ||
+				strings.HasPrefix(d, ModulePath+"/apply/") {
+				t.Errorf("cmd/berth (%s, no tags) links %s: applier code belongs to cmd/berth-agent; find the importer with `go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./cmd/berth`", cgo, d)
+			}
+		}
 	}
-	for _, d := range deps {
-		if d == "plugin" {
-			t.Fatalf("berth built with -tags %s still imports package plugin; find the importer with `go list -deps -f '{{.ImportPath}}: {{.Imports}}' ./cmd/berth`", BuildTags)
+	agent := deps("./cmd/berth-agent", BuildEnv...)
+	if !agent["helm.sh/helm/v3/pkg/action"] || !agent["github.com/docker/compose/v5/pkg/compose"] {
+		t.Error("cmd/berth-agent does not link both appliers")
+	}
+	if agent["runtime/cgo"] {
+		t.Errorf("cmd/berth-agent built with %v links runtime/cgo: with package plugin (via Helm) in the link, the linker keeps every method", BuildEnv)
+	}
+	for tags, gone := range map[string]string{"berth_nohelm": "helm.sh/helm/v3/pkg/action", "berth_nocompose": "github.com/docker/compose/v5/pkg/compose"} {
+		if deps("./cmd/berth-agent", append([]string{"GOFLAGS=-tags=" + tags}, BuildEnv...)...)[gone] {
+			t.Errorf("cmd/berth-agent -tags %s still links %s", tags, gone)
 		}
 	}
 }

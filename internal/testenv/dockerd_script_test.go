@@ -233,3 +233,53 @@ func TestDockerdScriptStartStop(t *testing.T) {
 		t.Errorf("second stop: exit %d, %q", code, stderr)
 	}
 }
+
+// TestDockerdScriptKeepsItsEngine: once the script has started its dockerd,
+// it keeps using it even when a system engine answers on
+// /var/run/docker.sock later (issue 14, point 3: the next run switched to
+// the system engine, without the images and containers of the first).
+func TestDockerdScriptKeepsItsEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs test/scripts/dockerd.sh")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the script starts dockerd only as root")
+	}
+	tmp := t.TempDir()
+	runDir := filepath.Join(tmp, "run")
+	own := "unix://" + filepath.Join(runDir, "docker.sock")
+	sysSock := filepath.Join(tmp, "system.sock")
+	env := []string{
+		"DOCKER_HOST=",
+		"BERTH_DOCKERD_SYSTEM_HOST=unix://" + sysSock,
+		"PATH=" + fakeDockerdPath(t, "fake-dockerd"),
+		"BERTH_DOCKERD_RUN_DIR=" + runDir,
+		"BERTH_DOCKERD_DATA_ROOT=" + filepath.Join(tmp, "data"),
+	}
+	script := dockerdScript(t)
+	t.Cleanup(func() { Run(t, "bash", env, script, "stop") })
+	if _, stderr, code := Run(t, "bash", env, script, "start"); code != 0 || !strings.Contains(stderr, "answers at "+own) {
+		t.Fatalf("start without any engine: exit %d, %q", code, stderr)
+	}
+	// A system engine appears.
+	l, err := net.Listen("unix", sysSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "OK") })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	if stdout, _, code := Run(t, "bash", env, script, "host"); code != 0 || stdout != own+"\n" {
+		t.Errorf("host with our dockerd and a system engine: exit %d, %q, want %s", code, stdout, own)
+	}
+	if _, stderr, code := Run(t, "bash", env, script, "start"); code != 0 || !strings.Contains(stderr, "using the running Docker Engine at "+own) {
+		t.Errorf("second start: exit %d, %q", code, stderr)
+	}
+	// Ours stopped: the system engine is next.
+	if _, stderr, code := Run(t, "bash", env, script, "stop"); code != 0 || !strings.Contains(stderr, "stopped") {
+		t.Fatalf("stop: exit %d, %q", code, stderr)
+	}
+	if stdout, _, code := Run(t, "bash", env, script, "host"); code != 0 || stdout != "unix://"+sysSock+"\n" {
+		t.Errorf("host after stop: exit %d, %q, want the system engine", code, stdout)
+	}
+}

@@ -32,7 +32,7 @@ func TestHelpers(t *testing.T) {
 	}{
 		{doc: "", want: "f.yaml: empty file: it needs x"},
 		{doc: "s: 1\n---\ns: 2\n", want: "f.yaml:2: a second YAML document: f.yaml holds exactly one"},
-		{doc: "s: [\n", want: "f.yaml:1: invalid YAML: did not find expected node content"},
+		{doc: "s: [\n", want: "f.yaml:1: invalid YAML: did not find expected node content (line 1 reads \"s: [\")"},
 		{doc: "zzzz: 1\nmm: 2\n", want: "f.yaml:1: unknown field \"zzzz\"\nf.yaml:2: unknown field \"mm\" (did you mean \"m\"?)"},
 		{
 			doc: "i: 5\nx: 0.5\nd: 90s\nb: true\ns: 12\nl: [a, b]\n",
@@ -123,5 +123,40 @@ func TestError(t *testing.T) {
 	}
 	if Describe(&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}) != "null" {
 		t.Error("Describe")
+	}
+}
+
+// TestSyntaxErrorLine: a YAML syntax error is reported at the offending
+// line, shown under the message, not at the line where the enclosing block
+// starts, which yaml.v3 gives (issue 14, point 6: ":2" for a mis-indented
+// line 7).
+func TestSyntaxErrorLine(t *testing.T) {
+	tests := []struct {
+		name, doc string
+		line      int
+		source    string
+	}{
+		{"mis-indented key", "sources:\n  - name: line-3\n    url: oci://r/x\n    interval: 1m\n    verify:\n      keys: [/k]\n   ref: {tag: v1}\n", 7, "   ref: {tag: v1}"},
+		{"value with a colon", "sources:\n  - name: line-3\n    url: oci://r/x\n    verify:\n      keys: [/k]\n      ref: x: y\n", 6, "      ref: x: y"},
+		{"dedented into nothing", "a: 1\nb:\n  c: 1\n d: 2\n", 4, " d: 2"},
+		{"helm field out of place", "apps:\n  - name: web\n    compose: {path: apps/web}\n  - name: x\n    helm:\n      chart: c\n     version: 1\n", 7, "     version: 1"},
+		{"tab", "a: 1\n\tb: 2\n", 2, "\tb: 2"},
+		{"unclosed flow sequence", "a: 1\nb: 2\nc: [1, 2\nd: 4\n", 3, "c: [1, 2"},
+		{"a later error after a multi-line flow mapping", "a: {x: 1,\n  y: 2}\nb:\n  c: 1\n d: 2\n", 5, " d: 2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Parser{File: "f.yaml"}
+			if p.Document([]byte(tc.doc), "x", "f.yaml") != nil {
+				t.Fatal("parsed")
+			}
+			var e *Error
+			if !errors.As(p.Err(), &e) {
+				t.Fatalf("error %v is no *Error", p.Err())
+			}
+			if e.Line != tc.line || e.Source != tc.source {
+				t.Errorf("line %d %q, want %d %q (%v)", e.Line, e.Source, tc.line, tc.source, e)
+			}
+		})
 	}
 }

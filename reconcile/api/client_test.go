@@ -61,7 +61,7 @@ func TestClientRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (ReconcileResult{Source: "app", Outcome: "rolledback", Digest: digestA}); rb != want {
+	if want := (ReconcileResult{Source: "app", Outcome: "rolled-back", Digest: digestA}); rb != want {
 		t.Errorf("Rollback = %+v, want %+v", rb, want)
 	}
 	if rb, err := c.Rollback(ctx, "app", digestC); err != nil || rb.Digest != digestC {

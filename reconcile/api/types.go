@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/policy/inhibit"
+	"github.com/berth-dev/berth/reconcile/report"
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/state"
 )
@@ -49,6 +50,9 @@ type Status struct {
 	// Apps are the appliers' live reports of the apps they applied (what
 	// runs, the last apply, drift corrections), by source and app.
 	Apps []state.AppReport `json:"apps,omitempty"`
+	// Report is the state of the remote-write reporting
+	// (report.prometheus); nil when it is not configured.
+	Report *report.Status `json:"report,omitempty"`
 }
 
 // SourceStatus is the configuration and state of one source.
@@ -103,7 +107,7 @@ type ReconcileResult struct {
 	// Source is the source's name.
 	Source string `json:"source"`
 	// Outcome is a store.Outcome: applied, unchanged, failed, refused,
-	// error or rolledback.
+	// error or rolled-back.
 	Outcome string `json:"outcome"`
 	// Digest is the digest resolved or applied, when known.
 	Digest string `json:"digest,omitempty"`

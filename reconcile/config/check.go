@@ -91,6 +91,7 @@ func (c *Config) Check() error {
 		}
 	}
 	c.checkMargo(time.Now(), add)
+	c.checkReport(add)
 	for _, d := range []struct{ path, dir string }{
 		{"apply.compose.envDir", c.Apply.Compose.EnvDir},
 		{"apply.helm.valuesDir", c.Apply.Helm.ValuesDir},

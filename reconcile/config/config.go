@@ -41,6 +41,8 @@
 //	  apply:                          # always (default) or a list of windows
 //	    - {days: [mon, tue, wed, thu, fri], start: "22:00", end: "05:00", timezone: Europe/Berlin}
 //	  download: always
+//	report:                           # push metrics to Prometheus (see Report)
+//	  prometheus: {remoteWrite: https://metrics.plant.local/api/v1/write}
 //
 // Parsing is strict: unknown fields, duplicate keys, values of the wrong
 // type and invalid values are errors, each located at a line of the file and
@@ -158,6 +160,8 @@ type Config struct {
 	Device Device
 	// Windows are the update windows of the sources that set none.
 	Windows Windows
+	// Report configures status reporting (report.prometheus).
+	Report Report
 
 	// lines are the lines of the fields that name files, by field path, for
 	// the messages of Check.

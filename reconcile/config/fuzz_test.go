@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,6 +43,15 @@ func FuzzParse(f *testing.F) {
 		}
 		if (len(c.Sources) == 0 && c.Margo == nil) || c.KeepRevisions < 1 || c.StateDir == "" || c.Socket == "" || len(c.Socket) > maxSocketPath {
 			t.Fatalf("invalid config: %+v", c)
+		}
+		if r := c.Report.Prometheus; r != nil {
+			u, err := url.Parse(r.RemoteWrite)
+			if err != nil || u.Host == "" || u.User != nil || (u.Scheme == "http") != r.Insecure || u.Scheme != "http" && u.Scheme != "https" ||
+				r.Interval < MinInterval || r.Interval > MaxReportInterval || r.Queue.MaxAge < MinReportMaxAge ||
+				r.Queue.MaxSize < MinReportMaxSize || r.Queue.MaxSize > MaxReportMaxSize ||
+				r.BasicAuth != nil && (r.BearerTokenFile != "" || r.BasicAuth.Username == "" || r.BasicAuth.PasswordFile == "") {
+				t.Fatalf("invalid report: %+v", r)
+			}
 		}
 		names := map[string]bool{}
 		for _, s := range c.Sources {

@@ -18,7 +18,7 @@ import (
 // file are resolved against its folder. All the problems found are
 // returned at once, joined, each an *Error.
 func Parse(name string, data []byte) (*Config, error) {
-	p := &parser{Parser: yamlstrict.Parser{File: name}, base: filepath.Dir(name), lines: map[string]int{}}
+	p := &parser{Parser: yamlstrict.Parser{File: name, Elsewhere: elsewhere}, base: filepath.Dir(name), lines: map[string]int{}}
 	root := p.Document(data, "an agent configuration needs at least one source under sources:", "an agent configuration")
 	if root == nil {
 		return nil, p.Err()
@@ -31,6 +31,30 @@ func Parse(name string, data []byte) (*Config, error) {
 	c.lines = p.lines
 	return c, nil
 }
+
+// elsewhere says where the fields of agent.yaml belong, for a field found
+// in the wrong mapping (yamlstrict.Parser.Elsewhere).
+var elsewhere = func() map[string]string {
+	m := map[string]string{
+		"keys":         "did you mean verify.keys?",
+		"keyless":      "did you mean verify.keyless?",
+		"trustedRoot":  "did you mean verify.keyless.trustedRoot?",
+		"identities":   "did you mean verify.keyless.identities?",
+		"dockerConfig": "did you mean credentials.dockerConfig?",
+		"compose":      "did you mean apply.compose? apply is a top-level key",
+		"helm":         "did you mean apply.helm? apply is a top-level key",
+		"mirrors":      "mirrors belong to an entry of the top-level registries:",
+		"allowTags":    "allowTags belongs to an entry of the top-level registries:",
+		"pushTo":       "did you mean bundles.pushTo? bundles is a top-level key",
+	}
+	for _, k := range []string{"tag", "digest", "semver", "semverFilter"} {
+		m[k] = "did you mean ref." + k + "? a source's tag, digest or range goes under ref:"
+	}
+	for _, k := range []string{"apply", "sources", "registries", "bundles", "extensions", "stateDir", "listen", "socket", "log", "keepRevisions", "allowDowngrade"} {
+		m[k] = k + " is a top-level key"
+	}
+	return m
+}()
 
 // parser walks the nodes of an agent configuration.
 type parser struct {
@@ -123,7 +147,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		Bundles:       Bundles{Timeout: DefaultBundlesTimeout},
 	}
 	f := p.Mapping(root, "", "stateDir", "keepRevisions", "allowDowngrade", "listen", "socket", "log", "extensions", "sources", "registries", "bundles", "apply", "margo",
-		"device", "windows")
+		"device", "windows", "report")
 	if f == nil {
 		return c
 	}
@@ -150,6 +174,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	}
 	p.apply(f, c)
 	p.margo(f, c)
+	p.report(f, c)
 	return c
 }
 

@@ -58,6 +58,27 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			}
 		}
 	}
+	p.sourceTiming(f, path, s)
+	p.boolean(f, path, "suspend", &s.Suspend)
+	p.trust(n, path, f, s)
+	if cf, _ := p.mapping(f, path, "credentials", "dockerConfig"); cf != nil {
+		p.fileField(cf, join(path, "credentials"), "dockerConfig", &s.Credentials.DockerConfig)
+	}
+	p.fileField(f, path, "caFile", &s.CAFile)
+	p.boolean(f, path, "insecure", &s.Insecure)
+	if s.Insecure {
+		if _, ok := f["caFile"]; ok {
+			p.Errorf(f["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
+		}
+	}
+	p.limits(f, path, &s.Limits)
+	return s
+}
+
+// sourceTiming parses the interval, timeout, reconcileTimeout (default
+// ReconcileTimeoutFactor × the timeout, at least the timeout) and jitter
+// of a source.
+func (p *parser) sourceTiming(f fields, path string, s *Source) {
 	if fv, ok := f["interval"]; ok {
 		if d, ok := p.Duration(fv.Val, join(path, "interval"), MinInterval); ok {
 			s.Interval = d
@@ -87,40 +108,6 @@ func (p *parser) source(n *yaml.Node, path string) *Source {
 			}
 		}
 	}
-	p.boolean(f, path, "suspend", &s.Suspend)
-	p.trust(n, path, f, s)
-	if cf, _ := p.mapping(f, path, "credentials", "dockerConfig"); cf != nil {
-		p.fileField(cf, join(path, "credentials"), "dockerConfig", &s.Credentials.DockerConfig)
-	}
-	p.fileField(f, path, "caFile", &s.CAFile)
-	p.boolean(f, path, "insecure", &s.Insecure)
-	if s.Insecure {
-		if _, ok := f["caFile"]; ok {
-			p.Errorf(f["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
-		}
-	}
-	if lf, _ := p.mapping(f, path, "limits", "maxSize", "maxFiles"); lf != nil {
-		lp := join(path, "limits")
-		if fv, ok := lf["maxSize"]; ok {
-			if i, ok := p.Int(fv.Val, join(lp, "maxSize")); ok {
-				if i < 1 {
-					p.Errorf(fv.Val, join(lp, "maxSize"), "must be a positive number of bytes, got %d", i)
-				} else {
-					s.Limits.MaxSize = i
-				}
-			}
-		}
-		if fv, ok := lf["maxFiles"]; ok {
-			if i, ok := p.Int(fv.Val, join(lp, "maxFiles")); ok {
-				if i < 1 || i > 1<<31-1 {
-					p.Errorf(fv.Val, join(lp, "maxFiles"), "must be between 1 and %d, got %d", 1<<31-1, i)
-				} else {
-					s.Limits.MaxFiles = int(i)
-				}
-			}
-		}
-	}
-	return s
 }
 
 // fileURL checks the URL of a bundle source, file:///ABSOLUTE/PATH, and

@@ -32,9 +32,10 @@ type Metrics struct {
 	applied          *prometheus.GaugeVec
 	verifyFailures   *prometheus.CounterVec
 	registryRequests *prometheus.CounterVec
-	rollout          *rolloutSeries
 	// statementsIgnored is berth_rollout_statements_ignored.
 	statementsIgnored *prometheus.GaugeVec
+	fleet             *fleet
+	report            *report
 
 	appliedMu sync.Mutex // serialises the reset-and-set of SetApplied
 }
@@ -69,15 +70,18 @@ func New() *Metrics {
 			Name: "berth_registry_requests_total",
 			Help: `HTTP requests to registries by host, method and status code ("error" when no response came).`,
 		}, []string{"host", "method", "code"}),
-		rollout:           newRolloutSeries(),
 		statementsIgnored: newStatementsIgnored(),
+		fleet:             newFleet(),
+		report:            newReport(),
 	}
 	m.reg.MustRegister(
 		m.reconciles, m.duration, m.lastSuccess, m.applied, m.verifyFailures, m.registryRequests,
-		m.rollout.waveInfo, m.rollout.waiting, m.statementsIgnored,
+		m.statementsIgnored,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.reg.MustRegister(m.fleet.collectors()...)
+	m.reg.MustRegister(m.report.collectors()...)
 	return m
 }
 
@@ -110,7 +114,8 @@ func (m *Metrics) SetLastSuccess(source string, t time.Time) {
 }
 
 // SetApplied records the revision applied for source, replacing the series
-// of the revision applied before.
+// of the revision applied before, in berth_applied_revision_info and in
+// the fleet series berth_source_applied_info.
 func (m *Metrics) SetApplied(source, digest, version, revision string) {
 	if m == nil {
 		return
@@ -119,6 +124,8 @@ func (m *Metrics) SetApplied(source, digest, version, revision string) {
 	defer m.appliedMu.Unlock()
 	m.applied.DeletePartialMatch(prometheus.Labels{"source": source})
 	m.applied.WithLabelValues(source, digest, version, revision).Set(1)
+	m.fleet.sourceInfo.DeletePartialMatch(prometheus.Labels{"source": source})
+	m.fleet.sourceInfo.WithLabelValues(source, digest, version).Set(1)
 }
 
 // VerificationFailed counts an artifact of source refused by verification;

@@ -22,15 +22,19 @@ type Outcome string
 
 // Outcomes recorded in state.json.
 const (
-	OutcomeApplied    Outcome = "applied"    // verified, switched in and applied
-	OutcomeUnchanged  Outcome = "unchanged"  // the digest is already applied
-	OutcomeFailed     Outcome = "failed"     // the appliers failed; see Error
-	OutcomeRefused    Outcome = "refused"    // signature, downgrade or archive check failed
-	OutcomeError      Outcome = "error"      // the registry could not be reached or answered an error
-	OutcomeRolledBack Outcome = "rolledback" // an explicit rollback, or a signed abort, was applied
-	OutcomeWaiting    Outcome = "waiting"    // a new revision is held back: see SourceState.Waiting
-	OutcomeAborted    Outcome = "aborted"    // a signed abort stops the new revision: it is not adopted
+	OutcomeApplied    Outcome = "applied"     // verified, switched in and applied
+	OutcomeUnchanged  Outcome = "unchanged"   // the digest is already applied
+	OutcomeFailed     Outcome = "failed"      // the appliers failed; see Error
+	OutcomeRefused    Outcome = "refused"     // signature, downgrade or archive check failed
+	OutcomeError      Outcome = "error"       // the registry could not be reached or answered an error
+	OutcomeRolledBack Outcome = "rolled-back" // an explicit rollback, or a signed abort, was applied
+	OutcomeWaiting    Outcome = "waiting"     // a new revision is held back: see SourceState.Waiting
+	OutcomeAborted    Outcome = "aborted"     // a signed abort stops the new revision: it is not adopted
 )
+
+// legacyRolledBack is how OutcomeRolledBack was spelt in state.json before
+// berth wrote it with a hyphen everywhere; ReadState reads it as such.
+const legacyRolledBack Outcome = "rolledback"
 
 // Revision is one artifact revision as the agent saw it.
 type Revision struct {
@@ -168,6 +172,18 @@ func ReadState(stateDir string) (*State, error) {
 	}
 	if st.Sources == nil {
 		st.Sources = map[string]*SourceState{}
+	}
+	for _, ss := range st.Sources {
+		for _, r := range []*Revision{ss.Applied, ss.Last} {
+			if r != nil && r.Outcome == legacyRolledBack {
+				r.Outcome = OutcomeRolledBack
+			}
+		}
+		for i := range ss.History {
+			if ss.History[i].Outcome == legacyRolledBack {
+				ss.History[i].Outcome = OutcomeRolledBack
+			}
+		}
 	}
 	return &st, nil
 }

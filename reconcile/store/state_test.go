@@ -344,3 +344,22 @@ func TestRecordDoesNotAlias(t *testing.T) {
 		t.Errorf("Record modified the previous history slice: %v", old)
 	}
 }
+
+// TestReadStateLegacyRolledBack: state.json written before the outcome was
+// spelt rolled-back reads as OutcomeRolledBack, so a rollback recorded then
+// still counts as applied.
+func TestReadStateLegacyRolledBack(t *testing.T) {
+	dir := t.TempDir()
+	js := `{"sources":{"a":{"applied":{"digest":"sha256:1","outcome":"rolledback"},"last":{"digest":"sha256:1","outcome":"rolledback"},"history":[{"digest":"sha256:1","outcome":"rolledback"},{"digest":"sha256:2","outcome":"applied"}]}}}`
+	if err := os.WriteFile(filepath.Join(dir, StateFile), []byte(js), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.Sources["a"]
+	if s.Applied.Outcome != OutcomeRolledBack || s.Last.Outcome != OutcomeRolledBack || s.History[0].Outcome != OutcomeRolledBack || s.History[1].Outcome != OutcomeApplied {
+		t.Errorf("outcomes %q %q %q %q", s.Applied.Outcome, s.Last.Outcome, s.History[0].Outcome, s.History[1].Outcome)
+	}
+}

@@ -21,12 +21,12 @@ type DiffOptions struct {
 // Directories never appear by themselves.
 type Changes struct {
 	// Added are in the folder but not in the archive.
-	Added []string
+	Added []string `json:"added"`
 	// Removed are in the archive but not in the folder.
-	Removed []string
+	Removed []string `json:"removed"`
 	// Modified are in both with a different content, mode (executable or
 	// not), symlink target, or type (file or symlink).
-	Modified []string
+	Modified []string `json:"modified"`
 }
 
 // signature is what Diff compares for a file or symlink.

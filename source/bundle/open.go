@@ -171,13 +171,47 @@ func Open(ctx context.Context, path string) (*Bundle, error) {
 	return b, nil
 }
 
+// open reads the bundle in f, in steps: index the tar, read oci-layout
+// and index.json (readIndex), add each manifest the index lists with
+// everything under it (addManifest), check that exactly one is the state,
+// then link the referrers of each repository and sort the items.
 func open(ctx context.Context, f *os.File) (*Bundle, error) {
 	ti, err := indexTar(f)
 	if err != nil {
 		return nil, err
 	}
 	b := &Bundle{f: f, tar: ti, nodes: map[digest.Digest]*node{}, repos: map[string]*repo{}}
+	index, err := b.readIndex()
+	if err != nil {
+		return nil, err
+	}
 
+	seenRef := map[string]bool{}
+	states := 0
+	for i, d := range index.Manifests {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		role, err := b.addManifest(ctx, i, d, seenRef)
+		if err != nil {
+			return nil, err
+		}
+		if role == RoleState {
+			states++
+		}
+	}
+	if states != 1 {
+		return nil, fmt.Errorf("%w: %s holds %d state manifests (want 1)", ErrInvalidBundle, indexFile, states)
+	}
+	b.linkReferrers()
+	b.sortItems()
+	return b, nil
+}
+
+// readIndex reads and checks oci-layout and index.json, and sets the
+// bundle's platforms and root from the index's annotations.
+func (b *Bundle) readIndex() (*ocispec.Index, error) {
+	ti := b.tar
 	var layout ocispec.ImageLayout
 	if err := b.readJSON(*ti.layout, maxLayoutSize, layoutFile, &layout); err != nil {
 		return nil, err
@@ -193,6 +227,7 @@ func open(ctx context.Context, f *os.File) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: %s: not an OCI image index (schema version %d, media type %q)", ErrInvalidBundle, indexFile, index.SchemaVersion, index.MediaType)
 	}
 	if p := index.Annotations[AnnotationPlatforms]; p != "" {
+		var err error
 		if b.platforms, err = parsePlatforms([]string{p}); err != nil {
 			return nil, fmt.Errorf("%w: %s annotation %s: %v", ErrInvalidBundle, indexFile, AnnotationPlatforms, err)
 		}
@@ -204,64 +239,66 @@ func open(ctx context.Context, f *os.File) (*Bundle, error) {
 	if len(index.Manifests) == 0 {
 		return nil, fmt.Errorf("%w: %s lists nothing", ErrInvalidBundle, indexFile)
 	}
+	return &index, nil
+}
 
-	seenRef := map[string]bool{}
-	states := 0
-	for i, d := range index.Manifests {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+// addManifest checks the i-th manifest d of index.json (its digest,
+// reference, role, and that no reference is listed twice, in seenRef),
+// walks everything under it, and adds it to the bundle's items. It
+// returns its role.
+func (b *Bundle) addManifest(ctx context.Context, i int, d ocispec.Descriptor, seenRef map[string]bool) (Role, error) {
+	where := fmt.Sprintf("%s manifests[%d]", indexFile, i)
+	if err := d.Digest.Validate(); err != nil {
+		return "", fmt.Errorf("%w: %s: digest %q: %v", ErrInvalidBundle, where, d.Digest, err)
+	}
+	ref, err := parseRefName(d.Annotations[AnnotationRefName])
+	if err != nil {
+		return "", fmt.Errorf("%w: %s (%s): %v", ErrInvalidBundle, where, d.Digest, err)
+	}
+	refStr := d.Annotations[AnnotationRefName]
+	if ref.digest != "" && ref.digest != d.Digest {
+		return "", fmt.Errorf("%w: %s: reference %s names another digest than %s", ErrInvalidBundle, where, refStr, d.Digest)
+	}
+	role, ok := parseRole(d.Annotations[AnnotationRole])
+	if !ok {
+		return "", fmt.Errorf("%w: %s (%s): role %q (want state, signature, chart or image)", ErrInvalidBundle, where, refStr, d.Annotations[AnnotationRole])
+	}
+	if seenRef[refStr] {
+		return "", fmt.Errorf("%w: %s: reference %s is listed twice", ErrInvalidBundle, where, refStr)
+	}
+	seenRef[refStr] = true
+	if role == RoleState {
+		if refStr != b.root {
+			return "", fmt.Errorf("%w: %s: the state %s is not the root %s", ErrInvalidBundle, where, refStr, b.root)
 		}
-		where := fmt.Sprintf("%s manifests[%d]", indexFile, i)
-		if err := d.Digest.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: %s: digest %q: %v", ErrInvalidBundle, where, d.Digest, err)
+		b.rootDesc = d
+	}
+	it := Item{Role: role, Ref: refStr, Repository: ref.repo, Tag: ref.tag, Digest: d.Digest, MediaType: d.MediaType, Size: d.Size, desc: d}
+	rp := b.repo(ref.repo)
+	if ref.tag != "" {
+		if prev, ok := rp.tags[ref.tag]; ok && prev != d.Digest {
+			return "", fmt.Errorf("%w: %s: tag %s names two digests", ErrInvalidBundle, where, refStr)
 		}
-		ref, err := parseRefName(d.Annotations[AnnotationRefName])
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s (%s): %v", ErrInvalidBundle, where, d.Digest, err)
-		}
-		refStr := d.Annotations[AnnotationRefName]
-		if ref.digest != "" && ref.digest != d.Digest {
-			return nil, fmt.Errorf("%w: %s: reference %s names another digest than %s", ErrInvalidBundle, where, refStr, d.Digest)
-		}
-		role, ok := parseRole(d.Annotations[AnnotationRole])
-		if !ok {
-			return nil, fmt.Errorf("%w: %s (%s): role %q (want state, signature, chart or image)", ErrInvalidBundle, where, refStr, d.Annotations[AnnotationRole])
-		}
-		if seenRef[refStr] {
-			return nil, fmt.Errorf("%w: %s: reference %s is listed twice", ErrInvalidBundle, where, refStr)
-		}
-		seenRef[refStr] = true
+		rp.tags[ref.tag] = d.Digest
+	}
+	owner := string(role) + " " + refStr
+	if err := b.walk(ctx, d, true, owner, 0, &visit{rp: rp, it: &it, seen: map[digest.Digest]bool{}}); err != nil {
+		return "", err
+	}
+	if it.MediaType == "" { // the descriptor left it out: the manifest's
+		it.MediaType = b.nodes[d.Digest].desc.MediaType
+		it.desc.MediaType = it.MediaType
 		if role == RoleState {
-			states++
-			if refStr != b.root {
-				return nil, fmt.Errorf("%w: %s: the state %s is not the root %s", ErrInvalidBundle, where, refStr, b.root)
-			}
-			b.rootDesc = d
+			b.rootDesc.MediaType = it.MediaType
 		}
-		it := Item{Role: role, Ref: refStr, Repository: ref.repo, Tag: ref.tag, Digest: d.Digest, MediaType: d.MediaType, Size: d.Size, desc: d}
-		rp := b.repo(ref.repo)
-		if ref.tag != "" {
-			if prev, ok := rp.tags[ref.tag]; ok && prev != d.Digest {
-				return nil, fmt.Errorf("%w: %s: tag %s names two digests", ErrInvalidBundle, where, refStr)
-			}
-			rp.tags[ref.tag] = d.Digest
-		}
-		owner := string(role) + " " + refStr
-		if err := b.walk(ctx, d, true, owner, 0, &visit{rp: rp, it: &it, seen: map[digest.Digest]bool{}}); err != nil {
-			return nil, err
-		}
-		if it.MediaType == "" { // the descriptor left it out: the manifest's
-			it.MediaType = b.nodes[d.Digest].desc.MediaType
-			it.desc.MediaType = it.MediaType
-			if role == RoleState {
-				b.rootDesc.MediaType = it.MediaType
-			}
-		}
-		b.items = append(b.items, it)
 	}
-	if states != 1 {
-		return nil, fmt.Errorf("%w: %s holds %d state manifests (want 1)", ErrInvalidBundle, indexFile, states)
-	}
+	b.items = append(b.items, it)
+	return role, nil
+}
+
+// linkReferrers lists, in each repository, the manifests whose subject is
+// each digest, sorted.
+func (b *Bundle) linkReferrers() {
 	for _, rp := range b.repos {
 		for d := range rp.members {
 			n := b.nodes[d]
@@ -273,13 +310,17 @@ func open(ctx context.Context, f *os.File) (*Bundle, error) {
 			slices.Sort(l)
 		}
 	}
+}
+
+// sortItems sorts the items by role, in push order (see Roles), then by
+// reference.
+func (b *Bundle) sortItems() {
 	sort.SliceStable(b.items, func(i, j int) bool {
 		if a, c := b.items[i].Role.rank(), b.items[j].Role.rank(); a != c {
 			return a < c
 		}
 		return b.items[i].Ref < b.items[j].Ref
 	})
-	return b, nil
 }
 
 func (b *Bundle) repo(name string) *repo {

@@ -14,7 +14,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"github.com/sigstore/sigstore/pkg/signature"
 
@@ -326,5 +329,43 @@ func TestResolveSelector(t *testing.T) {
 	res, err = (&Remote{Client: c}).Resolve(ctx, ref, nil)
 	if err != nil || res.Ref != ref || res.Via != nil {
 		t.Errorf("Resolve(digest) = %+v, %v", res, err)
+	}
+}
+
+// TestSignatureOfAnIndex: berth verify checks the signature of any digest,
+// an image index too, without reading it as an artifact (which Verify,
+// before an extraction, does).
+func TestSignatureOfAnIndex(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	sv, policy := keys(t)
+	src := newReg(t)
+	idx, err := random.Index(64, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(src.host+"/acme/hello:1.0.0", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ggcrremote.WriteIndex(tag, idx); err != nil {
+		t.Fatal(err)
+	}
+	h, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := oci.Reference{Registry: src.host, Repository: "acme/hello", Tag: "1.0.0", Digest: h.String()}
+	r := remote(t, c, src)
+	if _, _, err := r.Signature(ctx, ref, policy); !errors.Is(err, cosign.ErrNoSignature) || !errors.Is(err, errdef.ErrRefused) {
+		t.Errorf("Signature of an unsigned index: %v", err)
+	}
+	sign(t, c, ref, sv)
+	res, via, err := r.Signature(ctx, ref, policy)
+	if err != nil || res.Digest.DigestStr() != h.String() || via.Mirror != "" {
+		t.Fatalf("Signature = %+v, %+v, %v", res, via, err)
+	}
+	if _, err := r.Verify(ctx, ref, policy); !errors.Is(err, oci.ErrNoLayer) {
+		t.Errorf("Verify of an index for extraction: %v, want no content layer", err)
 	}
 }

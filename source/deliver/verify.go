@@ -47,24 +47,50 @@ func (r *Remote) Verify(ctx context.Context, ref oci.Reference, p cosign.Policy)
 	if err != nil {
 		return nil, err
 	}
-	res, i, err := mirror.Try(ctx, v.eps, r.options("signatures of "+ref.Digest), func(ctx context.Context, ep mirror.Endpoint) (*cosign.Result, error) {
-		d, err := r.Client.Name(v.refs[ep.Ref])
+	res, i, err := r.signature(ctx, ref, p, v.eps, v.refs)
+	if err != nil {
+		return nil, err
+	}
+	v.Signature, v.SignatureVia = res, v.eps[i]
+	return v, nil
+}
+
+// Signature checks that a signature the policy accepts names the digest
+// of ref, whatever ref's manifest is (an artifact, an image index, a
+// chart), reading the signatures from the endpoints in order: what `berth
+// verify` does. Nothing is fetched but the signatures. Failures are
+// classified as Verify's are.
+func (r *Remote) Signature(ctx context.Context, ref oci.Reference, p cosign.Policy) (*cosign.Result, mirror.Endpoint, error) {
+	if ref.Digest == "" {
+		return nil, mirror.Endpoint{}, fmt.Errorf("%w %s: verify a digest (resolve the tag first)", oci.ErrInvalidReference, ref)
+	}
+	eps, refs, err := r.endpoints(ref)
+	if err != nil {
+		return nil, mirror.Endpoint{}, err
+	}
+	res, i, err := r.signature(ctx, ref, p, eps, refs)
+	if err != nil {
+		return nil, mirror.Endpoint{}, err
+	}
+	return res, eps[i], nil
+}
+
+// signature is the failover over eps of the signature check.
+func (r *Remote) signature(ctx context.Context, ref oci.Reference, p cosign.Policy, eps []mirror.Endpoint, refs map[string]oci.Reference) (*cosign.Result, int, error) {
+	res, i, err := mirror.Try(ctx, eps, r.options("signatures of "+ref.Digest), func(ctx context.Context, ep mirror.Endpoint) (*cosign.Result, error) {
+		d, err := r.Client.Name(refs[ep.Ref])
 		if err != nil {
 			return nil, errdef.Refuse(err)
 		}
 		return cosign.VerifyPolicy(ctx, d, p, r.Client.RemoteOptions(ctx)...)
 	})
 	if err != nil {
-		if ctx.Err() != nil || (errors.Is(err, cosign.ErrRegistry) && !r.Local) {
-			return nil, fmt.Errorf("verify %s: %w", ref, err)
+		if ctx.Err() != nil || (errors.Is(err, cosign.ErrRegistry) && !r.Local) || errors.Is(err, errdef.ErrRefused) {
+			return nil, i, fmt.Errorf("verify %s: %w", ref, err)
 		}
-		if errors.Is(err, errdef.ErrRefused) {
-			return nil, fmt.Errorf("verify %s: %w", ref, err)
-		}
-		return nil, fmt.Errorf("verify %s: %w", ref, &unverifiedError{err})
+		return nil, i, fmt.Errorf("verify %s: %w", ref, &unverifiedError{err})
 	}
-	v.Signature, v.SignatureVia = res, v.eps[i]
-	return v, nil
+	return res, i, nil
 }
 
 // Unverified fetches the manifest of ref (which must carry a digest) like

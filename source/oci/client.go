@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,6 +55,10 @@ type Client struct {
 	creds credentials.Store
 	http  *http.Client
 	auth  *auth.Client
+	// base is the transport without retries, for probing.
+	base http.RoundTripper
+	// plain remembers, per loopback host, whether it speaks plain HTTP.
+	plain sync.Map
 }
 
 // NewClient builds a Client. It reads the CA file and opens the credential
@@ -72,6 +77,10 @@ func NewClient(opts Options) (*Client, error) {
 	if opts.WrapTransport != nil {
 		rt = opts.WrapTransport(rt)
 	}
+	base := rt
+	if !opts.Insecure {
+		rt = &loopbackHTTP{next: rt}
+	}
 	hc := &http.Client{Transport: retry.NewTransport(rt)}
 	ua := opts.UserAgent
 	if ua == "" {
@@ -83,7 +92,7 @@ func NewClient(opts Options) (*Client, error) {
 		Credential: credentials.Credential(store),
 		Header:     http.Header{"User-Agent": {ua}},
 	}
-	return &Client{opts: opts, creds: store, http: hc, auth: ac}, nil
+	return &Client{opts: opts, creds: store, http: hc, auth: ac, base: base}, nil
 }
 
 // newTransport is the default transport, trusting the caFiles (empty
@@ -150,7 +159,7 @@ func (c *Client) repository(ref Reference) (*remote.Repository, error) {
 		return nil, fmt.Errorf("%w %s: %v", ErrInvalidReference, ref, err)
 	}
 	repo.Client = c.auth
-	repo.PlainHTTP = c.opts.Insecure
+	repo.PlainHTTP = c.plainHTTP(ref.Registry)
 	return repo, nil
 }
 
@@ -161,7 +170,7 @@ func (c *Client) Login(ctx context.Context, host, username, password string) err
 	if err != nil {
 		return fmt.Errorf("%w %q: %v", ErrInvalidReference, host, err)
 	}
-	reg.PlainHTTP = c.opts.Insecure
+	reg.PlainHTTP = c.plainHTTP(host)
 	reg.Client = &auth.Client{Client: c.http, Header: c.auth.Header, Cache: auth.NewCache()}
 	cred := auth.Credential{Username: username, Password: password}
 	if err := credentials.Login(ctx, c.creds, reg, cred); err != nil {
@@ -243,6 +252,7 @@ func classify(err error) error {
 	if errors.As(err, &re) {
 		return err
 	}
+	err = plainDetails(err)
 	var resp *errcode.ErrorResponse
 	code := 0
 	if errors.As(err, &resp) {

@@ -8,6 +8,9 @@ import (
 
 // Sentinel errors. Callers branch on them with errors.Is.
 var (
+	// ErrPlainHTTP is returned when a registry that is not on loopback
+	// answers plain HTTP to HTTPS.
+	ErrPlainHTTP = errors.New("the registry speaks plain HTTP, not HTTPS: allow it with --insecure (berth commands) or insecure: true (a source in agent.yaml); registries on loopback need neither")
 	// ErrInvalidReference is returned for a reference berth cannot parse.
 	ErrInvalidReference = errors.New("invalid reference")
 	// ErrNotFound is returned when a tag, manifest or blob does not exist.

@@ -310,9 +310,28 @@ func (p *parser) job(n *yaml.Node, path string, interval time.Duration) *Job {
 	return j
 }
 
-// selection parses tags, semver, filter and latest.
+// selection parses tags, semver, filter and latest, in steps: which of
+// them are set, each field, then the policy they make together.
 func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 	before := p.Len()
+	p.selectionKeys(n, path, f)
+	p.tagList(f, path, j)
+	nodes := map[string]*yaml.Node{}
+	if vn, v, ok := p.StrField(f, path, "semver"); ok {
+		j.Semver, nodes["semver"] = v, vn
+	}
+	fnode := p.filterFields(f, path, j, nodes)
+	p.latestField(f, path, j)
+	pol, ok := j.Policy()
+	if !ok || p.Len() != before {
+		return
+	}
+	p.checkPolicy(n, path, pol, fnode, nodes, j)
+}
+
+// selectionKeys checks that a job sets tags, semver or filter, and not
+// tags with another.
+func (p *parser) selectionKeys(n *yaml.Node, path string, f fields) {
 	var set []string
 	for _, k := range []string{"tags", "semver", "filter"} {
 		if _, ok := f[k]; ok {
@@ -327,6 +346,10 @@ func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 	case slices.Contains(set, "tags") && len(set) > 1:
 		p.Errorf(f["tags"].Key, join(path, "tags"), "does not apply with %s: give either explicit tags or a semver range or filter", strings.Join(set[1:], " and "))
 	}
+}
+
+// tagList parses tags: the explicit tags to sync.
+func (p *parser) tagList(f fields, path string, j *Job) {
 	if fv, ok := f["tags"]; ok {
 		tp := join(path, "tags")
 		j.Tags = p.Strings(fv.Val, tp, func(tn *yaml.Node, ip, s string) {
@@ -341,10 +364,11 @@ func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 			p.Errorf(fv.Val, tp, "needs at least one tag")
 		}
 	}
-	nodes := map[string]*yaml.Node{}
-	if vn, v, ok := p.StrField(f, path, "semver"); ok {
-		j.Semver, nodes["semver"] = v, vn
-	}
+}
+
+// filterFields parses filter:, records the node of each field in nodes
+// and returns the filter's node, nil when there is none.
+func (p *parser) filterFields(f fields, path string, j *Job, nodes map[string]*yaml.Node) *yaml.Node {
 	fpath := join(path, "filter")
 	var fnode *yaml.Node
 	if fv, ok := f["filter"]; ok {
@@ -364,6 +388,11 @@ func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 			}
 		}
 	}
+	return fnode
+}
+
+// latestField parses latest:, which only applies with semver or filter.
+func (p *parser) latestField(f fields, path string, j *Job) {
 	if fv, ok := f["latest"]; ok {
 		if i, ok := p.Int(fv.Val, join(path, "latest")); ok {
 			switch {
@@ -376,10 +405,14 @@ func (p *parser) selection(n *yaml.Node, path string, f fields, j *Job) {
 			}
 		}
 	}
-	pol, ok := j.Policy()
-	if !ok || p.Len() != before {
-		return
-	}
+}
+
+// checkPolicy builds the selector of pol, the policy of j, and reports
+// each of its errors at the field at fault (nodes, else the filter fnode,
+// else the job n). It completes j.Filter with the order and direction the
+// selector uses.
+func (p *parser) checkPolicy(n *yaml.Node, path string, pol selector.Policy, fnode *yaml.Node, nodes map[string]*yaml.Node, j *Job) {
+	fpath := join(path, "filter")
 	if pol.Pattern != "" && pol.Order == "" && pol.Semver == "" && j.Latest == 0 {
 		// Without latest nothing is ordered: every matching tag is synced.
 		pol.Order = selector.OrderAlphabetical

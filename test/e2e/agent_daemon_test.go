@@ -87,13 +87,19 @@ func TestAgentDaemon(t *testing.T) {
 	resp.Body.Close()
 	a.waitApplied(v2)
 
-	// Metrics are served and count what happened.
-	body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	for _, want := range []string{`berth_reconcile_total{result="applied",source="line-3"}`, `berth_applied_revision_info{digest="` + v2, "berth_registry_requests_total"} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %s", want)
+	// Metrics are served and count what happened (recorded just after the
+	// switch that waitApplied sees).
+	var body string
+	wants := []string{`berth_reconcile_total{result="applied",source="line-3"}`, `berth_applied_revision_info{digest="` + v2, "berth_registry_requests_total"}
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		body = httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				return false
+			}
 		}
-	}
+		return true
+	}, "metrics lack one of %q:\n%s", wants, body)
 
 	// reconcile --now with nothing new: unchanged.
 	out := a.ok("reconcile", "--now", "line-3", "--config", a.cfgPath, "--output", "json")

@@ -267,7 +267,7 @@ registries:
 				t.Fatal(err)
 			}
 			up.Reset()
-			out, errOut, code := testenv.Run(t, a.bin, nil, "agent", "--config", a.cfgPath, "--once", "--output", "json")
+			out, errOut, code := testenv.Run(t, a.bin, nil, "agent", "--config", a.cfgPath, "--once", "--output", "json", "--log-level", "info")
 			var res []struct {
 				Outcome, Digest, Error string
 				Via                    map[string]string

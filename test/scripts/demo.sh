@@ -139,3 +139,10 @@ run curl -fsS http://127.0.0.1:8088/
 say "Done: pushed, signed, verified, pulled, and applied on a device through a TLS registry with auth"
 echo "(the demo's container is removed on exit; run the steps by hand to keep it)"
 echo "work folder: $WORK"
+if [[ -n ${DOCKER_HOST:-} && $DOCKER_HOST != unix:///var/run/docker.sock ]]; then
+  echo
+  echo "The Docker Engine the demo used is not the system one. To reach it with docker or"
+  echo "with your own berth agent, set:"
+  echo "    export DOCKER_HOST=$DOCKER_HOST"
+  echo "(or: eval \"\$(bash test/scripts/dockerd.sh env)\"; stop it with: bash test/scripts/dockerd.sh stop)"
+fi

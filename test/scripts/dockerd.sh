@@ -8,8 +8,11 @@
 #
 # The engine used is the first that answers GET /_ping with OK:
 #   1. $DOCKER_HOST (unix:///path or tcp://host:port), when set;
-#   2. unix:///var/run/docker.sock (a system Docker);
-#   3. unix:///run/berth-test/docker.sock, a dockerd this script started.
+#   2. unix:///run/berth-test/docker.sock, a dockerd this script started and
+#      that still runs: once started, it stays the engine of every run, even
+#      if a system Docker appears on /var/run/docker.sock meanwhile (its
+#      images and containers are not that engine's);
+#   3. unix:///var/run/docker.sock (a system Docker).
 # With none, `start` (as root) runs Debian's dockerd in the background:
 #   --data-root /var/lib/berth-test/docker   kept between runs: images stay cached
 #   --exec-root /run/berth-test/docker       its containerd is started by dockerd
@@ -18,7 +21,8 @@
 #   system /etc/docker/daemon.json does not apply to it).
 # It waits up to 60s for _ping, and keeps running after `make test` so the next
 # run reuses it; `stop` ends it. All commands are idempotent.
-# BERTH_DOCKERD_RUN_DIR and BERTH_DOCKERD_DATA_ROOT override the two roots.
+# BERTH_DOCKERD_RUN_DIR and BERTH_DOCKERD_DATA_ROOT override the two roots,
+# BERTH_DOCKERD_SYSTEM_HOST the system engine's address (tests).
 set -euo pipefail
 
 RUN_DIR=${BERTH_DOCKERD_RUN_DIR:-/run/berth-test}
@@ -27,7 +31,7 @@ SOCK=$RUN_DIR/docker.sock
 PIDFILE=$RUN_DIR/docker.pid
 LOG=$RUN_DIR/dockerd.log
 MARKER=$RUN_DIR/dockerd.started-by-berth # holds the pid of the dockerd we started
-SYSTEM_HOST=unix:///var/run/docker.sock
+SYSTEM_HOST=${BERTH_DOCKERD_SYSTEM_HOST:-unix:///var/run/docker.sock}
 OWN_HOST=unix://$SOCK
 START_TIMEOUT=60
 
@@ -49,10 +53,12 @@ ping_engine() {
   [[ $out == OK ]]
 }
 
-# find_engine prints the DOCKER_HOST of the first engine that answers.
+# find_engine prints the DOCKER_HOST of the first engine that answers: ours
+# before the system's when ours runs.
 find_engine() {
-  local h
-  for h in "${DOCKER_HOST:-}" "$SYSTEM_HOST" "$OWN_HOST"; do
+  local h own=
+  own_pid >/dev/null && own=$OWN_HOST
+  for h in "${DOCKER_HOST:-}" "$own" "$SYSTEM_HOST" "$OWN_HOST"; do
     [[ -n $h ]] || continue
     if ping_engine "$h"; then
       echo "$h"
@@ -217,6 +223,6 @@ case "${1:-}" in
   host) cmd_host ;;
   env) cmd_env ;;
   stop) cmd_stop ;;
-  -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) echo "usage: $0 start|host|env|stop" >&2; exit 2 ;;
 esac

@@ -37,6 +37,11 @@ DEPS=(
   "iptables /usr/sbin/iptables" # dockerd's bridge networking and port mapping
   "iproute2 /usr/sbin/ip" # network namespaces of the air-gap tests
   "etcd-server /usr/bin/etcd" # the store of the Helm tests' kube-apiserver
+  # The remote-write receiver of the fleet-status tests (2.42 in bookworm):
+  # started by internal/testenv on loopback, never as the Debian service.
+  "prometheus /usr/bin/prometheus"
+  # make dist's arm64 and armv7 binaries run under qemu in test/e2e.
+  "qemu-user-static /usr/bin/qemu-aarch64-static"
 )
 
 mode=install

@@ -10,7 +10,9 @@
 # of its own repository. A throw-away wrapper module requires
 # k8s.io/kubernetes at KUBE_VERSION and replaces each staging module by its
 # v0.Y.Z release instead; everything comes through the Go module proxy. The
-# first build takes about 6 minutes on 2 cores; the binary is kept in
+# first build takes about 6 minutes on 2 idle cores (20 or more on a busy
+# machine); it reports its stages and, every BERTH_PROGRESS_EVERY seconds
+# (default 20), how many of the packages are compiled. The binary is kept in
 # ${BERTH_TEST_CACHE:-~/.cache/berth-test}.
 set -euo pipefail
 
@@ -41,6 +43,12 @@ module berth.test/kube-apiserver
 go 1.24.0
 MOD
 export GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+every=${BERTH_PROGRESS_EVERY:-20}
+start=$SECONDS
+say() { echo "kube-apiserver.sh: $* ($(elapsed))" >&2; }
+elapsed() { local s=$((SECONDS - start)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+say "building kube-apiserver $KUBE_VERSION once (about 6 minutes on 2 idle cores, more on a busy machine; then cached in $cache)"
+say "1/3 downloading k8s.io/kubernetes $KUBE_VERSION through the Go module proxy"
 modfile=$("$go" mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
 [[ -f $modfile ]] || { echo "kube-apiserver.sh: could not download k8s.io/kubernetes@$KUBE_VERSION through the module proxy" >&2; exit 1; }
 {
@@ -50,12 +58,30 @@ modfile=$("$go" mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's
     while read -r m; do echo "	$m => $m v0.$staging_minor"; done
   echo ")"
 } >>go.mod
-echo "kube-apiserver.sh: building kube-apiserver $KUBE_VERSION (first run only, a few minutes)..." >&2
+say "2/3 resolving the packages of kube-apiserver (downloads its modules)"
+total=$("$go" list -deps k8s.io/kubernetes/cmd/kube-apiserver | wc -l)
+say "3/3 compiling up to $total packages (those not in Go's build cache)"
 ver="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
   -X k8s.io/component-base/version.gitMajor=1 \
   -X k8s.io/component-base/version.gitMinor=${staging_minor%%.*} \
   -X k8s.io/component-base/version.gitTreeState=clean \
   -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
-"$go" build -trimpath -ldflags "-s -w $ver" -o "$bin.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+# -v names each package as it is compiled: its log counts them.
+"$go" build -v -trimpath -ldflags "-s -w $ver" -o "$bin.tmp" k8s.io/kubernetes/cmd/kube-apiserver 2>"$work/build.log" &
+pid=$!
+last=$SECONDS
+while kill -0 "$pid" 2>/dev/null; do
+  sleep 1
+  if ((SECONDS - last >= every)); then
+    say "compiled $(grep -cv '^#\|^ ' "$work/build.log" || true) of up to $total packages"
+    last=$SECONDS
+  fi
+done
+if ! wait "$pid"; then
+  echo "kube-apiserver.sh: go build failed; its last lines:" >&2
+  tail -n 40 "$work/build.log" >&2
+  exit 1
+fi
 mv "$bin.tmp" "$bin"
+say "built $bin"
 echo "$bin"
