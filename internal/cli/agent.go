@@ -75,6 +75,9 @@ func newAgentCmd(g *globals, a Agent) *cobra.Command {
 					warnings = append(warnings, a.Probe(cmd.Context(), cfg)...)
 				}
 				dev, _ := cfg.Device.Identity() // Check refuses a device without one
+				if dev.Labels == nil {
+					dev.Labels = map[string]string{}
+				}
 				out := map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources), "warnings": warnings,
 					"device": map[string]any{"id": dev.ID, "labels": dev.Labels}}
 				return g.print(out, func(w io.Writer) {
