@@ -135,6 +135,7 @@ byte a device will run. The same commit always gives the same digest.`,
 			o.Progress = func(r io.Reader, n int64) io.Reader {
 				return progress.NewReader(r, g.stderr, "pushing layer", n)
 			}
+			o.Packing = progress.NewCounter(g.stderr, "packing").Update
 			var signer *deliver.Signer
 			if sf.key != "" {
 				if signer, err = sf.signer(); err != nil {

@@ -53,6 +53,51 @@ func (p *Reader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Counter draws the progress of a step that reports counts rather than
+// reading through a reader, such as packing a folder. It draws nothing unless
+// out is a terminal.
+type Counter struct {
+	out   io.Writer
+	label string
+
+	mu   sync.Mutex
+	last time.Time
+}
+
+// NewCounter returns a Counter, or nil when out is not a terminal; a nil
+// Counter's Update does nothing.
+func NewCounter(out io.Writer, label string) *Counter {
+	f, ok := out.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return &Counter{out: out, label: label}
+}
+
+// Update redraws the line at most every 200ms, and always when done reaches
+// total, ending the line then.
+func (c *Counter) Update(done, total int64) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	end := done >= total
+	now := time.Now()
+	if !end && now.Sub(c.last) < 200*time.Millisecond {
+		return
+	}
+	c.last = now
+	pct := int64(100)
+	if total > 0 {
+		pct = done * 100 / total
+	}
+	fmt.Fprintf(c.out, "\r%s %s / %s (%d%%)\x1b[K", c.label, Size(done), Size(total), pct)
+	if end {
+		fmt.Fprintln(c.out)
+	}
+}
+
 // Size formats a byte count for people.
 func Size(n int64) string {
 	const unit = 1024

@@ -50,6 +50,12 @@ func Build(ctx context.Context, dir string, w io.Writer, opts BuildOptions) (Bui
 		return res, err
 	}
 	tw := tar.NewWriter(gz)
+	var total int64
+	for i := range t.entries {
+		if t.entries[i].kind == kindFile {
+			total += t.entries[i].size
+		}
+	}
 	for i := range t.entries {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -62,6 +68,9 @@ func Build(ctx context.Context, dir string, w io.Writer, opts BuildOptions) (Bui
 		case kindFile:
 			res.Files++
 			res.Size += e.size
+			if opts.Progress != nil {
+				opts.Progress(res.Size, total)
+			}
 		case kindSymlink:
 			res.Files++
 		}

@@ -385,3 +385,37 @@ func TestBuildMissingFolder(t *testing.T) {
 		t.Error("Build of a missing folder succeeded")
 	}
 }
+
+func TestBuildProgress(t *testing.T) {
+	dir := t.TempDir()
+	sizes := []int{10, 0, 3000, 7}
+	var want int64
+	for i, n := range sizes {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), bytes.Repeat([]byte("x"), n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		want += int64(n)
+	}
+	var calls [][2]int64
+	_, res := build(t, dir, BuildOptions{
+		Overlay:  map[string][]byte{"added.txt": []byte("hello")},
+		Progress: func(done, total int64) { calls = append(calls, [2]int64{done, total}) },
+	})
+	want += 5
+	if res.Size != want {
+		t.Fatalf("Size = %d, want %d", res.Size, want)
+	}
+	if len(calls) != len(sizes)+1 {
+		t.Fatalf("Progress called %d times, want once per file (%d): %v", len(calls), len(sizes)+1, calls)
+	}
+	var prev int64
+	for _, c := range calls {
+		if c[1] != want || c[0] < prev || c[0] > c[1] {
+			t.Fatalf("Progress calls %v: want done rising to total %d", calls, want)
+		}
+		prev = c[0]
+	}
+	if last := calls[len(calls)-1]; last[0] != want {
+		t.Fatalf("last Progress call %v, want done = total = %d", last, want)
+	}
+}

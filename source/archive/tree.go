@@ -72,6 +72,11 @@ type BuildOptions struct {
 	// ignored, but may not lie below a ".git" component, a file or a
 	// symlink, nor replace a directory.
 	Overlay map[string][]byte
+
+	// Progress, when set, is called after each file is packed with the
+	// bytes of file contents packed so far and the total to pack, so a
+	// large push can show "packing" before its upload starts.
+	Progress func(done, total int64)
 }
 
 // entry is one node of the tree to archive.

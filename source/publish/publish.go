@@ -43,6 +43,9 @@ type Options struct {
 	AllowDirty bool
 	// Progress, when set, wraps the layer upload reader.
 	Progress func(r io.Reader, size int64) io.Reader
+	// Packing, when set, is told how far packing the folder has got (bytes
+	// of file contents packed, of total), before the upload starts.
+	Packing func(done, total int64)
 }
 
 // Result describes what was pushed.
@@ -81,7 +84,7 @@ func Push(ctx context.Context, c *oci.Client, o Options) (*Result, error) {
 	if locked != nil {
 		overlay, entries = locked.Overlay, locked.Lock
 	}
-	f, built, err := buildTemp(ctx, o.Dir, archive.BuildOptions{Ignore: o.Ignore, Overlay: overlay})
+	f, built, err := buildTemp(ctx, o.Dir, archive.BuildOptions{Ignore: o.Ignore, Overlay: overlay, Progress: o.Packing})
 	if err != nil {
 		return nil, err
 	}
