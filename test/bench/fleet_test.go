@@ -231,6 +231,7 @@ sources:
     - {name: early, percent: 10, after: %s}
     - {name: all, percent: 100, after: %s}
 `, earlyAt, allAt))
+	pushed := time.Now()
 	opens := map[string]time.Time{"canary": created, "early": created.Add(earlyAt), "all": created.Add(allAt)}
 	early := 0
 	deadline := opens["all"].Add(5 * interval)
@@ -283,7 +284,10 @@ sources:
 	b.ReportMetric(float64(rolloutReqs)/rolloutDur.Seconds(), "rollout-req/s")
 	b.ReportMetric(float64(adopted)/float64(n), "adopted-fraction")
 	b.ReportMetric(float64(m1.HeapInuse-m0.HeapInuse)/float64(n)/1024, "heap-KiB/device")
-	b.Logf("%d devices (%d early), interval %s: steady %d requests in %s; rollout %d requests in %s", n, early, interval, len(reqs), steadyDur.Round(time.Millisecond), rolloutReqs, rolloutDur.Round(time.Millisecond))
+	b.Logf("%d devices (%d early), interval %s: steady %d requests in %s (%.1f/s, %.2f per device per interval, busiest second %d); rollout %d requests in %s (%.1f/s), the push took %s; heap %.0f KiB per device",
+		n, early, interval, len(reqs), steadyDur.Round(time.Millisecond), steadyRate, steadyRate*interval.Seconds()/float64(n), peak,
+		rolloutReqs, rolloutDur.Round(time.Millisecond), float64(rolloutReqs)/rolloutDur.Seconds(), pushed.Sub(created).Round(time.Millisecond),
+		float64(m1.HeapInuse-m0.HeapInuse)/float64(n)/1024)
 }
 
 // bucketOf is a device's bucket by the documented formula (the first 8
