@@ -49,6 +49,8 @@ type Agent struct {
 	order   []string
 	// pushClient reaches bundles.pushTo; nil without it.
 	pushClient *oci.Client
+	// margo is the Margo source (margo.go); nil without a margo block.
+	margo *margoSource
 }
 
 var _ api.Agent = (*Agent)(nil)
@@ -153,6 +155,11 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 			ss.Suspended = true
 		}
 	}
+	if cfg.Margo != nil {
+		if a.margo, err = a.newMargo(cfg); err != nil {
+			return nil, fmt.Errorf("margo: %w", err)
+		}
+	}
 	return a, nil
 }
 
@@ -184,16 +191,8 @@ func (a *Agent) newSource(sc config.Source) (*source, error) {
 		}
 	}
 	if sc.Verify != nil {
-		if s.policy.Keys, err = cosign.LoadPublicKeys(sc.Verify.Keys...); err != nil {
+		if s.policy, err = loadPolicy(sc.Verify); err != nil {
 			return nil, err
-		}
-		if kl := sc.Verify.Keyless; kl != nil {
-			if s.policy.TrustedRoot, err = cosign.LoadTrustedRoot(kl.TrustedRoot); err != nil {
-				return nil, err
-			}
-			for _, id := range kl.Identities {
-				s.policy.Identities = append(s.policy.Identities, cosign.Identity{Issuer: id.Issuer, Subject: id.Subject})
-			}
 		}
 	}
 	return s, nil
@@ -215,6 +214,10 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	var once sync.Once
 	var first sync.WaitGroup
 	first.Add(len(a.order))
+	if a.margo != nil {
+		first.Add(1)
+		wg.Go(func() { a.margo.loop(ctx, first.Done) })
+	}
 	for _, name := range a.order {
 		s := a.sources[name]
 		wg.Add(1)
@@ -329,6 +332,9 @@ func (a *Agent) suspended(name string) bool {
 
 // Trigger asks the loop of source to reconcile now, without waiting.
 func (a *Agent) trigger(name string) {
+	if a.isMargo(name) {
+		a.margo.wake()
+	}
 	if s, ok := a.sources[name]; ok {
 		select {
 		case s.trigger <- struct{}{}:
@@ -343,6 +349,9 @@ func (a *Agent) trigger(name string) {
 // (rollout waves, signed statements and inhibitors still do).
 func (a *Agent) ReconcileNow(ctx context.Context, name string, o api.ReconcileOptions) ([]api.ReconcileResult, error) {
 	names := a.order
+	if a.isMargo(name) {
+		return []api.ReconcileResult{a.margo.now(ctx)}, nil
+	}
 	if name != "" {
 		if _, ok := a.sources[name]; !ok {
 			return nil, fmt.Errorf("%w %q (configured: %v)", api.ErrUnknownSource, name, a.order)
@@ -357,13 +366,16 @@ func (a *Agent) ReconcileNow(ctx context.Context, name string, o api.ReconcileOp
 		}
 		out = append(out, a.reconcile(ctx, n, a.sources[n], request{force: true, ignoreWindows: o.IgnoreWindows}))
 	}
+	if name == "" && a.margo != nil {
+		out = append(out, a.margo.now(ctx))
+	}
 	return out, nil
 }
 
 // Suspend stops or resumes reconciling a source; the choice survives a
 // restart.
 func (a *Agent) Suspend(name string, suspend bool) error {
-	if _, ok := a.sources[name]; !ok {
+	if _, ok := a.sources[name]; !ok && !a.isMargo(name) {
 		return fmt.Errorf("%w %q", api.ErrUnknownSource, name)
 	}
 	a.mu.Lock()
@@ -385,6 +397,9 @@ func (a *Agent) Suspend(name string, suspend bool) error {
 // next poll does not move it forward again.
 func (a *Agent) Rollback(ctx context.Context, name, digest string) (api.ReconcileResult, error) {
 	s, ok := a.sources[name]
+	if a.isMargo(name) {
+		return api.ReconcileResult{}, fmt.Errorf("%w: the Margo source follows its WFM, which decides each deployment's revision: suspend it with berth suspend %s to keep what runs", api.ErrConflict, name)
+	}
 	if !ok {
 		return api.ReconcileResult{}, fmt.Errorf("%w %q", api.ErrUnknownSource, name)
 	}
@@ -461,6 +476,9 @@ func (a *Agent) Ready() error {
 			waiting = append(waiting, name)
 		}
 	}
+	if a.margo != nil && !a.margo.ready() && !a.suspended(MargoSource) {
+		waiting = append(waiting, MargoSource)
+	}
 	if len(waiting) > 0 {
 		return fmt.Errorf("not reconciled yet: %v", waiting)
 	}
@@ -495,8 +513,13 @@ func (a *Agent) Status() api.Status {
 			NextReconcile: next, Reconciling: busy, Windows: windowsStatus(s.cfg.Windows, now), SourceState: ss,
 		})
 	}
+	if a.margo != nil {
+		ss := *a.state.Source(MargoSource)
+		ss.History = slices.Clone(ss.History)
+		st.Sources = append(st.Sources, a.margo.status(ss))
+	}
 	a.mu.Unlock()
-	for i := range st.Sources {
+	for i := range a.order {
 		st.Sources[i].Inhibitors = a.holding(&st.Sources[i], now)
 	}
 	return st
@@ -541,11 +564,17 @@ func (a *Agent) appliedRevisions() []state.Revision {
 		}
 		out = append(out, state.Revision{Source: name, Digest: d, Dir: dir, State: ds, Extensions: a.cfg.Extensions})
 	}
+	if a.margo != nil {
+		out = append(out, a.margo.applied()...)
+	}
 	return out
 }
 
 func (a *Agent) minInterval() time.Duration {
 	m := time.Duration(0)
+	if a.margo != nil {
+		m = a.margo.cfg.Interval
+	}
 	for _, s := range a.sources {
 		if m == 0 || s.cfg.Interval < m {
 			m = s.cfg.Interval

@@ -116,7 +116,9 @@ func LinkedAppliers() []string {
 }
 
 // NewAppliers creates the appliers the configuration enables, all pulling
-// through the configuration's registry mirrors. The returned function
+// through the configuration's registry mirrors; image and chart pulls use
+// applierEnv's credentials, and without a source that sets them, the margo
+// block's (its component registries). The returned function
 // releases them.
 func NewAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]Applier, func(), error) {
 	mirrors, err := cfg.Mirrors()
@@ -134,6 +136,16 @@ func NewAppliers(ctx context.Context, cfg *config.Config, log *slog.Logger) ([]A
 		if s.CAFile != "" || s.Insecure {
 			e.caFile, e.plainHTTP = s.CAFile, s.Insecure
 			break
+		}
+	}
+	if m := cfg.Margo; m != nil {
+		// A Margo device's charts and images come from its component
+		// registries, unless a source says otherwise.
+		if e.dockerConfig == "" {
+			e.dockerConfig = m.Credentials.DockerConfig
+		}
+		if e.caFile == "" && !e.plainHTTP {
+			e.caFile, e.plainHTTP = m.CAFile, m.Insecure
 		}
 	}
 	var out []Applier

@@ -106,6 +106,15 @@ type Compose struct {
 	// parameters of a Margo deployment); berth.yaml cannot set it. The
 	// device's env file for the app goes over it.
 	Env map[string]string
+	// Timeout, when set, bounds the app's start and the wait for its
+	// containers instead of the applier's own wait timeout (a Margo
+	// component's timeout); berth.yaml cannot set it.
+	Timeout time.Duration
+	// NoWait applies the app once its containers are started, without
+	// waiting for them to run and be healthy (a Margo component with
+	// wait: false); a container that already exited still fails it.
+	// berth.yaml cannot set it.
+	NoWait bool
 }
 
 // Prune says what removing a Compose app deletes besides its containers

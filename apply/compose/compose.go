@@ -18,7 +18,10 @@
 // runs the equivalent of `docker compose up -d --remove-orphans` (containers
 // whose configuration diverged are recreated, the others are left alone),
 // then waits until every container runs and, where it has a healthcheck, is
-// healthy. When up or the wait fails, the app is rolled back: to the
+// healthy, within the app's own timeout when its source gives one
+// (state.Compose.Timeout, a Margo component's), else WaitTimeout; an app
+// with NoWait (a Margo component with wait: false) is applied once started,
+// unless a container already exited or is unhealthy. When up or the wait fails, the app is rolled back: to the
 // previous revision's project when that revision had the app, or brought
 // down when it did not; the error names the app, the failing service, its
 // state and health and the last lines of its log. Apps of the same revision
@@ -334,9 +337,9 @@ func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.
 		return fail(err)
 	}
 	start := time.Now()
-	err = a.up(ctx, ap, nil)
+	err = a.up(ctx, ap, nil, a.waitTimeout(app))
 	if err == nil {
-		err = a.wait(ctx, ap.project)
+		err = a.settle(ctx, ap.project, app)
 	}
 	if err == nil {
 		log.Info("compose: applied", "took", time.Since(start).Round(time.Millisecond))
@@ -373,7 +376,7 @@ func (a *Applier) applyApp(ctx context.Context, rev state.Revision, prev *state.
 func (a *Applier) rollback(ctx context.Context, rev state.Revision, prev *state.Revision, app state.App, name string) (*appTarget, error) {
 	// The rollback runs even if ctx was cancelled during the failed apply,
 	// bounded on its own.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.WaitTimeout+2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(a.opts.WaitTimeout, a.waitTimeout(app))+2*time.Minute)
 	defer cancel()
 	prevApp, ok := hasApp(prev, app.Name)
 	if !ok {
@@ -391,10 +394,10 @@ func (a *Applier) rollback(ctx context.Context, rev state.Revision, prev *state.
 	if err := a.ensureImages(ctx, ap.project); err != nil {
 		return nil, fmt.Errorf("previous revision %s: %w", prev.Digest, err)
 	}
-	if err := a.up(ctx, ap, nil); err != nil {
+	if err := a.up(ctx, ap, nil, a.waitTimeout(prevApp)); err != nil {
 		return nil, fmt.Errorf("up the previous revision %s: %w", prev.Digest, err)
 	}
-	if err := a.wait(ctx, ap.project); err != nil {
+	if err := a.settle(ctx, ap.project, prevApp); err != nil {
 		return nil, fmt.Errorf("previous revision %s: %w", prev.Digest, a.describeFailure(ctx, ap.project, err))
 	}
 	return &appTarget{Rev: pr, App: prevApp}, nil
@@ -402,8 +405,9 @@ func (a *Applier) rollback(ctx context.Context, rev state.Revision, prev *state.
 
 // up runs the equivalent of `docker compose up -d --remove-orphans`:
 // containers whose configuration diverged are recreated, and so are those
-// of the services in force, whatever their configuration.
-func (a *Applier) up(ctx context.Context, ap *appProject, force []string) error {
+// of the services in force, whatever their configuration. timeout bounds
+// the depends_on conditions.
+func (a *Applier) up(ctx context.Context, ap *appProject, force []string, timeout time.Duration) error {
 	create := api.CreateOptions{
 		Services:             ap.project.ServiceNames(),
 		Recreate:             api.RecreateDiverged,
@@ -420,7 +424,7 @@ func (a *Applier) up(ctx context.Context, ap *appProject, force []string) error 
 		Start: api.StartOptions{
 			Project:     ap.project,
 			Services:    ap.project.ServiceNames(),
-			WaitTimeout: a.opts.WaitTimeout, // bounds depends_on conditions
+			WaitTimeout: timeout, // bounds depends_on conditions
 		},
 	})
 	if err != nil {

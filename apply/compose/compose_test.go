@@ -285,6 +285,38 @@ func TestWaitTimeout(t *testing.T) {
 	}
 }
 
+// TestAppTimeoutAndNoWait checks the wait an app asks for itself (a Margo
+// component's timeout and wait): its timeout replaces the applier's, and
+// with NoWait the app is applied once started, before it is healthy.
+func TestAppTimeoutAndNoWait(t *testing.T) {
+	f := newFixture(t)
+	f.a.opts.WaitTimeout = 10 * time.Minute // the app's own timeout must win
+	src := source("appwait")
+	slow := "services:\n  web:\n    image: " + imageV1 + "\n    healthcheck:\n      test: [\"CMD\", \"/hello\", \"healthcheck\"]\n      interval: 30s\n      start_period: 60s\n"
+	rev := revision(t, src, "v1", stateYAML("web"), map[string]string{"apps/web/compose.yaml": slow})
+	rev.State.Apps[0].Compose.Timeout = 3 * time.Second
+	start := time.Now()
+	_, err := f.a.Apply(context.Background(), rev, nil)
+	if err == nil || !strings.Contains(err.Error(), "is not running and healthy after 3s") {
+		t.Fatalf("timeout 3s: err = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Minute {
+		t.Errorf("took %s: the applier's 10m wait was used", d)
+	}
+
+	// wait: false: applied while the health check is still starting.
+	rev2 := revision(t, src, "v2", stateYAML("web"), map[string]string{"apps/web/compose.yaml": slow})
+	rev2.State.Apps[0].Compose.NoWait = true
+	sts, err := f.a.Apply(context.Background(), rev2, nil)
+	if err != nil || statusOf(t, sts, "web").Outcome != OutcomeApplied {
+		t.Fatalf("NoWait: %v %+v", err, sts)
+	}
+	c := f.serviceContainer(ProjectName(src, "web"), "web")
+	if c.state != container.StateRunning || c.health != container.Starting {
+		t.Errorf("NoWait applied a container %s/%s, want running and still starting", c.state, c.health)
+	}
+}
+
 // TestTwoSources checks that the projects of two sources are independent.
 func TestTwoSources(t *testing.T) {
 	f := newFixture(t)

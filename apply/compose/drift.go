@@ -237,10 +237,10 @@ func (a *Applier) checkApp(ctx context.Context, t appTarget) {
 	log.Info("compose: restoring drifted app", "reason", reason, "recreate", force)
 	err = a.ensureImages(ctx, ap.project)
 	if err == nil {
-		err = a.up(ctx, ap, force)
+		err = a.up(ctx, ap, force, a.waitTimeout(t.App))
 	}
 	if err == nil {
-		if err = a.wait(ctx, ap.project); err != nil {
+		if err = a.settle(ctx, ap.project, t.App); err != nil {
 			err = a.describeFailure(ctx, ap.project, err)
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/berth-dev/berth/state"
 )
 
 // logLines is how many lines of a failing service's log an error carries.
@@ -133,11 +135,11 @@ func oneShot(p *types.Project, service string) bool {
 }
 
 // wait waits until every service of the project has its containers
-// running, and healthy where they have a healthcheck, within WaitTimeout.
+// running, and healthy where they have a healthcheck, within timeout.
 // It fails as soon as a container exited (other than a one-shot service
 // that completed successfully) or is unhealthy.
-func (a *Applier) wait(parent context.Context, p *types.Project) error {
-	ctx, cancel := context.WithTimeout(parent, a.opts.WaitTimeout)
+func (a *Applier) wait(parent context.Context, p *types.Project, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	for {
 		pending, err := a.check(ctx, p)
@@ -159,9 +161,9 @@ func (a *Applier) wait(parent context.Context, p *types.Project) error {
 				return fmt.Errorf("wait for project %s: %w", p.Name, parent.Err())
 			}
 			if pending != nil {
-				pending.reason = fmt.Sprintf("is not running and healthy after %s", a.opts.WaitTimeout)
+				pending.reason = fmt.Sprintf("is not running and healthy after %s", timeout)
 				if pending.c == nil {
-					pending.reason = fmt.Sprintf("has no container after %s", a.opts.WaitTimeout)
+					pending.reason = fmt.Sprintf("has no container after %s", timeout)
 				}
 				return pending
 			}
@@ -169,6 +171,26 @@ func (a *Applier) wait(parent context.Context, p *types.Project) error {
 		case <-time.After(a.pollInterval):
 		}
 	}
+}
+
+// settle is the wait an app asks for: for a Compose app that sets no
+// wait (NoWait), only a look at its containers once started, which fails
+// when one already exited or is unhealthy; else the full wait, within the
+// app's timeout.
+func (a *Applier) settle(ctx context.Context, p *types.Project, app state.App) error {
+	if app.Compose != nil && app.Compose.NoWait {
+		_, err := a.check(ctx, p)
+		return err
+	}
+	return a.wait(ctx, p, a.waitTimeout(app))
+}
+
+// waitTimeout is the app's own timeout, else the applier's.
+func (a *Applier) waitTimeout(app state.App) time.Duration {
+	if app.Compose != nil && app.Compose.Timeout > 0 {
+		return app.Compose.Timeout
+	}
+	return a.opts.WaitTimeout
 }
 
 // check looks at the containers of the project once. It returns a

@@ -18,9 +18,10 @@ func newMargoCmd(g *globals) *cobra.Command {
 		Long: `Build and push what a Margo Workload Fleet Manager deploys (Margo 1.0.0-rc.3):
 application packages (an ApplicationDescription and its resources) and their
 components, Compose Archives "the OCI way" and Helm charts. Both are
-reproducible: the same folder always gives the same digests. With
---sign-key, every manifest pushed is signed like 'berth push' signs, so that
-devices with a verify policy accept the components.`,
+reproducible: the same folder always gives the same digests. Like 'berth
+push', every manifest is pushed by digest, signed (with --sign-key), and
+only then tagged: a signature that fails leaves no tag, so devices with a
+verify policy never see an unsigned component under its revision.`,
 		Example: `  berth margo compose-archive ./collector oci://registry.example.com/acme/collector:1.4.0 --sign-key env://COSIGN_KEY
   berth margo package ./line-monitor oci://registry.example.com/acme/apps/line-monitor --sign-key env://COSIGN_KEY`,
 	}
@@ -54,20 +55,21 @@ the component revision: a SemVer 2.0 version without a leading v, with _ for
 			if err != nil {
 				return err
 			}
+			signer, err := sf.load()
+			if err != nil {
+				return err
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := g.step(cmd.Context())
 			defer cancel()
-			p, err := pack.PushComposeArchive(ctx, c, pack.ComposeOptions{Dir: args[0], Name: name, Ref: ref, Annotations: ann})
+			p, err := pack.PushComposeArchive(ctx, c, pack.ComposeOptions{Dir: args[0], Name: name, Ref: ref, Annotations: ann, Signer: signer})
 			if err != nil {
 				return err
 			}
-			if err := g.signPushed(cmd, c, sf, *p); err != nil {
-				return err
-			}
-			g.log.Info("pushed Compose Archive", "url", p.URL)
+			g.log.Info("pushed Compose Archive", "url", p.URL, "signed", p.Signed)
 			return g.print(p, func(w io.Writer) { printPushed(w, *p, sf) })
 		},
 	}
@@ -103,22 +105,19 @@ be in its registry.`,
 			if err != nil {
 				return err
 			}
+			signer, err := sf.load()
+			if err != nil {
+				return err
+			}
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := g.step(cmd.Context())
 			defer cancel()
-			res, err := pack.PushPackage(ctx, c, pack.PackageOptions{Dir: args[0], Ref: ref, ArtifactType: artifactType})
+			res, err := pack.PushPackage(ctx, c, pack.PackageOptions{Dir: args[0], Ref: ref, ArtifactType: artifactType, Signer: signer})
 			if err != nil {
 				return err
-			}
-			for _, p := range append(res.Components, res.Package) {
-				if p.Built {
-					if err := g.signPushed(cmd, c, sf, p); err != nil {
-						return err
-					}
-				}
 			}
 			g.log.Info("pushed Margo application package", "url", res.Package.URL, "components", len(res.Components))
 			return g.print(res, func(w io.Writer) {
@@ -135,26 +134,14 @@ be in its registry.`,
 	return cmd
 }
 
-// signPushed signs what was pushed when a key is given.
-func (g *globals) signPushed(cmd *cobra.Command, c *oci.Client, sf signFlags, p pack.Pushed) error {
-	if sf.key == "" {
-		return nil
+// load loads the signing key when one is given (nil when not): before
+// anything is pushed, so that a missing COSIGN_PASSWORD or a bad key
+// uploads nothing.
+func (s signFlags) load() (*deliver.Signer, error) {
+	if s.key == "" {
+		return nil, nil
 	}
-	signer, err := sf.signer()
-	if err != nil {
-		return err
-	}
-	ref, err := oci.ParseReference(p.URL)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := g.step(cmd.Context())
-	defer cancel()
-	if err := deliver.Sign(ctx, c, ref, *signer); err != nil {
-		return err
-	}
-	g.log.Info("signed", "ref", ref.String(), "format", signer.Format.String())
-	return nil
+	return s.signer()
 }
 
 func printPushed(w io.Writer, p pack.Pushed, sf signFlags) {
@@ -167,7 +154,7 @@ func printPushed(w io.Writer, p pack.Pushed, sf signFlags) {
 		what += " " + p.Component
 	}
 	signed := ""
-	if sf.key != "" && p.Built {
+	if p.Signed {
 		signed = " (signed, " + sf.format + ")"
 	}
 	fmt.Fprintf(w, "%s %-18s %s%s\n", verb, what, p.URL, signed)

@@ -28,6 +28,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/berth-dev/berth/policy/inhibit"
@@ -78,6 +79,10 @@ type SourceStatus struct {
 	// SourceState is what state.json records about the source: with the
 	// revision waiting (Waiting) and the rollouts seen (Releases).
 	store.SourceState
+	// Detail is the source's own account, for scripts (the Margo source's
+	// WFM, accepted manifestVersion, deployments and queued status
+	// posts); absent for OCI and bundle sources.
+	Detail json.RawMessage `json:"detail,omitempty"`
 }
 
 // Device is who the device is, for staged rollouts.

@@ -56,7 +56,13 @@ const (
 //	    storagePath: /var/lib/docker         # whose size is reported; default /
 //	  statusQueue: 1000                      # status posts kept while the WFM is away
 //	  limits: {maxSize: 1073741824, maxFiles: 100000}   # per Compose Archive
+//	  credentials: {dockerConfig: /etc/berth/docker/config.json}  # component registries
+//	  caFile: /etc/berth/plant-ca.pem        # or insecure: true (plain HTTP)
 //
+// The components are pulled through the registry mirrors of registries:,
+// with credentials, caFile and insecure, which also serve the Helm
+// applier's chart pulls when no source gives its own. The Margo source is
+// named MargoSource in status and state; no source may take that name.
 // With a margo block, sources may be empty.
 type Margo struct {
 	// WFM is the WFM's base URL.
@@ -88,7 +94,15 @@ type Margo struct {
 	StatusQueue int
 	// Limits cap an extracted Compose Archive.
 	Limits Limits
+	// Credentials, CAFile and Insecure reach the component registries.
+	Credentials Credentials
+	CAFile      string
+	Insecure    bool
 }
+
+// MargoSource is the name of the Margo source in status, state and the
+// Compose projects and Helm releases it deploys.
+const MargoSource = "margo"
 
 // MargoIdentity names the identity files.
 type MargoIdentity struct {
@@ -137,7 +151,7 @@ func (m *Margo) Client() margo.Options {
 func (p *parser) margo(f fields, c *Config) {
 	const path = "margo"
 	mf, node := p.mapping(f, "", "margo", "wfm", "deviceId", "identity", "wfmID", "allowTLS12", "interval", "timeout",
-		"windows", "verify", "insecureSkipVerify", "device", "statusQueue", "limits")
+		"windows", "verify", "insecureSkipVerify", "device", "statusQueue", "limits", "credentials", "caFile", "insecure")
 	if mf == nil {
 		return
 	}
@@ -209,6 +223,19 @@ func (p *parser) margo(f fields, c *Config) {
 		}
 	}
 	p.limits(mf, path, &m.Limits)
+	if cf, _ := p.mapping(mf, path, "credentials", "dockerConfig"); cf != nil {
+		p.fileField(cf, join(path, "credentials"), "dockerConfig", &m.Credentials.DockerConfig)
+	}
+	p.fileField(mf, path, "caFile", &m.CAFile)
+	p.boolean(mf, path, "insecure", &m.Insecure)
+	if _, both := mf["caFile"]; both && m.Insecure {
+		p.Errorf(mf["insecure"].Key, path, "has both caFile and insecure: plain HTTP uses no certificate, remove one of them")
+	}
+	for i, s := range c.Sources {
+		if s.Name == MargoSource {
+			p.Errorf(node, join(yamlstrict.Index("sources", i), "name"), "%q is the name of the Margo source: rename this source", MargoSource)
+		}
+	}
 }
 
 // checkWFMID checks a WFM SPIFFE ID: spiffe://<td>/margo/wfm/<wfm-id>.
@@ -374,6 +401,7 @@ func (c *Config) checkMargo(now time.Time, add func(path, format string, args ..
 			add("margo.device.storagePath", "%v", err)
 		}
 	}
+	checkTransport(add, "margo", m.Credentials.DockerConfig, m.CAFile)
 	if !c.Apply.Compose.Enabled && !c.Apply.Helm.Enabled {
 		add("margo", "no applier is configured: add apply.compose or apply.helm, the deployment types reported to the WFM")
 	}

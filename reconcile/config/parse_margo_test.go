@@ -35,6 +35,8 @@ const margoYAML = `margo:
     storagePath: /var/lib/docker
   statusQueue: 50
   limits: {maxSize: 1000}
+  credentials: {dockerConfig: docker/config.json}
+  caFile: plant-ca.pem
 apply:
   compose: {}
 `
@@ -59,6 +61,7 @@ func TestParseMargo(t *testing.T) {
 		Device: MargoDevice{Vendor: "Acme", Labels: map[string]string{"example.com/line": "7"}, Interfaces: []string{"ethernet", "wifi"},
 			Peripherals: []spec.Peripheral{{Type: "gpu", Manufacturer: "NVIDIA"}}, OtelCollector: true, StoragePath: "/var/lib/docker"},
 		StatusQueue: 50, Limits: Limits{MaxSize: 1000, MaxFiles: defaultLimits.MaxFiles},
+		Credentials: Credentials{DockerConfig: "/etc/berth/docker/config.json"}, CAFile: "/etc/berth/plant-ca.pem",
 	}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("got  %+v\nwant %+v", m, want)
@@ -95,6 +98,8 @@ func TestParseMargoBad(t *testing.T) {
 		{"statusQueue: 50", "statusQueue: 0", "margo.statusQueue: must be between 1"},
 		{"interval: 2m", "interval: 2", "margo.interval: must be a duration"},
 		{"allowTLS12: true", "allowTls12: true", `unknown field "allowTls12" (did you mean "allowTLS12"?)`},
+		{"caFile: plant-ca.pem", "caFile: plant-ca.pem\n  insecure: true", "margo: has both caFile and insecure"},
+		{"apply:\n", "sources:\n  - {name: margo, url: oci://r.local/x, ref: {tag: t}, insecureSkipVerify: true}\napply:\n", `sources[0].name: "margo" is the name of the Margo source`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

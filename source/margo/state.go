@@ -38,6 +38,11 @@ type State struct {
 	// CapabilitiesDigest is sha256 of the last capabilities the WFM
 	// accepted; they are sent again when it changes.
 	CapabilitiesDigest string `json:"capabilitiesDigest,omitempty"`
+	// Revision is the digest of the device revision the accepted state was
+	// applied as (the agent's); empty before the first. A device whose
+	// revision in force is another one was stopped while it applied an
+	// update, which it must then undo or redo.
+	Revision string `json:"revision,omitempty"`
 }
 
 // DeploymentState is an accepted deployment.

@@ -2,8 +2,6 @@ package materialize
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -12,19 +10,16 @@ import (
 	"path/filepath"
 	"strings"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/deliver"
 )
 
-// compose fetches, verifies and extracts the Compose Archive desc of repo
-// into apps/<app> of the revision, and returns the project folder
+// compose checks that v is a Compose Archive and extracts its layer into
+// apps/<app> of the revision through the delivery path (the layer streamed
+// through a size cap and a digest check, the folder appearing only once
+// every byte was checked), and returns the project folder
 // (apps/<app>/<top>).
-func (m *materializer) compose(ctx context.Context, repo string, desc ocispec.Descriptor, app string) (string, error) {
-	man, err := m.o.Fetcher.Manifest(ctx, repo, desc)
-	if err != nil {
-		return "", fmt.Errorf("fetch manifest: %w", err)
-	}
+func (m *materializer) compose(ctx context.Context, v *deliver.Verified, app string) (string, error) {
+	man := v.Manifest
 	at := man.ArtifactType
 	if at == "" {
 		at = man.Config.MediaType
@@ -43,58 +38,17 @@ func (m *materializer) compose(ctx context.Context, repo string, desc ocispec.De
 	if layer.Size > m.o.MaxArchiveSize || layer.Size < 0 {
 		return "", fmt.Errorf("%w: layer %s is %d bytes (cap %d)", ErrTooLarge, layer.Digest, layer.Size, m.o.MaxArchiveSize)
 	}
-	if err := layer.Digest.Validate(); err != nil {
-		return "", fmt.Errorf("%w: layer digest %q: %v", ErrDigestMismatch, layer.Digest, err)
-	}
-	// Verify the whole layer before extracting anything.
-	f, err := m.download(ctx, repo, layer)
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
 	rel := path.Join("apps", app)
 	dst := filepath.Join(m.tmp, filepath.FromSlash(rel))
 	m.created = append(m.created, dst)
-	if _, err := archive.ExtractAtomic(ctx, f, dst, m.o.Limits); err != nil {
-		return "", fmt.Errorf("extract layer %s: %w", layer.Digest, err)
+	if _, err := v.Extract(ctx, dst, deliver.ExtractOptions{LayerMediaType: ComposeLayerType, Limits: m.o.Limits, MaxLayerSize: m.o.MaxArchiveSize}); err != nil {
+		return "", fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
 	top, err := checkLayout(dst)
 	if err != nil {
 		return "", err
 	}
 	return path.Join(rel, top), nil
-}
-
-// download copies the layer into a temporary file through a size cap and
-// a digest check.
-func (m *materializer) download(ctx context.Context, repo string, layer ocispec.Descriptor) (*os.File, error) {
-	rc, err := m.o.Fetcher.Blob(ctx, repo, layer)
-	if err != nil {
-		return nil, fmt.Errorf("fetch layer %s: %w", layer.Digest, err)
-	}
-	defer rc.Close()
-	f, err := os.CreateTemp(m.tmp, ".layer-*")
-	if err != nil {
-		return nil, err
-	}
-	fail := func(err error) (*os.File, error) {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
-	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(rc, layer.Size+1))
-	if err != nil {
-		return fail(fmt.Errorf("fetch layer %s: %w", layer.Digest, err))
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != layer.Size || got != layer.Digest.String() {
-		return fail(fmt.Errorf("%w: layer %s: got %d bytes hashing to %s", ErrDigestMismatch, layer.Digest, n, got))
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fail(err)
-	}
-	return f, nil
 }
 
 // checkLayout checks the extracted archive dir: exactly one top-level
@@ -138,19 +92,19 @@ func checkLayout(dir string) (string, error) {
 	return top, nil
 }
 
-// carry copies the folders of a previous deployment's Compose apps into
-// the new revision.
-func (m *materializer) carry(d PlanDeployment) error {
+// carry copies the folders of a deployment's Compose apps from the
+// revision folder from (the previous one) into the new revision.
+func (m *materializer) carry(from string, d PlanDeployment) error {
 	for _, c := range d.Components {
 		m.names[c.App] = true
 		if c.Path == "" {
 			continue
 		}
 		appDir := path.Join("apps", c.App)
-		src := filepath.Join(m.o.PreviousDir, filepath.FromSlash(appDir))
+		src := filepath.Join(from, filepath.FromSlash(appDir))
 		dst := filepath.Join(m.tmp, filepath.FromSlash(appDir))
 		if err := copyTree(src, dst); err != nil {
-			return fmt.Errorf("keep app %s of deployment %s from the previous revision: %w", c.App, d.ID, err)
+			return fmt.Errorf("copy app %s of deployment %s from %s: %w", c.App, d.ID, from, err)
 		}
 	}
 	return nil
@@ -203,9 +157,6 @@ func syncTree(dir string) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.Type()&fs.ModeSymlink != 0 {
 			return err
-		}
-		if !d.IsDir() && strings.HasPrefix(d.Name(), ".layer-") {
-			return nil
 		}
 		f, err := os.Open(p)
 		if err != nil {

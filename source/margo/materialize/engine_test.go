@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/apply/compose"
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/margo/materialize"
 	"github.com/berth-dev/berth/source/margo/pack"
 	"github.com/berth-dev/berth/source/margo/spec"
@@ -80,7 +81,7 @@ spec:
 	revs := t.TempDir()
 	o := materialize.Options{
 		Dir: filepath.Join(revs, "1"), Source: source, DeviceID: "press-42", Types: []string{"compose"},
-		Fetcher: materialize.OCIFetcher{Client: c}, ManifestVersion: 1,
+		Fetcher: materialize.Registry{Remote: &deliver.Remote{Client: c}, Insecure: true}, ManifestVersion: 1,
 	}
 	res, err := materialize.Materialize(ctx, []materialize.Deployment{{Digest: "sha256:01", Deployment: dep}}, o)
 	if err != nil || len(res.Failed) != 0 {

@@ -2,55 +2,66 @@ package materialize
 
 import (
 	"context"
-	"io"
+	"errors"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
+	"github.com/berth-dev/berth/policy/cosign"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 )
 
-// OCIFetcher is a Fetcher straight from the registries with a source/oci
-// client: no mirrors, no signature check. The agent wires its own Fetcher
-// to the delivery path (mirrors, trust policy); this one serves tools and
-// tests.
-type OCIFetcher struct {
-	Client *oci.Client
-	// MaxBlobSize caps a blob; default DefaultMaxArchiveSize.
-	MaxBlobSize int64
+// Fetcher reaches the components' OCI repositories. Content comes only
+// through what Open returns, a *deliver.Verified, whose Extract is the one
+// place berth extracts anything: nothing unverified is extracted when a
+// trust policy is set. repo is HOST[:PORT]/PATH (a component's repository
+// without oci://).
+type Fetcher interface {
+	// Resolve pins repo:tag to one manifest digest.
+	Resolve(ctx context.Context, repo, tag string) (oci.Reference, error)
+	// Open fetches the manifest of ref (which carries a digest), checked
+	// against that digest, and verifies the digest's signature under the
+	// fetcher's trust policy.
+	Open(ctx context.Context, ref oci.Reference) (*deliver.Verified, error)
 }
 
-var _ Fetcher = OCIFetcher{}
-
-func ref(repo string) (oci.Reference, error) { return oci.ParseReference(repo) }
-
-// Resolve resolves repo:tag.
-func (f OCIFetcher) Resolve(ctx context.Context, repo, tag string) (ocispec.Descriptor, error) {
-	r, err := ref(repo)
-	if err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	return f.Client.Resolve(ctx, r.WithTag(tag))
+// Registry is the Fetcher of the agent and of tools: the delivery path of
+// package deliver, through the registry mirrors of Remote, every digest
+// verified with Policy (a signature copied along with the content by
+// `berth mirror` or a bundle still verifies, since it names the digest),
+// or, with Insecure, not verified at all (the explicit, loud opt-out).
+type Registry struct {
+	Remote   *deliver.Remote
+	Policy   *cosign.Policy
+	Insecure bool
 }
 
-// Manifest fetches the manifest by digest.
-func (f OCIFetcher) Manifest(ctx context.Context, repo string, desc ocispec.Descriptor) (*ocispec.Manifest, error) {
-	r, err := ref(repo)
+var _ Fetcher = Registry{}
+
+// errNoPolicy is a caller's mistake: a Registry needs a policy or the
+// explicit opt-out.
+var errNoPolicy = errors.New("no trust policy for the components: set margo.verify, or margo.insecureSkipVerify: true to run unverified components")
+
+// Resolve resolves repo:tag once (where tags may be resolved: the source,
+// or a mirror that allows tags).
+func (f Registry) Resolve(ctx context.Context, repo, tag string) (oci.Reference, error) {
+	r, err := oci.ParseReference(repo)
 	if err != nil {
-		return nil, err
+		return oci.Reference{}, err
 	}
-	_, m, err := f.Client.Manifest(ctx, r.WithDigest(desc.Digest.String()))
-	return m, err
+	res, err := f.Remote.Resolve(ctx, r.WithTag(tag), nil)
+	if err != nil {
+		return oci.Reference{}, err
+	}
+	return res.Ref, nil
 }
 
-// Blob streams a blob, verified at EOF.
-func (f OCIFetcher) Blob(ctx context.Context, repo string, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	r, err := ref(repo)
-	if err != nil {
-		return nil, err
+// Open fetches the manifest of ref and verifies its signature with the
+// policy, or only fetches it with Insecure.
+func (f Registry) Open(ctx context.Context, ref oci.Reference) (*deliver.Verified, error) {
+	switch {
+	case f.Policy != nil:
+		return f.Remote.Verify(ctx, ref, *f.Policy)
+	case f.Insecure:
+		return f.Remote.Unverified(ctx, ref)
 	}
-	maxSize := f.MaxBlobSize
-	if maxSize <= 0 {
-		maxSize = DefaultMaxArchiveSize
-	}
-	return f.Client.OpenBlob(ctx, r, desc, maxSize)
+	return nil, errNoPolicy
 }

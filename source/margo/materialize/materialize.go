@@ -14,19 +14,31 @@
 //   - a Compose component is a Compose Archive: its manifest must have the
 //     artifact type application/vnd.org.margo.component.compose+json and
 //     exactly one layer of type
-//     application/vnd.org.margo.component.compose.tar+gzip; the layer is
-//     downloaded and its digest verified before anything is extracted,
-//     then extracted with berth's safe extractor (no absolute paths, no
-//     "..", no links leaving the archive's one top-level folder, no hard
-//     links or devices, setuid/setgid/sticky dropped); the app runs that
-//     folder's compose.yaml with the parameters aimed at the component as
-//     its interpolation environment (state.Compose.Env).
+//     application/vnd.org.margo.component.compose.tar+gzip, extracted
+//     through the delivery path (deliver.Verified.Extract: streamed through
+//     a size cap and a digest check into berth's safe extractor, which
+//     refuses absolute paths, "..", hard links and devices and drops
+//     setuid/setgid/sticky; the folder appears only once every byte was
+//     checked) and checked to hold one top-level folder with compose.yaml
+//     and no link leaving it; the app runs that folder's compose.yaml with
+//     the parameters aimed at the component as its interpolation
+//     environment (state.Compose.Env), and the component's wait and
+//     timeout.
+//
+// Every component's revision is resolved once to a digest, and that
+// digest's manifest is fetched and, under the Fetcher's trust policy, its
+// signature verified (Fetcher.Open) before anything else: a Helm chart
+// too, though the Helm applier pulls it later (by that digest).
 //
 // Before a deployment is materialized, its device id, profile type and
-// device constraints are checked against the device. A deployment that
-// fails any step is reported in Result.Failed; when the previous revision
-// had it, its apps are carried over unchanged (their files copied into the
-// new folder), so that a bad update never removes what runs.
+// device constraints are checked against the device. A deployment whose
+// YAML digest is the one the previous revision materialized is taken over
+// from it as it is (its files copied), without fetching its components
+// again. A deployment that fails any step is reported in Result.Failed;
+// when the previous revision had it, its apps are carried over unchanged
+// (their files copied into the new folder), so that a bad update never
+// removes what runs. Rollback builds the revision that puts deployments
+// whose apply failed back on their previous revision.
 //
 // The revision folder holds PlanFile, the plan as JSON, from which
 // LoadPlan rebuilds the DeviceState after a restart; the revision digest is
@@ -49,7 +61,6 @@ import (
 	"strings"
 	"time"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"helm.sh/helm/v3/pkg/strvals"
 
 	"github.com/berth-dev/berth/internal/errdef"
@@ -89,27 +100,15 @@ var (
 	// ErrArchiveLayout reports an archive without exactly one top-level
 	// folder holding compose.yaml, or with a link leaving that folder.
 	ErrArchiveLayout = errdef.Refusal("invalid Compose Archive layout")
-	// ErrDigestMismatch reports a layer whose bytes do not match its
-	// digest.
-	ErrDigestMismatch = errdef.Refusal("digest mismatch")
 	// ErrTooLarge reports a layer over the size cap.
 	ErrTooLarge = errdef.Refusal("too large")
+	// ErrNotChart reports a Helm component whose artifact is not a Helm
+	// chart.
+	ErrNotChart = errdef.Refusal("not a Helm chart")
 )
 
-// Fetcher reaches the components' OCI repositories. The agent's
-// implementation goes through the device's registry mirrors and, with a
-// trust policy, verifies the signature of every digest Resolve returns.
-// repo is HOST[:PORT]/PATH (a component's repository without oci://).
-type Fetcher interface {
-	// Resolve returns the descriptor of the manifest repo:tag names.
-	Resolve(ctx context.Context, repo, tag string) (ocispec.Descriptor, error)
-	// Manifest fetches the image manifest desc names, verified against its
-	// digest.
-	Manifest(ctx context.Context, repo string, desc ocispec.Descriptor) (*ocispec.Manifest, error)
-	// Blob streams the blob desc names; the reader fails at EOF when the
-	// bytes do not match desc.
-	Blob(ctx context.Context, repo string, desc ocispec.Descriptor) (io.ReadCloser, error)
-}
+// HelmConfigMediaType is the config media type of a Helm chart in OCI.
+const HelmConfigMediaType = "application/vnd.cncf.helm.config.v1+json"
 
 // Options say what to materialize where.
 type Options struct {
@@ -208,20 +207,11 @@ func Materialize(ctx context.Context, deps []Deployment, o Options) (*Result, er
 	if o.MaxArchiveSize <= 0 {
 		o.MaxArchiveSize = DefaultMaxArchiveSize
 	}
-	if _, err := os.Lstat(o.Dir); err == nil {
-		return nil, fmt.Errorf("materialize Margo revision: %s already exists", o.Dir)
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(o.Dir), "."+filepath.Base(o.Dir)+".tmp-*")
+	m, err := newMaterializer(o)
 	if err != nil {
-		return nil, fmt.Errorf("materialize Margo revision: %w", err)
+		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(tmp)
-		}
-	}()
-	m := &materializer{o: o, tmp: tmp, names: map[string]bool{}}
+	defer m.cleanup()
 	plan := &Plan{ManifestVersion: o.ManifestVersion}
 	failed := map[string]Failure{}
 	for _, d := range deps {
@@ -233,7 +223,7 @@ func Materialize(ctx context.Context, deps []Deployment, o Options) (*Result, er
 		if f != nil {
 			m.discard()
 			if prev, found := m.previous(d.Deployment.ID); found {
-				if err := m.carry(prev); err != nil {
+				if err := m.carry(o.PreviousDir, prev); err != nil {
 					return nil, err
 				}
 				prev.Carried = true
@@ -245,25 +235,85 @@ func Materialize(ctx context.Context, deps []Deployment, o Options) (*Result, er
 		}
 		plan.Deployments = append(plan.Deployments, *pd)
 	}
+	res, err := m.finish(plan)
+	if err != nil {
+		return nil, err
+	}
+	res.Failed = failed
+	return res, nil
+}
+
+// Rollback builds, in o.Dir, the revision a failed apply switches to: the
+// deployments of next (materialized in nextDir) with those in failed put
+// back on what o.Previous had for them (carried, their files copied from
+// o.PreviousDir), or left out when it had none; the others as they are in
+// next. Nothing is fetched.
+func Rollback(next *Plan, nextDir string, failed []string, o Options) (*Result, error) {
+	m, err := newMaterializer(o)
+	if err != nil {
+		return nil, err
+	}
+	defer m.cleanup()
+	plan := &Plan{ManifestVersion: next.ManifestVersion}
+	for _, d := range next.Deployments {
+		from := nextDir
+		if slices.ContainsFunc(failed, func(id string) bool { return strings.EqualFold(id, d.ID) }) {
+			prev, ok := m.previous(d.ID)
+			if !ok {
+				continue
+			}
+			d, from = prev, o.PreviousDir
+			d.Carried = true
+		}
+		if err := m.carry(from, d); err != nil {
+			return nil, err
+		}
+		plan.Deployments = append(plan.Deployments, d)
+	}
+	return m.finish(plan)
+}
+
+// newMaterializer starts a revision: a temporary folder beside o.Dir,
+// which must not exist.
+func newMaterializer(o Options) (*materializer, error) {
+	if _, err := os.Lstat(o.Dir); err == nil {
+		return nil, fmt.Errorf("materialize Margo revision: %s already exists", o.Dir)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(o.Dir), "."+filepath.Base(o.Dir)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("materialize Margo revision: %w", err)
+	}
+	return &materializer{o: o, tmp: tmp, names: map[string]bool{}}, nil
+}
+
+// cleanup removes the temporary folder unless finish renamed it.
+func (m *materializer) cleanup() {
+	if !m.done {
+		os.RemoveAll(m.tmp)
+	}
+}
+
+// finish writes the plan, syncs the folder and renames it to o.Dir.
+func (m *materializer) finish(plan *Plan) (*Result, error) {
 	raw, err := json.MarshalIndent(plan, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, PlanFile), raw, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(m.tmp, PlanFile), raw, 0o644); err != nil {
 		return nil, err
 	}
-	if err := syncTree(tmp); err != nil {
+	if err := syncTree(m.tmp); err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	if err := os.Chmod(m.tmp, 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.Rename(tmp, o.Dir); err != nil {
+	if err := os.Rename(m.tmp, m.o.Dir); err != nil {
 		return nil, fmt.Errorf("materialize Margo revision: %w", err)
 	}
-	ok = true
-	syncDir(filepath.Dir(o.Dir))
-	return &Result{Revision: plan.Revision(o.Source, o.Dir, digestOf(raw)), Plan: plan, Failed: failed}, nil
+	m.done = true
+	syncDir(filepath.Dir(m.o.Dir))
+	return &Result{Revision: plan.Revision(m.o.Source, m.o.Dir, digestOf(raw)), Plan: plan}, nil
 }
 
 // Digest returns the revision digest of a plan folder: sha256 of its
@@ -316,7 +366,7 @@ func (p *Plan) DeviceState() *state.DeviceState {
 					Wait: c.Wait, Timeout: timeout, MaxHistory: state.DefaultMaxHistory,
 				}
 			case spec.TypeCompose:
-				app.Compose = &state.Compose{Path: c.Path, Files: []string{"compose.yaml"}, Env: maps.Clone(c.Env)}
+				app.Compose = &state.Compose{Path: c.Path, Files: []string{"compose.yaml"}, Env: maps.Clone(c.Env), Timeout: c.Timeout, NoWait: !c.Wait}
 			}
 			ds.Apps = append(ds.Apps, app)
 		}
@@ -342,6 +392,8 @@ type materializer struct {
 	names map[string]bool
 	// created are the app folders written for the deployment at hand.
 	created []string
+	// done is set once the folder was renamed into place.
+	done bool
 }
 
 // discard removes what a failed deployment wrote.
@@ -381,6 +433,13 @@ func (m *materializer) deployment(ctx context.Context, d Deployment) (*PlanDeplo
 			return nil, &Failure{Code: CodeNotEligible, Err: fmt.Errorf("deployment %s: %w", dep.ID, err)}
 		}
 	}
+	if prev, ok := m.previous(dep.ID); ok && !prev.Carried && prev.Digest == d.Digest && m.o.PreviousDir != "" {
+		// Unchanged since the previous revision: taken over as it is.
+		if err := m.carry(m.o.PreviousDir, prev); err != nil {
+			return nil, &Failure{Code: CodeFetch, Err: fmt.Errorf("deployment %s: %w", dep.ID, err)}
+		}
+		return &prev, nil
+	}
 	pd := &PlanDeployment{ID: dep.ID, Digest: d.Digest, Name: dep.Name, Namespace: dep.Namespace, ApplicationID: dep.ApplicationID, Type: dep.Profile.Type}
 	for _, c := range dep.Profile.Components {
 		pc := PlanComponent{Name: c.Name, App: m.appName(dep, c.Name), Repository: c.Repository, Revision: c.Revision, Wait: c.Wait, Timeout: c.Timeout}
@@ -394,15 +453,20 @@ func (m *materializer) deployment(ctx context.Context, d Deployment) (*PlanDeplo
 			return nil, &Failure{Code: CodeParameters, Component: c.Name, Err: fmt.Errorf("deployment %s component %s: %w", dep.ID, c.Name, err)}
 		}
 		repo := strings.TrimPrefix(c.Repository, "oci://")
-		desc, err := m.o.Fetcher.Resolve(ctx, repo, c.Revision)
+		ref, err := m.o.Fetcher.Resolve(ctx, repo, c.Revision)
 		if err != nil {
 			return nil, failure(fmt.Errorf("deployment %s component %s: resolve %s:%s: %w", dep.ID, c.Name, repo, c.Revision, err), c.Name)
 		}
-		pc.Digest = desc.Digest.String()
-		if dep.Profile.Type == spec.TypeCompose {
-			if pc.Path, err = m.compose(ctx, repo, desc, pc.App); err != nil {
-				return nil, failure(fmt.Errorf("deployment %s component %s (%s@%s): %w", dep.ID, c.Name, repo, desc.Digest, err), c.Name)
-			}
+		pc.Digest = ref.Digest
+		v, err := m.o.Fetcher.Open(ctx, ref)
+		if err == nil && dep.Profile.Type == spec.TypeHelm && v.Manifest.Config.MediaType != HelmConfigMediaType {
+			err = fmt.Errorf("%w: config media type %q, want %s", ErrNotChart, v.Manifest.Config.MediaType, HelmConfigMediaType)
+		}
+		if err == nil && dep.Profile.Type == spec.TypeCompose {
+			pc.Path, err = m.compose(ctx, v, pc.App)
+		}
+		if err != nil {
+			return nil, failure(fmt.Errorf("deployment %s component %s (%s@%s): %w", dep.ID, c.Name, repo, ref.Digest, err), c.Name)
 		}
 		pd.Components = append(pd.Components, pc)
 	}

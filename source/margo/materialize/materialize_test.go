@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,25 +25,55 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdef"
 	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/margo/pack"
 	"github.com/berth-dev/berth/source/margo/spec"
 	"github.com/berth-dev/berth/source/oci"
 )
 
+// env is an in-process registry that counts requests and can alter the
+// blobs it serves, as a lying mirror would.
 type env struct {
-	host string
-	c    *oci.Client
+	host     string
+	c        *oci.Client
+	requests atomic.Int64
+	tamper   atomic.Bool
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	e := &env{}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.requests.Add(1)
+		if e.tamper.Load() && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") {
+			rec := httptest.NewRecorder()
+			reg.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			if len(body) > 0 {
+				body[len(body)/2] ^= 1
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(body)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	c, err := oci.NewClient(oci.Options{Insecure: true, DockerConfig: filepath.Join(t.TempDir(), "config.json")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{host: strings.TrimPrefix(srv.URL, "http://"), c: c}
+	e.host, e.c = strings.TrimPrefix(srv.URL, "http://"), c
+	return e
+}
+
+// unverified is the Fetcher of tests that check no signature.
+func unverified(c *oci.Client) Fetcher {
+	return Registry{Remote: &deliver.Remote{Client: c}, Insecure: true}
 }
 
 // composeArchive pushes a Compose Archive of files to repo:tag.
@@ -145,7 +177,7 @@ func caps() *spec.Capabilities {
 func (e *env) opts(t *testing.T) Options {
 	return Options{
 		Dir: filepath.Join(t.TempDir(), "rev"), Source: "margo", DeviceID: "press-42", Types: []string{"compose", "helm"},
-		Capabilities: caps(), Fetcher: OCIFetcher{Client: e.c}, ManifestVersion: 7,
+		Capabilities: caps(), Fetcher: unverified(e.c), ManifestVersion: 7,
 	}
 }
 
@@ -285,7 +317,7 @@ func TestMaterializeRefused(t *testing.T) {
 		{name: "not a compose artifact", repo: "acme/flux", code: CodeRefused, want: "artifact type", refused: true},
 		{name: "two layers", repo: "acme/twolayers", code: CodeRefused, want: "exactly one layer", refused: true},
 		{name: "missing revision", repo: "acme/nothere", code: CodeFetch, want: "resolve"},
-		{name: "altered layer", repo: "acme/web", code: CodeRefused, want: "digest mismatch", refused: true, mutate: func(o *Options) { o.Fetcher = tamper{o.Fetcher} }},
+		{name: "altered layer", repo: "acme/web", code: CodeRefused, want: "digest mismatch", refused: true, mutate: func(*Options) { e.tamper.Store(true) }},
 		{name: "not eligible", repo: "acme/web", code: CodeNotEligible, want: "needs 64 CPU cores", extra: "    deviceConstraints: {capacityRequirements: {cpu: {cores: 64}}}\n"},
 		{name: "no matching rule", repo: "acme/web", code: CodeNotEligible, want: "no eligibility rule matches", extra: "    deviceConstraints:\n      eligibilityRules: [{labelSelector: {matchExpressions: [{key: line, operator: In, values: ['9']}]}}]\n"},
 		{name: "compose not configured", repo: "acme/web", code: CodeUnsupported, want: "this device deploys helm", mutate: func(o *Options) { o.Types = []string{"helm"} }},
@@ -297,6 +329,7 @@ func TestMaterializeRefused(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(&o)
 			}
+			defer e.tamper.Store(false)
 			yaml := composeDeployment(idA, "app", e.host, tt.repo, "1.0.0", "")
 			if tt.extra != "" {
 				yaml = strings.Replace(yaml, "  deploymentProfile:\n", "  deploymentProfile:\n"+tt.extra, 1)
@@ -326,36 +359,6 @@ func TestMaterializeRefused(t *testing.T) {
 			}
 		})
 	}
-}
-
-// tamper flips a byte of every blob.
-type tamper struct{ Fetcher }
-
-func (t tamper) Blob(ctx context.Context, repo string, d ocispec.Descriptor) (io.ReadCloser, error) {
-	rc, err := t.Fetcher.(OCIFetcher).Client.OpenBlob(ctx, mustRef(repo), d, 0)
-	if err != nil {
-		return nil, err
-	}
-	data, _ := io.ReadAll(io.LimitReader(struct{ io.Reader }{rawReader{rc}}, d.Size))
-	rc.Close()
-	data[len(data)/2] ^= 1
-	return io.NopCloser(bytes.NewReader(data)), nil
-}
-
-// rawReader reads without the EOF digest check, as a lying mirror would.
-type rawReader struct{ r io.Reader }
-
-func (r rawReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if err != nil && err != io.EOF {
-		err = io.EOF
-	}
-	return n, err
-}
-
-func mustRef(repo string) oci.Reference {
-	r, _ := oci.ParseReference(repo)
-	return r
 }
 
 // TestCarryOver: a deployment whose update is refused keeps the previous

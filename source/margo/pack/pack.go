@@ -1,6 +1,9 @@
 // Package pack is the publishing side of berth's Margo support: it builds
 // Compose Archives "the OCI way" (Margo PR #200) and Margo application
-// packages from folders, reproducibly, and pushes them.
+// packages from folders, reproducibly, and pushes them the way
+// deliver.Publish does: every manifest by digest, then signed (when a
+// signer is given), and only then tagged, so that a signature that fails
+// leaves no tag behind.
 //
 // A Compose Archive is a tar+gzip with exactly one top-level folder (the
 // component name) holding compose.yaml and what it references, pushed as
@@ -41,13 +44,12 @@ import (
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/deliver"
+	"github.com/berth-dev/berth/source/oci"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry/remote"
-
-	"github.com/berth-dev/berth/source/archive"
-	"github.com/berth-dev/berth/source/oci"
 )
 
 // Media types and annotations.
@@ -85,6 +87,8 @@ type Pushed struct {
 	// Built is false for a component taken as it already is in its
 	// registry.
 	Built bool `json:"built"`
+	// Signed is set when berth signed the manifest before tagging it.
+	Signed bool `json:"signed"`
 	// LayerDigest and Size describe the content layer (archives).
 	LayerDigest string `json:"layerDigest,omitempty"`
 	Size        int64  `json:"size,omitempty"`
@@ -167,9 +171,17 @@ func newBlob(mediaType string, data []byte, ann map[string]string) blob {
 }
 
 // pushManifest pushes the blobs and an image manifest of artifactType
-// with config and layers, tagged tag, to repo. The manifest is encoded
-// deterministically.
-func pushManifest(ctx context.Context, repo *remote.Repository, tag, artifactType string, config blob, layers []blob, ann map[string]string) (ocispec.Descriptor, error) {
+// with config and layers to ref's repository by digest, signs that digest
+// with signer (when not nil), and only then points ref's tag at it, as
+// deliver.Publish does: a signature that fails leaves no tag, so nothing
+// tracking the tag (a WFM, a device) sees an unsigned component. The
+// manifest is encoded deterministically.
+func pushManifest(ctx context.Context, c *oci.Client, ref oci.Reference, artifactType string, config blob, layers []blob, ann map[string]string, signer *deliver.Signer) (ocispec.Descriptor, error) {
+	repo, err := c.Repository(ref)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	tag := ref.Tag
 	m := ocispec.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
@@ -198,8 +210,19 @@ func pushManifest(ctx context.Context, repo *remote.Repository, tag, artifactTyp
 		}
 	}
 	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(raw), Size: int64(len(raw)), ArtifactType: artifactType}
-	if err := repo.PushReference(ctx, desc, bytes.NewReader(raw), tag); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("push manifest to %s:%s: %w", repo.Reference, tag, err)
+	pushed := ref.WithDigest(desc.Digest.String())
+	if ok, err := repo.Exists(ctx, desc); err != nil || !ok {
+		if err := repo.Push(ctx, desc, bytes.NewReader(raw)); err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("push manifest to %s@%s: %w", repo.Reference, desc.Digest, err)
+		}
+	}
+	if signer != nil {
+		if err := deliver.Sign(ctx, c, pushed, *signer); err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("%w (%s was pushed but not tagged %s: sign it with `berth sign`, then tag it with `berth tag`)", err, pushed, tag)
+		}
+	}
+	if err := repo.Tag(ctx, desc, tag); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("tag %s as %s: %w", pushed, tag, err)
 	}
 	return desc, nil
 }
@@ -221,6 +244,10 @@ type ComposeOptions struct {
 	Ref oci.Reference
 	// Annotations are added to the layer (org.opencontainers.image.*).
 	Annotations map[string]string
+	// Signer, when set, signs the manifest before it is tagged; the caller
+	// loads it first, so that a missing password fails before anything is
+	// uploaded.
+	Signer *deliver.Signer
 }
 
 // PushComposeArchive builds and pushes one Compose Archive.
@@ -251,17 +278,13 @@ func PushComposeArchive(ctx context.Context, c *oci.Client, o ComposeOptions) (*
 		ann[ocispec.AnnotationVersion] = o.Ref.Tag
 	}
 	layer := newBlob(ComposeLayerType, buf.Bytes(), ann)
-	repo, err := c.Repository(o.Ref)
-	if err != nil {
-		return nil, err
-	}
-	desc, err := pushManifest(ctx, repo, o.Ref.Tag, ComposeArtifactType, emptyConfig(), []blob{layer}, nil)
+	desc, err := pushManifest(ctx, c, o.Ref, ComposeArtifactType, emptyConfig(), []blob{layer}, nil, o.Signer)
 	if err != nil {
 		return nil, err
 	}
 	return &Pushed{
 		Kind: "compose", Component: name, URL: o.Ref.WithDigest(desc.Digest.String()).String(),
 		Repository: o.Ref.Repo(), Tag: o.Ref.Tag, Digest: desc.Digest.String(), ArtifactType: ComposeArtifactType,
-		Built: true, LayerDigest: res.Digest, Size: int64(buf.Len()),
+		Built: true, Signed: o.Signer != nil, LayerDigest: res.Digest, Size: int64(buf.Len()),
 	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -14,8 +15,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 )
 
@@ -224,5 +228,68 @@ func TestComposeArchiveIgnore(t *testing.T) {
 		if (err == nil) != want {
 			t.Errorf("%s present = %v, want %v", p, err == nil, want)
 		}
+	}
+}
+
+// failingSigner is a key whose signatures fail, as a KMS that is down.
+type failingSigner struct{ signature.SignerVerifier }
+
+func (failingSigner) SignMessage(io.Reader, ...signature.SignOption) ([]byte, error) {
+	return nil, errors.New("the KMS is down")
+}
+
+// TestSignBeforeTag: the manifest is pushed by digest, signed, and only
+// then tagged; a signature that fails leaves the revision untagged, so
+// nothing tracking it sees an unsigned component.
+func TestSignBeforeTag(t *testing.T) {
+	host, c := newRegistry(t)
+	ctx := context.Background()
+	priv, pub, err := cosign.GenerateKeyPair([]byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf := filepath.Join(t.TempDir(), "cosign.key")
+	os.WriteFile(kf, priv, 0o600)
+	sv, err := cosign.LoadPrivateKey(kf, func() ([]byte, error) { return []byte("pw"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := cosign.ParsePublicKey("cosign.pub", pub)
+	policy := cosign.Policy{Keys: []cosign.Key{k}}
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"compose.yaml": "services: {web: {image: x:1}}\n"})
+
+	for _, tc := range []struct {
+		name   string
+		signer *deliver.Signer
+		tagged bool
+	}{
+		{"signature fails", &deliver.Signer{Key: failingSigner{sv}, Format: cosign.FormatBundle}, false},
+		{"signed", &deliver.Signer{Key: sv, Format: cosign.FormatLegacy}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref, _ := oci.ParseReference("oci://" + host + "/acme/" + strings.ReplaceAll(tc.name, " ", "-") + ":1.0.0")
+			p, err := PushComposeArchive(ctx, c, ComposeOptions{Dir: dir, Ref: ref, Signer: tc.signer})
+			_, rerr := c.Resolve(ctx, ref)
+			if !tc.tagged {
+				if err == nil || !strings.Contains(err.Error(), "the KMS is down") || !strings.Contains(err.Error(), "pushed but not tagged") {
+					t.Fatalf("push with a failing signature: %v", err)
+				}
+				if !errors.Is(rerr, oci.ErrNotFound) {
+					t.Fatalf("the tag exists after a failed signature: %v", rerr)
+				}
+				return
+			}
+			if err != nil || !p.Signed {
+				t.Fatalf("push: %+v %v", p, err)
+			}
+			if rerr != nil {
+				t.Fatalf("not tagged: %v", rerr)
+			}
+			pinned, _ := oci.ParseReference(p.URL)
+			if _, err := (&deliver.Remote{Client: c}).Verify(ctx, pinned, policy); err != nil {
+				t.Errorf("the signature does not verify: %v", err)
+			}
+		})
 	}
 }

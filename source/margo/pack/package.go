@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"helm.sh/helm/v3/pkg/chart/loader"
 
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
 )
 
@@ -31,6 +32,9 @@ type PackageOptions struct {
 	// ArtifactType of the package manifest; default AppArtifactType (the
 	// spec's concept pages write application/vnd.org.margo.app.v1+json).
 	ArtifactType string
+	// Signer, when set, signs every manifest built (components, then the
+	// package) before it is tagged.
+	Signer *deliver.Signer
 }
 
 // PackageResult lists what was pushed: the components first, then the
@@ -167,7 +171,7 @@ func PushPackage(ctx context.Context, c *oci.Client, o PackageOptions) (*Package
 				continue
 			}
 			seen[key] = true
-			p, err := pushComponent(ctx, c, o.Dir, kind, comp.Name, comp.Properties.Repository, comp.Properties.Revision)
+			p, err := pushComponent(ctx, c, o.Dir, kind, comp.Name, comp.Properties.Repository, comp.Properties.Revision, o.Signer)
 			if err != nil {
 				return nil, err
 			}
@@ -191,15 +195,11 @@ func PushPackage(ctx context.Context, c *oci.Client, o PackageOptions) (*Package
 	if at == "" {
 		at = AppArtifactType
 	}
-	repo, err := c.Repository(ref)
+	desc, err := pushManifest(ctx, c, ref, at, emptyConfig(), layers, nil, o.Signer)
 	if err != nil {
 		return nil, err
 	}
-	desc, err := pushManifest(ctx, repo, ref.Tag, at, emptyConfig(), layers, nil)
-	if err != nil {
-		return nil, err
-	}
-	res.Package = Pushed{Kind: "package", URL: ref.WithDigest(desc.Digest.String()).String(), Repository: ref.Repo(), Tag: ref.Tag, Digest: desc.Digest.String(), ArtifactType: at, Built: true}
+	res.Package = Pushed{Kind: "package", URL: ref.WithDigest(desc.Digest.String()).String(), Repository: ref.Repo(), Tag: ref.Tag, Digest: desc.Digest.String(), ArtifactType: at, Built: true, Signed: o.Signer != nil}
 	return res, nil
 }
 
@@ -223,7 +223,7 @@ func resourceLayer(dir, key, kind, rel string) (blob, error) {
 
 // pushComponent builds and pushes compose/<name> or helm/<name> when the
 // folder has it, else checks that the component is in its registry.
-func pushComponent(ctx context.Context, c *oci.Client, dir, kind, name, repository, revision string) (*Pushed, error) {
+func pushComponent(ctx context.Context, c *oci.Client, dir, kind, name, repository, revision string, signer *deliver.Signer) (*Pushed, error) {
 	ref, err := oci.ParseReference(repository + ":" + revision)
 	if err != nil {
 		return nil, fmt.Errorf("component %s: %w", name, err)
@@ -237,14 +237,14 @@ func pushComponent(ctx context.Context, c *oci.Client, dir, kind, name, reposito
 		return &Pushed{Kind: kind, Component: name, URL: ref.WithDigest(desc.Digest.String()).String(), Repository: ref.Repo(), Tag: ref.Tag, Digest: desc.Digest.String(), ArtifactType: desc.ArtifactType}, nil
 	}
 	if kind == "compose" {
-		return PushComposeArchive(ctx, c, ComposeOptions{Dir: src, Name: name, Ref: ref})
+		return PushComposeArchive(ctx, c, ComposeOptions{Dir: src, Name: name, Ref: ref, Signer: signer})
 	}
-	return pushChart(ctx, c, src, ref, name)
+	return pushChart(ctx, c, src, ref, name, signer)
 }
 
 // pushChart packages a chart folder reproducibly and pushes it with Helm's
 // media types; Chart.yaml's version must be the revision.
-func pushChart(ctx context.Context, c *oci.Client, src string, ref oci.Reference, component string) (*Pushed, error) {
+func pushChart(ctx context.Context, c *oci.Client, src string, ref oci.Reference, component string, signer *deliver.Signer) (*Pushed, error) {
 	ch, err := loader.LoadDir(src)
 	if err != nil {
 		return nil, fmt.Errorf("chart %s: %w", src, err)
@@ -268,13 +268,9 @@ func pushChart(ctx context.Context, c *oci.Client, src string, ref oci.Reference
 	if ch.Metadata.Description != "" {
 		ann[ocispec.AnnotationDescription] = ch.Metadata.Description
 	}
-	repo, err := c.Repository(ref)
+	desc, err := pushManifest(ctx, c, ref, "", newBlob(HelmConfigMediaType, cfg, nil), []blob{newBlob(HelmChartLayerType, buf.Bytes(), nil)}, ann, signer)
 	if err != nil {
 		return nil, err
 	}
-	desc, err := pushManifest(ctx, repo, ref.Tag, "", newBlob(HelmConfigMediaType, cfg, nil), []blob{newBlob(HelmChartLayerType, buf.Bytes(), nil)}, ann)
-	if err != nil {
-		return nil, err
-	}
-	return &Pushed{Kind: "helm", Component: component, URL: ref.WithDigest(desc.Digest.String()).String(), Repository: ref.Repo(), Tag: ref.Tag, Digest: desc.Digest.String(), ArtifactType: HelmConfigMediaType, Built: true, LayerDigest: res.Digest, Size: int64(buf.Len())}, nil
+	return &Pushed{Kind: "helm", Component: component, URL: ref.WithDigest(desc.Digest.String()).String(), Repository: ref.Repo(), Tag: ref.Tag, Digest: desc.Digest.String(), ArtifactType: HelmConfigMediaType, Built: true, Signed: signer != nil, LayerDigest: res.Digest, Size: int64(buf.Len())}, nil
 }
