@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/memtrim"
 	"github.com/berth-dev/berth/policy/cosign"
+	"github.com/berth-dev/berth/policy/rollout"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/metrics"
@@ -33,6 +34,11 @@ type Agent struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	version  string
+	// device is who the device is, for the rollout plans of releases.
+	device rollout.Device
+	// now is the agent's clock: every decision (rollout waves, statement
+	// look-ups, update windows, inhibitors, backoff) reads it.
+	now func() time.Time
 
 	// mirrors are the registry mirrors of the configuration (nil: none),
 	// for every fetch of the sources and of the appliers.
@@ -74,6 +80,13 @@ type source struct {
 
 	run     sync.Mutex    // one reconcile at a time
 	trigger chan struct{} // wakes the loop for an immediate reconcile
+	// prefetched is the release the last attempt verified, extracted and
+	// held back (guarded by run): while it waits, a poll that resolves to
+	// it again does not fetch and verify its manifest and signature again.
+	prefetched *prefetched
+	// dirty is set (guarded by Agent.mu) when an attempt changed a release
+	// record: state.json is written even for a quiet outcome.
+	dirty bool
 
 	mu          sync.Mutex // guards the fields below
 	next        time.Time
@@ -87,13 +100,23 @@ type Options struct {
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
 	Version  string
+	// Now is the clock every decision reads (rollout waves, statement
+	// look-ups, update windows, inhibitors, backoff); nil: time.Now. Tests
+	// pass a fake one. The poll timers run on the real clock.
+	Now func() time.Time
 }
 
 // New opens the state folder, loads keys and trust roots, and prepares one
-// registry client per source. It reaches no registry.
+// registry client per source. It reaches no registry. Without a stable
+// device id (device.id, else the machine id) it refuses to start: rollout
+// plans place devices by id.
 func New(cfg *config.Config, o Options) (*Agent, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
+	}
+	device, err := cfg.Device.Identity()
+	if err != nil {
+		return nil, fmt.Errorf("refusing to start: %w", err)
 	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
@@ -121,8 +144,12 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	} else if len(removed) > 0 {
 		o.Log.Info("removed old revisions", "digests", removed)
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	a := &Agent{
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
+		device: device, now: o.Now,
 		state: state, sources: map[string]*source{}, inUse: map[string]int{}, limiter: newLimiter(cfg.MaxBandwidth),
 	}
 	mirrors, err := cfg.Mirrors()
@@ -243,7 +270,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 // explicit request, like ReconcileNow: the failed-digest backoff does not
 // apply, and suspended sources are reported, not reconciled.
 func (a *Agent) RunOnce(ctx context.Context) []api.ReconcileResult {
-	out, _ := a.ReconcileNow(ctx, "")
+	out, _ := a.ReconcileNow(ctx, "", api.ReconcileOptions{})
 	return out
 }
 
@@ -268,7 +295,7 @@ func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func
 		}
 		wait := a.nextWait(name, s, res)
 		s.mu.Lock()
-		s.next = time.Now().Add(wait)
+		s.next = a.now().Add(wait)
 		s.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
@@ -283,9 +310,19 @@ func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func
 }
 
 // nextWait is the interval with jitter after a success, and an exponential
-// backoff capped at the interval after a failure.
+// backoff capped at the interval after a failure. A release waiting for
+// something that ends at a known time (its wave or an update window opens,
+// an inhibitor expires) is looked at again then, if that is sooner than
+// the interval, plus a jitter that only adds: the devices of a wave spread
+// over the jitter after it opens instead of all polling at its first
+// second, and none polls before.
 func (a *Agent) nextWait(name string, s *source, res api.ReconcileResult) time.Duration {
 	interval := s.cfg.Interval
+	if w := res.Waiting; w != nil && !w.Until.IsZero() {
+		if d := w.Until.Sub(a.now()); d < interval {
+			return max(d, 0) + time.Duration(rand.Float64()*s.cfg.Jitter*float64(interval)) + waitSlack
+		}
+	}
 	a.mu.Lock()
 	failures := a.state.Source(name).Failures
 	a.mu.Unlock()
@@ -295,6 +332,10 @@ func (a *Agent) nextWait(name string, s *source, res api.ReconcileResult) time.D
 	}
 	return jitter(d, s.cfg.Jitter)
 }
+
+// waitSlack is added to a wait that ends at a known time, so that the poll
+// lands after it, not a tick before.
+const waitSlack = 10 * time.Millisecond
 
 // backoff is 2s·2^(n-1), capped at max.
 func backoff(n int, max time.Duration) time.Duration {
@@ -334,7 +375,9 @@ func (a *Agent) trigger(name string) {
 
 // ReconcileNow reconciles source (or every source for "") at once and
 // waits for the result. A suspended source is reported, not reconciled.
-func (a *Agent) ReconcileNow(ctx context.Context, name string) ([]api.ReconcileResult, error) {
+// With o.IgnoreWindows the update windows do not hold the revision back
+// (rollout waves, signed statements and inhibitors still do).
+func (a *Agent) ReconcileNow(ctx context.Context, name string, o api.ReconcileOptions) ([]api.ReconcileResult, error) {
 	names := a.order
 	if a.isMargo(name) {
 		return []api.ReconcileResult{a.margo.now(ctx)}, nil
@@ -351,7 +394,7 @@ func (a *Agent) ReconcileNow(ctx context.Context, name string) ([]api.ReconcileR
 			out = append(out, api.ReconcileResult{Source: n, Outcome: "suspended", Error: "source is suspended: berth resume " + n})
 			continue
 		}
-		out = append(out, a.reconcile(ctx, n, a.sources[n], request{force: true}))
+		out = append(out, a.reconcile(ctx, n, a.sources[n], request{force: true, ignoreWindows: o.IgnoreWindows}))
 	}
 	if name == "" && a.margo != nil {
 		out = append(out, a.margo.now(ctx))
@@ -472,10 +515,12 @@ func (a *Agent) Ready() error {
 	return nil
 }
 
-// Status reports every source's configuration and recorded state, and the
-// appliers' live reports.
+// Status reports the device, every source's configuration and recorded
+// state (with the revision held back and the rollouts seen), its update
+// windows and the inhibitors that hold its apps now, and the appliers'
+// live reports.
 func (a *Agent) Status() api.Status {
-	st := api.Status{Version: a.version, StateDir: a.cfg.StateDir}
+	st := api.Status{Version: a.version, StateDir: a.cfg.StateDir, Device: &api.Device{ID: a.device.ID, Labels: a.device.Labels}}
 	for _, ap := range a.appliers {
 		if r, ok := ap.(Reporter); ok {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -483,8 +528,8 @@ func (a *Agent) Status() api.Status {
 			cancel()
 		}
 	}
+	now := a.now()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	for _, name := range a.order {
 		s := a.sources[name]
 		s.mu.Lock()
@@ -492,15 +537,20 @@ func (a *Agent) Status() api.Status {
 		s.mu.Unlock()
 		ss := *a.state.Source(name)
 		ss.History = slices.Clone(ss.History)
+		ss.Releases = slices.Clone(ss.Releases)
 		st.Sources = append(st.Sources, api.SourceStatus{
 			Name: name, URL: s.cfg.URL, Ref: describeRef(s.cfg), Interval: s.cfg.Interval.String(),
-			NextReconcile: next, Reconciling: busy, SourceState: ss,
+			NextReconcile: next, Reconciling: busy, Windows: windowsStatus(s.cfg.Windows, now), SourceState: ss,
 		})
 	}
 	if a.margo != nil {
 		ss := *a.state.Source(MargoSource)
 		ss.History = slices.Clone(ss.History)
 		st.Sources = append(st.Sources, a.margo.status(ss))
+	}
+	a.mu.Unlock()
+	for i := range a.order {
+		st.Sources[i].Inhibitors = a.holding(&st.Sources[i], now)
 	}
 	return st
 }

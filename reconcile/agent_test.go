@@ -143,7 +143,7 @@ func TestSuspendPersists(t *testing.T) {
 	if !st.Sources[0].Suspended || st.Sources[1].Suspended {
 		t.Fatalf("after New: suspended = %v, %v; want true, false", st.Sources[0].Suspended, st.Sources[1].Suspended)
 	}
-	res, err := a2.ReconcileNow(ctx, "app")
+	res, err := a2.ReconcileNow(ctx, "app", api.ReconcileOptions{})
 	if err != nil || len(res) != 1 || res[0].Outcome != "suspended" || !strings.Contains(res[0].Error, "berth resume app") {
 		t.Errorf("ReconcileNow of a suspended source = %+v, %v", res, err)
 	}
@@ -183,7 +183,7 @@ func TestUnknownSource(t *testing.T) {
 	e := newEnv(t)
 	a := newAgent(t, e.config("", src{name: "app", repo: "fleet/app"}))
 	ctx := context.Background()
-	if _, err := a.ReconcileNow(ctx, "nope"); !errors.Is(err, api.ErrUnknownSource) || !strings.Contains(err.Error(), "app") {
+	if _, err := a.ReconcileNow(ctx, "nope", api.ReconcileOptions{}); !errors.Is(err, api.ErrUnknownSource) || !strings.Contains(err.Error(), "app") {
 		t.Errorf("ReconcileNow(nope) = %v, want ErrUnknownSource listing the configured ones", err)
 	}
 	if _, err := a.Rollback(ctx, "nope", ""); !errors.Is(err, api.ErrUnknownSource) {

@@ -41,11 +41,18 @@ type attempt struct {
 	dir      string             // the revision's folder in the store
 	ds       *state.DeviceState // its berth.yaml; nil: none
 	held     bool               // the digest is held against GC
+	// wait says what holds the revision back when the attempt ends with
+	// errWaiting.
+	wait *store.Waiting
+	// revertFrom is the aborted release the attempt takes the device back
+	// from; "" otherwise.
+	revertFrom string
 }
 
-// attempt runs the steps of one reconcile.
-func (a *Agent) attempt(ctx context.Context, name string, s *source, req request) (store.Revision, error) {
-	t := &attempt{a: a, name: name, s: s, req: req, rev: store.Revision{URL: s.cfg.URL, Time: time.Now().UTC()}}
+// attempt runs the steps of one reconcile. It returns what is recorded of
+// it and, when the revision is held back (errWaiting), why.
+func (a *Agent) attempt(ctx context.Context, name string, s *source, req request) (store.Revision, *store.Waiting, error) {
+	t := &attempt{a: a, name: name, s: s, req: req, rev: store.Revision{URL: s.cfg.URL, Time: a.now().UTC()}}
 	defer t.close()
 	if s.cfg.InsecureSkipVerify {
 		a.log.Warn("SIGNATURE VERIFICATION IS OFF for this source (insecureSkipVerify): anything pushed to the repository will be applied", "source", name)
@@ -65,13 +72,14 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 	}{
 		{t.origin, true},    // 0. where to fetch from: the registry and its mirrors, or the bundle file
 		{t.resolve, true},   // 1. resolve to one digest
-		{t.unchanged, true}, // 2. already applied, or failed before and backing off: nothing to do
+		{t.unchanged, true}, // 2. already applied (unless a signed abort stops it), or failed before and backing off: nothing to do
 		{t.verify, true},    // 3. fetch the manifest of that exact digest and verify its signature
 		{t.downgrade, true}, // 4. refuse downgrades
-		{t.fetch, true},     // 5. pull by digest into the store, unless already there
+		{t.fetch, true},     // 5. pull by digest into the store, unless already there (inside the download window)
 		{t.load, true},      // 6. read the desired state it carries
-		{t.unload, false},   // 7. a bundle's images and charts: to the Docker Engine, to the local registry
-		{t.apply, false},    // 8. switch it in, apply, and switch back if the appliers fail
+		{t.gate, true},      // 7. its rollout wave, signed statements, the apply window and inhibitors may hold it back
+		{t.unload, false},   // 8. a bundle's images and charts: to the Docker Engine, to the local registry
+		{t.apply, false},    // 9. switch it in, apply, and switch back if the appliers fail
 	} {
 		c := ctx
 		if step.deadline {
@@ -81,10 +89,10 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 			if step.deadline && errors.Is(dctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 				err = fmt.Errorf("%w (the reconcile's deadline, reconcileTimeout %s, passed: raise it for slow links or large artifacts)", err, s.cfg.ReconcileTimeout)
 			}
-			return t.rev, err
+			return t.rev, t.wait, err
 		}
 	}
-	return t.rev, nil
+	return t.rev, nil, nil
 }
 
 // close releases what the attempt holds.
@@ -149,8 +157,11 @@ func (t *attempt) resolve(ctx context.Context) error {
 }
 
 // unchanged ends the attempt when the digest is already applied (with the
-// same extensions), or failed before and its backoff has not expired.
-func (t *attempt) unchanged(context.Context) error {
+// same extensions), or failed before and its backoff has not expired. The
+// release the device runs is looked at first while in its rollout: a
+// signed abort turns the attempt into the return to the revision before
+// it.
+func (t *attempt) unchanged(ctx context.Context) error {
 	a, digest := t.a, t.rev.Digest
 	a.mu.Lock()
 	ss := a.state.Source(t.name)
@@ -166,6 +177,14 @@ func (t *attempt) unchanged(context.Context) error {
 	}
 	t.current = current
 	t.rev.Extensions = a.cfg.Extensions
+	if !t.req.rollback {
+		if err := t.onRelease(ctx); err != nil || t.revertFrom != "" {
+			return err
+		}
+		if err := t.settled(); err != nil {
+			return err
+		}
+	}
 	if !t.req.rollback && t.applied != nil && t.applied.Digest == digest && current == digest && slices.Equal(t.applied.Extensions, t.rev.Extensions) && a.store.Has(digest) {
 		unchanged := *t.applied
 		unchanged.Time, unchanged.Apps = t.rev.Time, nil
@@ -176,7 +195,7 @@ func (t *attempt) unchanged(context.Context) error {
 		t.rev = unchanged
 		return errUnchanged
 	}
-	if !t.req.force && digest == failedDigest && time.Now().Before(retryAfter) {
+	if !t.req.force && digest == failedDigest && a.now().Before(retryAfter) {
 		return fmt.Errorf("%w: %s failed at the last attempt; next try after %s or when a new digest appears", errBackingOff, digest, retryAfter.Format(time.RFC3339))
 	}
 	return nil
@@ -184,8 +203,17 @@ func (t *attempt) unchanged(context.Context) error {
 
 // verify fetches the manifest of the digest (checked against it) from the
 // first endpoint that has it, and verifies the digest's signature: until
-// then nothing of the manifest is acted on.
+// then nothing of the manifest is acted on. A release held back that was
+// verified and extracted at an earlier poll is not fetched again.
 func (t *attempt) verify(ctx context.Context) error {
+	if t.recall() {
+		return nil
+	}
+	return t.verifyRemote(ctx)
+}
+
+// verifyRemote is verify from the registry (or the bundle).
+func (t *attempt) verifyRemote(ctx context.Context) error {
 	if err := t.a.open(ctx, t.o); err != nil {
 		return err
 	}
@@ -308,6 +336,14 @@ func (t *attempt) fetch(ctx context.Context) error {
 	}
 	if err := a.store.Discard(digest); err != nil { // a folder a crash left incomplete
 		return err
+	}
+	if err := t.downloadWindow(); err != nil {
+		return err
+	}
+	if t.verified == nil { // recalled, then collected since
+		if err := t.verifyRemote(ctx); err != nil {
+			return err
+		}
 	}
 	lim := t.s.cfg.Limits
 	pctx, cancel := context.WithTimeout(ctx, t.s.cfg.Timeout)

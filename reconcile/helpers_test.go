@@ -256,8 +256,15 @@ type src struct {
 // global holds top-level YAML lines.
 func (e *env) config(global string, sources ...src) *config.Config {
 	e.t.Helper()
+	return e.configIn(e.dir, global, sources...)
+}
+
+// configIn is config for an agent whose files are in dir (one of several
+// devices of a fleet).
+func (e *env) configIn(dir, global string, sources ...src) *config.Config {
+	e.t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "stateDir: %s\nsocket: %s\n", filepath.Join(e.dir, "state"), filepath.Join(e.dir, "s.sock"))
+	fmt.Fprintf(&b, "stateDir: %s\nsocket: %s\n", filepath.Join(dir, "state"), filepath.Join(dir, "s.sock"))
 	b.WriteString(global)
 	if global != "" && !strings.HasSuffix(global, "\n") {
 		b.WriteString("\n")
@@ -287,7 +294,10 @@ func (e *env) config(global string, sources ...src) *config.Config {
 			}
 		}
 	}
-	path := filepath.Join(e.dir, "agent.yaml")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	path := filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
@@ -301,11 +311,48 @@ func (e *env) config(global string, sources ...src) *config.Config {
 // newAgent builds an agent with quiet logs.
 func newAgent(t *testing.T, cfg *config.Config, appliers ...Applier) *Agent {
 	t.Helper()
-	a, err := New(cfg, Options{Appliers: appliers, Log: quietLog(t), Version: "test"})
+	return newAgentWith(t, cfg, nil, appliers...)
+}
+
+// newAgentWith builds an agent with quiet logs whose clock is clk (nil:
+// the real one).
+func newAgentWith(t *testing.T, cfg *config.Config, clk *fakeClock, appliers ...Applier) *Agent {
+	t.Helper()
+	o := Options{Appliers: appliers, Log: quietLog(t), Version: "test"}
+	if clk != nil {
+		o.Now = clk.Now
+	}
+	a, err := New(cfg, o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	return a
+}
+
+// fakeClock is the agent's clock in tests: it moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 // quietLog logs to the test output only when it fails (with -v).
@@ -421,7 +468,7 @@ func one(t *testing.T, res []apiResult, outcome, digest string) apiResult {
 	if r.Outcome != outcome || (digest != "" && r.Digest != digest) {
 		t.Fatalf("result = %+v, want outcome %s digest %s", r, outcome, short(digest))
 	}
-	if (outcome == "applied" || outcome == "unchanged" || outcome == "rolled-back") != (r.Error == "") {
+	if (outcome == "applied" || outcome == "unchanged" || outcome == "rolled-back" || outcome == "waiting" || outcome == "aborted") != (r.Error == "") {
 		t.Fatalf("result = %+v: error does not match outcome %s", r, outcome)
 	}
 	return r

@@ -415,7 +415,7 @@ func (m *margoSource) reconcile(ctx context.Context, force bool) api.ReconcileRe
 	m.mu.Lock()
 	m.lastErr = err
 	m.mu.Unlock()
-	m.a.record(MargoSource, m.src, rev)
+	m.a.record(MargoSource, m.src, rev, nil) // Margo deployments are not held back by rollouts
 	if err := t.accept(); err != nil {
 		m.log.Error("Margo: could not save the accepted state: the update will be taken again", "error", err)
 		rev.Error = errors.Join(errors.New(rev.Error), err).Error()

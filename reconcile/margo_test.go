@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/source/margo"
 	"github.com/berth-dev/berth/source/margo/margotest"
@@ -148,7 +149,7 @@ apply:
 // once reconciles the Margo source once.
 func (e *margoEnv) once(a *Agent) apiResult {
 	e.t.Helper()
-	res, err := a.ReconcileNow(context.Background(), MargoSource)
+	res, err := a.ReconcileNow(context.Background(), MargoSource, api.ReconcileOptions{})
 	if err != nil || len(res) != 1 {
 		e.t.Fatalf("ReconcileNow: %v %+v", err, res)
 	}

@@ -107,6 +107,7 @@ func TestApplyFailureSwitchesBackAndBacksOff(t *testing.T) {
 
 	d1 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: t0})
 	one(t, poll(a, "app"), "applied", d1)
+	wantLastOutcome(t, a, "app", d1, "applied")
 
 	d2 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: t0.Add(time.Hour)})
 	rec.setFail(d2, errors.New("compose up: boom"))
@@ -138,6 +139,8 @@ func TestApplyFailureSwitchesBackAndBacksOff(t *testing.T) {
 	case ss.History[0].Digest != d2 || ss.History[0].Outcome != store.OutcomeFailed:
 		t.Errorf("history[0] = %+v", ss.History[0])
 	}
+	// Fleet status and the circuit breaker read the failure from here.
+	wantLastOutcome(t, a, "app", d2, "failed")
 
 	// The failed digest is not attempted again while backing off.
 	r = one(t, poll(a, "app"), "backoff", d2)
@@ -149,7 +152,7 @@ func TestApplyFailureSwitchesBackAndBacksOff(t *testing.T) {
 	}
 
 	// ReconcileNow forces a new attempt.
-	res, err := a.ReconcileNow(ctx, "app")
+	res, err := a.ReconcileNow(ctx, "app", api.ReconcileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +208,7 @@ func TestFailedFirstApply(t *testing.T) {
 	}
 	one(t, poll(a, "app"), "backoff", d1)
 	rec.setFailAll(nil)
-	res, _ := a.ReconcileNow(context.Background(), "app")
+	res, _ := a.ReconcileNow(context.Background(), "app", api.ReconcileOptions{})
 	one(t, res, "applied", d1)
 	if c := rec.last(t); c.prev != nil {
 		t.Errorf("prev = %+v, want nil: nothing was ever applied", c.prev)
@@ -416,7 +419,7 @@ func TestUnsignedRefused(t *testing.T) {
 	cfg2 := e.config("", src{name: "app", repo: "fleet/app", extra: "    insecureSkipVerify: true"})
 	a2 := newAgent(t, cfg2, rec)
 	one(t, poll(a2, "app"), "backoff", d2) // refused just before
-	res, _ := a2.ReconcileNow(ctx, "app")
+	res, _ := a2.ReconcileNow(ctx, "app", api.ReconcileOptions{})
 	one(t, res, "applied", d2)
 }
 
@@ -497,7 +500,7 @@ func TestRollback(t *testing.T) {
 	if r := a.RunOnce(ctx); r[0].Outcome != "suspended" || !strings.Contains(r[0].Error, "resume") {
 		t.Errorf("RunOnce after a rollback = %+v, want suspended", r)
 	}
-	res2, err := a.ReconcileNow(ctx, "app")
+	res2, err := a.ReconcileNow(ctx, "app", api.ReconcileOptions{})
 	if err != nil || res2[0].Outcome != "suspended" {
 		t.Errorf("ReconcileNow after a rollback = %+v, %v", res2, err)
 	}
@@ -687,5 +690,33 @@ func TestRunOnceIsExplicit(t *testing.T) {
 	}
 	if got := current(t, a, "off"); got != "" {
 		t.Errorf("the suspended source was switched to %s", short(got))
+	}
+}
+
+// wantLastOutcome checks that berth_source_last_outcome of source holds one
+// series, for digest with outcome.
+func wantLastOutcome(t *testing.T, a *Agent, source, digest, outcome string) {
+	t.Helper()
+	mfs, err := a.metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, mf := range mfs {
+		if mf.GetName() != "berth_source_last_outcome" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["source"] == source {
+				got = append(got, l["digest"]+" "+l["outcome"])
+			}
+		}
+	}
+	if want := digest + " " + outcome; len(got) != 1 || got[0] != want {
+		t.Fatalf("berth_source_last_outcome{source=%q} = %v, want [%s]", source, got, want)
 	}
 }

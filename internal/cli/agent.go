@@ -74,8 +74,14 @@ func newAgentCmd(g *globals, a Agent) *cobra.Command {
 				if a != nil {
 					warnings = append(warnings, a.Probe(cmd.Context(), cfg)...)
 				}
-				return g.print(map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources), "warnings": warnings}, func(w io.Writer) {
-					fmt.Fprintf(w, "%s: valid (%d sources)\n", path, len(cfg.Sources))
+				dev, _ := cfg.Device.Identity() // Check refuses a device without one
+				if dev.Labels == nil {
+					dev.Labels = map[string]string{}
+				}
+				out := map[string]any{"config": path, "valid": true, "sources": len(cfg.Sources), "warnings": warnings,
+					"device": map[string]any{"id": dev.ID, "labels": dev.Labels}}
+				return g.print(out, func(w io.Writer) {
+					fmt.Fprintf(w, "%s: valid (%d sources; device %s%s)\n", path, len(cfg.Sources), dev.ID, formatLabels(dev.Labels))
 					for _, wn := range warnings {
 						fmt.Fprintf(g.stderr, "warning: %s\n", wn)
 					}
@@ -138,7 +144,11 @@ func printResults(w io.Writer, res []api.ReconcileResult) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SOURCE\tOUTCOME\tDIGEST\tERROR")
 	for _, r := range res {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Source, r.Outcome, short(r.Digest), r.Error)
+		msg := r.Error
+		if msg == "" {
+			msg = r.Message
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Source, r.Outcome, short(r.Digest), msg)
 	}
 	tw.Flush()
 }
@@ -268,12 +278,20 @@ func firstLine(s string) string {
 
 func newReconcileCmd(g *globals) *cobra.Command {
 	var d deviceFlags
-	var now bool
+	var now, ignoreWindows bool
 	cmd := &cobra.Command{
-		Use:   "reconcile --now [SOURCE]",
+		Use:   "reconcile --now [--ignore-windows] [SOURCE]",
 		Short: "Ask the running agent to reconcile now and wait for the result",
+		Long: `Ask the running agent to reconcile now and wait for the result.
+
+A new revision is still held back by its rollout plan (the device's wave,
+signed pause and abort statements) and by inhibitors; with --ignore-windows
+it is switched in and applied even outside the update windows (and
+downloaded outside the download windows), for a technician on site.`,
 		Example: `  berth reconcile --now            # every source
-  berth reconcile --now line-3`,
+  berth reconcile --now line-3
+  # on site, outside the night's apply window:
+  berth reconcile --now --ignore-windows line-3`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !now {
@@ -287,7 +305,7 @@ func newReconcileCmd(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				name = args[0]
 			}
-			res, err := api.NewClient(socket).Reconcile(cmd.Context(), name)
+			res, err := api.NewClient(socket).Reconcile(cmd.Context(), name, api.ReconcileOptions{IgnoreWindows: ignoreWindows})
 			if errors.Is(err, api.ErrNoAgent) {
 				return fmt.Errorf("%w: start it (systemctl start berth) or run `berth agent --once`", err)
 			}
@@ -306,6 +324,7 @@ func newReconcileCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&now, "now", false, "reconcile immediately")
+	cmd.Flags().BoolVar(&ignoreWindows, "ignore-windows", false, "switch and apply even outside the update windows (rollout waves, statements and inhibitors still apply)")
 	d.register(cmd)
 	return cmd
 }

@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +16,9 @@ import (
 // printStatus renders `berth status`: every source, then each app of its
 // applied revision as the appliers report it, whichever applier it is.
 func printStatus(w io.Writer, st *api.Status) {
+	if d := st.Device; d != nil {
+		fmt.Fprintf(w, "device %s%s\n", d.ID, formatLabels(d.Labels))
+	}
 	if len(st.Sources) == 0 {
 		fmt.Fprintln(w, "no sources")
 		return
@@ -57,6 +62,10 @@ func printStatus(w io.Writer, st *api.Status) {
 			}
 			fmt.Fprintln(w)
 		}
+		if l := s.Last; l != nil && l.Message != "" && s.Waiting == nil {
+			fmt.Fprintf(w, "            %s\n", l.Message)
+		}
+		printRollout(w, &s)
 		if !s.NextReconcile.IsZero() && !s.Suspended {
 			fmt.Fprintf(w, "  next:     %s\n", s.NextReconcile.Format(time.RFC3339))
 		}
@@ -195,5 +204,50 @@ func printDrift(w io.Writer, d *state.Drift) {
 	}
 	if d.LastError != "" {
 		fmt.Fprintf(w, "      drift error: %s\n", firstLine(d.LastError))
+	}
+}
+
+// formatLabels writes labels as " (k=v, k=v)", sorted; "" for none.
+func formatLabels(l map[string]string) string {
+	if len(l) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(l))
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		parts = append(parts, k+"="+l[k])
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// printRollout prints what holds the newest revision back, where the
+// device stands in the rollout of the newest release with a plan, the
+// update windows and the inhibitors.
+func printRollout(w io.Writer, s *api.SourceStatus) {
+	if wt := s.Waiting; wt != nil {
+		fmt.Fprintf(w, "  waiting:  %s %s since %s\n", short(wt.Digest), wt.Message, wt.Since.Format(time.RFC3339))
+	}
+	if len(s.Releases) > 0 {
+		r := s.Releases[0]
+		fmt.Fprintf(w, "  rollout:  %s wave %s (opens %s), %s", short(r.Digest), r.Wave, r.Opens.Format(time.RFC3339), r.Verdict)
+		if st := r.Statement; st != nil {
+			fmt.Fprintf(w, "; statement %s signed %s by %s", st.Action, st.SignedAt.Format(time.RFC3339), st.Signer)
+			if st.Reason != "" {
+				fmt.Fprintf(w, " (%s)", st.Reason)
+			}
+		}
+		if r.Ignored > 0 {
+			fmt.Fprintf(w, "; %d statements ignored (%s)", r.Ignored, firstLine(r.IgnoredReason))
+		}
+		fmt.Fprintln(w)
+	}
+	if wd := s.Windows; wd != nil && (wd.Apply != "always" || wd.Download != "always") {
+		fmt.Fprintf(w, "  windows:  apply %s", wd.Apply)
+		if !wd.ApplyOpen {
+			fmt.Fprintf(w, " (closed, next %s)", wd.NextApply.Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, "; download %s\n", wd.Download)
+	}
+	for _, in := range s.Inhibitors {
+		fmt.Fprintf(w, "  inhibited: %s\n", in.String())
 	}
 }

@@ -92,10 +92,13 @@ func (c *Client) History(ctx context.Context, source string) ([]store.Revision, 
 // Reconcile reconciles source, or every source when source is "", and
 // returns the results once done. Failed reconciles are results, not errors:
 // see ReconcileResult.Failed.
-func (c *Client) Reconcile(ctx context.Context, source string) ([]ReconcileResult, error) {
+func (c *Client) Reconcile(ctx context.Context, source string, o ReconcileOptions) ([]ReconcileResult, error) {
 	q := url.Values{}
 	if source != "" {
 		q.Set("source", source)
+	}
+	if o.IgnoreWindows {
+		q.Set("ignoreWindows", "true")
 	}
 	var res []ReconcileResult
 	if err := c.do(ctx, http.MethodPost, "/reconcile", q, &res); err != nil {

@@ -33,7 +33,7 @@ func TestClientRoundTrips(t *testing.T) {
 		t.Errorf("History(web) = %#v, %v; want empty", h, err)
 	}
 
-	res, err := c.Reconcile(ctx, "")
+	res, err := c.Reconcile(ctx, "", ReconcileOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,8 +43,11 @@ func TestClientRoundTrips(t *testing.T) {
 	if res[0].Failed() || !res[1].Failed() {
 		t.Errorf("Failed = %v, %v", res[0].Failed(), res[1].Failed())
 	}
-	if res, err := c.Reconcile(ctx, "app"); err != nil || !reflect.DeepEqual(res, []ReconcileResult{resultApp}) {
+	if res, err := c.Reconcile(ctx, "app", ReconcileOptions{}); err != nil || !reflect.DeepEqual(res, []ReconcileResult{resultApp}) {
 		t.Errorf("Reconcile(app) = %+v, %v", res, err)
+	}
+	if res, err := c.Reconcile(ctx, "app", ReconcileOptions{IgnoreWindows: true}); err != nil || !reflect.DeepEqual(res, []ReconcileResult{resultApp}) {
+		t.Errorf("Reconcile(app, ignoring windows) = %+v, %v", res, err)
 	}
 
 	if err := c.Suspend(ctx, "app"); err != nil {
@@ -66,7 +69,7 @@ func TestClientRoundTrips(t *testing.T) {
 	}
 
 	rec, sus, rbs, _ := agent.calls()
-	if want := []string{"", "app"}; !reflect.DeepEqual(rec, want) {
+	if want := []string{"", "app", "app ignoring windows"}; !reflect.DeepEqual(rec, want) {
 		t.Errorf("reconciles = %q, want %q", rec, want)
 	}
 	if want := []suspendCall{{"app", true}, {"app", false}}; !reflect.DeepEqual(sus, want) {
@@ -89,7 +92,7 @@ func TestClientErrors(t *testing.T) {
 	}{
 		{"history unknown", func() error { _, err := c.History(ctx, "nope"); return err },
 			http.StatusNotFound, ErrUnknownSource, `unknown source "nope"`},
-		{"reconcile unknown", func() error { _, err := c.Reconcile(ctx, "nope"); return err },
+		{"reconcile unknown", func() error { _, err := c.Reconcile(ctx, "nope", ReconcileOptions{}); return err },
 			http.StatusNotFound, ErrUnknownSource, `unknown source "nope"`},
 		{"suspend unknown", func() error { return c.Suspend(ctx, "nope") },
 			http.StatusNotFound, ErrUnknownSource, `unknown source "nope"`},
@@ -101,7 +104,7 @@ func TestClientErrors(t *testing.T) {
 			http.StatusConflict, ErrConflict, "rollback web: conflict: no earlier revision"},
 		{"rollback bad digest", func() error { _, err := c.Rollback(ctx, "app", "md5:x"); return err },
 			http.StatusBadRequest, nil, `bad digest "md5:x": unsupported digest algorithm`},
-		{"reconcile error", func() error { _, err := c.Reconcile(ctx, "broken"); return err },
+		{"reconcile error", func() error { _, err := c.Reconcile(ctx, "broken", ReconcileOptions{}); return err },
 			http.StatusInternalServerError, nil, "write state: read-only file system"},
 		{"odd source name", func() error { _, err := c.History(ctx, "a/b c?d"); return err },
 			http.StatusNotFound, ErrUnknownSource, `unknown source "a/b c?d"`},
@@ -130,7 +133,7 @@ func TestClientContext(t *testing.T) {
 	c := NewClient(serveUnix(t, NewServer(agent, nil, nil)))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, err := c.Reconcile(ctx, "slow")
+	_, err := c.Reconcile(ctx, "slow", ReconcileOptions{})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Reconcile = %v, want a deadline error", err)
 	}

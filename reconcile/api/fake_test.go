@@ -101,9 +101,13 @@ var (
 	resultWeb = ReconcileResult{Source: "web", Outcome: "refused", Digest: digestC, Error: "no signature for " + digestC}
 )
 
-func (f *fakeAgent) ReconcileNow(ctx context.Context, source string) ([]ReconcileResult, error) {
+func (f *fakeAgent) ReconcileNow(ctx context.Context, source string, o ReconcileOptions) ([]ReconcileResult, error) {
 	f.mu.Lock()
-	f.reconcile = append(f.reconcile, source)
+	call := source
+	if o.IgnoreWindows {
+		call += " ignoring windows"
+	}
+	f.reconcile = append(f.reconcile, call)
 	f.mu.Unlock()
 	switch source {
 	case "":

@@ -42,7 +42,7 @@ func (f *fuzzAgent) Status() Status {
 
 func (f *fuzzAgent) Ready() error { return nil }
 
-func (f *fuzzAgent) ReconcileNow(_ context.Context, source string) ([]ReconcileResult, error) {
+func (f *fuzzAgent) ReconcileNow(_ context.Context, source string, _ ReconcileOptions) ([]ReconcileResult, error) {
 	f.mu.Lock()
 	f.reconcile = append(f.reconcile, source)
 	f.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -251,7 +252,17 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) reconcile(w http.ResponseWriter, r *http.Request) {
-	results, err := s.agent.ReconcileNow(r.Context(), r.URL.Query().Get("source"))
+	q := r.URL.Query()
+	var o ReconcileOptions
+	if v := q.Get("ignoreWindows"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("ignoreWindows=%q: want true or false", v))
+			return
+		}
+		o.IgnoreWindows = b
+	}
+	results, err := s.agent.ReconcileNow(r.Context(), q.Get("source"), o)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -188,6 +188,14 @@ func TestRoutes(t *testing.T) {
 		{name: "reconcile one that fails", method: "POST", path: "/reconcile?source=web", wantCode: 200,
 			wantJSON:  `[{"source": "web", "outcome": "refused", "digest": "` + digestC + `", "error": "no signature for ` + digestC + `"}]`,
 			wantCalls: calls{reconcile: []string{"web"}}},
+		{name: "reconcile ignoring windows", method: "POST", path: "/reconcile?source=web&ignoreWindows=true", wantCode: 200,
+			wantJSON:  `[{"source": "web", "outcome": "refused", "digest": "` + digestC + `", "error": "no signature for ` + digestC + `"}]`,
+			wantCalls: calls{reconcile: []string{"web ignoring windows"}}},
+		{name: "reconcile ignoreWindows=false", method: "POST", path: "/reconcile?source=web&ignoreWindows=false", wantCode: 200,
+			wantJSON:  `[{"source": "web", "outcome": "refused", "digest": "` + digestC + `", "error": "no signature for ` + digestC + `"}]`,
+			wantCalls: calls{reconcile: []string{"web"}}},
+		{name: "reconcile bad ignoreWindows", method: "POST", path: "/reconcile?source=web&ignoreWindows=maybe", wantCode: 400,
+			wantJSON: `{"error": "ignoreWindows=\"maybe\": want true or false"}`},
 		{name: "reconcile unknown", method: "POST", path: "/reconcile?source=nope", wantCode: 404,
 			wantJSON: `{"error": "unknown source \"nope\""}`, wantCalls: calls{reconcile: []string{"nope"}}},
 		{name: "reconcile error", method: "POST", path: "/reconcile?source=broken", wantCode: 500,
@@ -415,7 +423,7 @@ func TestShutdownCancelsRequestsInFlight(t *testing.T) {
 
 	reqDone := make(chan error, 1)
 	go func() {
-		_, err := NewClient(sock).Reconcile(context.Background(), "slow")
+		_, err := NewClient(sock).Reconcile(context.Background(), "slow", ReconcileOptions{})
 		reqDone <- err
 	}()
 	<-agent.started

@@ -8,7 +8,9 @@
 //	GET  /status                  Status
 //	GET  /history/{source}        []store.Revision, newest first
 //	GET  /metrics                 Prometheus metrics
-//	POST /reconcile[?source=S]    []ReconcileResult, after reconciling synchronously
+//	POST /reconcile[?source=S][&ignoreWindows=true]  []ReconcileResult, after
+//	                              reconciling synchronously (ignoreWindows: also
+//	                              outside the update windows, for a technician)
 //	POST /suspend/{source}        stop reconciling the source
 //	POST /resume/{source}         reconcile it again
 //	POST /rollback/{source}[?digest=D]  ReconcileResult
@@ -29,6 +31,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/berth-dev/berth/policy/inhibit"
 	"github.com/berth-dev/berth/reconcile/report"
 	"github.com/berth-dev/berth/reconcile/store"
 	"github.com/berth-dev/berth/state"
@@ -40,6 +43,9 @@ type Status struct {
 	Version string `json:"version"`
 	// StateDir is the agent's state folder.
 	StateDir string `json:"stateDir"`
+	// Device is the device's identity, for staged rollouts; nil when the
+	// agent does not run.
+	Device *Device `json:"device,omitempty"`
 	// Sources lists the configured sources, in configuration order.
 	Sources []SourceStatus `json:"sources"`
 	// Apps are the appliers' live reports of the apps they applied (what
@@ -64,12 +70,41 @@ type SourceStatus struct {
 	NextReconcile time.Time `json:"nextReconcile,omitzero"`
 	// Reconciling is true while a reconcile of the source runs.
 	Reconciling bool `json:"reconciling,omitempty"`
-	// SourceState is what state.json records about the source.
+	// Windows are the source's update windows, and when the next apply
+	// window opens; nil when the agent does not run.
+	Windows *Windows `json:"windows,omitempty"`
+	// Inhibitors are the inhibitors that hold the apps of the source's
+	// applied revision or of the revision waiting, now.
+	Inhibitors []inhibit.Inhibitor `json:"inhibitors,omitempty"`
+	// SourceState is what state.json records about the source: with the
+	// revision waiting (Waiting) and the rollouts seen (Releases).
 	store.SourceState
 	// Detail is the source's own account, for scripts (the Margo source's
 	// WFM, accepted manifestVersion, deployments and queued status
 	// posts); absent for OCI and bundle sources.
 	Detail json.RawMessage `json:"detail,omitempty"`
+}
+
+// Device is who the device is, for staged rollouts.
+type Device struct {
+	// ID is the device id (agent.yaml device.id, or derived from the
+	// machine id).
+	ID string `json:"id"`
+	// Labels are the device's labels.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Windows are a source's update windows as status shows them.
+type Windows struct {
+	// Apply and Download are the schedules: "always", or the windows
+	// ("mon,tue 22:00-05:00 Europe/Berlin").
+	Apply    string `json:"apply"`
+	Download string `json:"download"`
+	// ApplyOpen is true when an apply window is open now.
+	ApplyOpen bool `json:"applyOpen"`
+	// NextApply is when the next apply window opens, when ApplyOpen is
+	// false.
+	NextApply time.Time `json:"nextApply,omitzero"`
 }
 
 // ReconcileResult is how the reconcile of one source ended.
@@ -83,9 +118,22 @@ type ReconcileResult struct {
 	Digest string `json:"digest,omitempty"`
 	// Error says why the reconcile failed.
 	Error string `json:"error,omitempty"`
+	// Message says why a revision was held back (waiting), not adopted
+	// (aborted) or gone back from (rolledback by a signed abort).
+	Message string `json:"message,omitempty"`
 	// Via says where the fetches of this reconcile were served from
 	// (registry mirrors or a bundle); nil when no mirror applies.
 	Via *store.Via `json:"via,omitempty"`
+	// Waiting says what holds the revision back when Outcome is waiting.
+	Waiting *store.Waiting `json:"waiting,omitempty"`
+}
+
+// ReconcileOptions shape a reconcile on request.
+type ReconcileOptions struct {
+	// IgnoreWindows switches and applies outside the update windows (and
+	// downloads outside the download windows): for a technician on site.
+	// Rollout waves, signed statements and inhibitors still apply.
+	IgnoreWindows bool
 }
 
 // Failed reports whether the reconcile failed: its outcome is failed,
@@ -109,7 +157,7 @@ type Reconciler interface {
 	// ReconcileNow reconciles source, or every source when source is "",
 	// and returns when done, one result per source reconciled. An unknown
 	// source is an error wrapping ErrUnknownSource.
-	ReconcileNow(ctx context.Context, source string) ([]ReconcileResult, error)
+	ReconcileNow(ctx context.Context, source string, o ReconcileOptions) ([]ReconcileResult, error)
 }
 
 // Controller carries out operators' commands on a source. Errors wrap

@@ -188,7 +188,7 @@ func TestClientNoAgent(t *testing.T) {
 			if err := c.Suspend(context.Background(), "app"); !errors.Is(err, ErrNoAgent) {
 				t.Errorf("Suspend = %v", err)
 			}
-			if _, err := c.Reconcile(context.Background(), ""); !errors.Is(err, ErrNoAgent) {
+			if _, err := c.Reconcile(context.Background(), "", ReconcileOptions{}); !errors.Is(err, ErrNoAgent) {
 				t.Errorf("Reconcile = %v", err)
 			}
 		})

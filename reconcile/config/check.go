@@ -25,6 +25,8 @@ const maxCheckedFile = 16 << 20
 // is a readable file, envDir and valuesDir are folders, and stateDir, when
 // it exists, is a folder. The Margo identity must load, chain to its trust
 // bundle and be valid now, with SPIFFE IDs that agree (see checkMargo).
+// The device must have a stable id (device.id, else its machine id): the
+// agent refuses to start without one.
 // Environment key references (env://VAR) must name
 // a set variable holding a key. All the problems are returned at once,
 // joined, each an *Error located at the line of its field when c was
@@ -33,6 +35,13 @@ func (c *Config) Check() error {
 	var errs []error
 	add := func(path, format string, args ...any) {
 		errs = append(errs, &Error{File: c.File, Line: c.lines[path], Field: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if _, err := c.Device.Identity(); err != nil {
+		path := "device.id"
+		if c.Device.IDFile != "" {
+			path = "device.idFile"
+		}
+		add(path, "%v", err)
 	}
 	if fi, err := os.Stat(c.StateDir); err == nil && !fi.IsDir() {
 		add("stateDir", "%s is not a folder", c.StateDir)

@@ -446,6 +446,7 @@ sources:
 apply:
   compose: {envDir: env}
   helm: {kubeconfig: kubeconfig, valuesDir: values}
+device: {id: press-07}
 `)
 	c, err := Load(good)
 	if err != nil {
@@ -477,6 +478,8 @@ sources:
 apply:
   compose: {envDir: afile}
   helm: {kubeconfig: env, valuesDir: nothing}
+device:
+  idFile: afile
 `)
 	c, err = Load(bad)
 	if err != nil {
@@ -501,13 +504,14 @@ apply:
 		`bad.yaml:21: apply.helm.kubeconfig: $DIR/env is not a regular file`,
 		`bad.yaml:20: apply.compose.envDir: $DIR/afile is not a folder`,
 		`bad.yaml:21: apply.helm.valuesDir: cannot read $DIR/nothing: no such file or directory`,
+		`bad.yaml:23: device.idFile: no stable device id: machine id $DIR/afile does not hold 32 lowercase hex digits`,
 	} {
 		if !strings.Contains(got, "$DIR/"+want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}
 	}
-	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 13 {
-		t.Errorf("%d errors, want 13:\n%s", n, got)
+	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 14 {
+		t.Errorf("%d errors, want 14:\n%s", n, got)
 	}
 }
 

@@ -32,8 +32,10 @@ type Metrics struct {
 	applied          *prometheus.GaugeVec
 	verifyFailures   *prometheus.CounterVec
 	registryRequests *prometheus.CounterVec
-	fleet            *fleet
-	report           *report
+	// statementsIgnored is berth_rollout_statements_ignored.
+	statementsIgnored *prometheus.GaugeVec
+	fleet             *fleet
+	report            *report
 
 	appliedMu sync.Mutex // serialises the reset-and-set of SetApplied
 }
@@ -68,11 +70,13 @@ func New() *Metrics {
 			Name: "berth_registry_requests_total",
 			Help: `HTTP requests to registries by host, method and status code ("error" when no response came).`,
 		}, []string{"host", "method", "code"}),
-		fleet:  newFleet(),
-		report: newReport(),
+		statementsIgnored: newStatementsIgnored(),
+		fleet:             newFleet(),
+		report:            newReport(),
 	}
 	m.reg.MustRegister(
 		m.reconciles, m.duration, m.lastSuccess, m.applied, m.verifyFailures, m.registryRequests,
+		m.statementsIgnored,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

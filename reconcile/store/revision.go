@@ -328,6 +328,9 @@ func (s *Store) GC(st *State, keep int, inUse ...string) ([]string, error) {
 		if d, err := s.Current(name); err == nil && d != "" {
 			live[d] = true
 		}
+		if w := ss.Waiting; w != nil {
+			live[w.Digest] = true
+		}
 		var kept []string
 		for _, r := range ss.History {
 			if r.Outcome != OutcomeApplied && r.Outcome != OutcomeRolledBack {

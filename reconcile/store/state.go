@@ -31,7 +31,9 @@ const (
 	OutcomeFailed     Outcome = "failed"      // the appliers failed; see Error
 	OutcomeRefused    Outcome = "refused"     // signature, downgrade or archive check failed
 	OutcomeError      Outcome = "error"       // the registry could not be reached or answered an error
-	OutcomeRolledBack Outcome = "rolled-back" // an explicit rollback was applied
+	OutcomeRolledBack Outcome = "rolled-back" // an explicit rollback, or a signed abort, was applied
+	OutcomeWaiting    Outcome = "waiting"     // a new revision is held back: see SourceState.Waiting
+	OutcomeAborted    Outcome = "aborted"     // a signed abort stops the new revision: it is not adopted
 )
 
 // legacyRolledBack is how OutcomeRolledBack was spelt in state.json before
@@ -69,6 +71,10 @@ type Revision struct {
 	// Outcome and Error say how the attempt ended.
 	Outcome Outcome `json:"outcome"`
 	Error   string  `json:"error,omitempty"`
+	// Message says why for outcomes that are no errors: what holds a
+	// revision back (waiting), why it is not adopted (aborted), why the
+	// device went back from a release (rolledback by a signed abort).
+	Message string `json:"message,omitempty"`
 	// Apps holds the appliers' per-app results.
 	Apps []state.AppStatus `json:"apps,omitempty"`
 }
@@ -114,6 +120,13 @@ type SourceState struct {
 	RetryAfter   time.Time `json:"retryAfter,omitzero"`
 	// History lists switched-in revisions, newest first, bounded.
 	History []Revision `json:"history,omitempty"`
+	// Waiting is the newest revision while it is held back (a rollout
+	// wave not open yet, outside an update window, an inhibitor, a signed
+	// pause); nil when none is.
+	Waiting *Waiting `json:"waiting,omitempty"`
+	// Releases are the releases with a rollout plan the source has seen,
+	// newest first, at most MaxReleases (and the applied one).
+	Releases []Release `json:"releases,omitempty"`
 }
 
 // State is the content of state.json.

@@ -68,7 +68,7 @@ sources:
 	reconcile := func() api.ReconcileResult {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		res, err := client.Reconcile(ctx, "soak")
+		res, err := client.Reconcile(ctx, "soak", api.ReconcileOptions{})
 		if err != nil || len(res) != 1 {
 			b.Fatalf("reconcile: %v %+v", err, res)
 		}
