@@ -94,6 +94,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseManifest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseDeployment$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseProblem$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseTrustBundle$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/rollout/statement/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/inhibit/
 
