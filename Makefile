@@ -76,27 +76,40 @@ lint:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./internal/depcheck/
 
-# Fuzz every parser of untrusted input for a short while each.
+# Fuzz every parser of untrusted input for FUZZTIME each, one after the
+# other. Every target gets -fuzzminimizetime (200 runs; Go's default is 60s
+# per new input, which left fuzzers minimizing most of the time) so that a
+# fuzzer spends its time fuzzing. Extra flags go in FUZZFLAGS, for instance
+# `make fuzz FUZZTIME=10m FUZZFLAGS=-parallel=1` on a shared machine.
 FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 200x
+FUZZFLAGS ?=
+FUZZ_TARGETS := \
+	source/archive:FuzzExtract source/archive:FuzzDiff \
+	state:FuzzParse \
+	source/lock:FuzzLockCompose source/lock:FuzzLockState \
+	source/bundle:FuzzOpen \
+	source/replicate:FuzzParse source/replicate:FuzzJobFields \
+	reconcile/config:FuzzParse reconcile/config:FuzzSourceFields \
+	source/mirror:FuzzEndpoints \
+	source/selector:FuzzSelect \
+	source/oci:FuzzManifest source/oci:FuzzTags source/oci:FuzzDockerConfig \
+	policy/cosign:FuzzReferrerManifest policy/cosign:FuzzBundle \
+	policy/cosign:FuzzStatement policy/cosign:FuzzLegacyPayload \
+	apply/compose:FuzzLoadProject apply/compose:FuzzEnvFile apply/compose:FuzzLoadAnswer \
+	apply/helm:FuzzChartArchive apply/helm:FuzzValues \
+	reconcile/api:FuzzHook reconcile/api:FuzzRequest \
+	reconcile/store:FuzzParseState \
+	source/margo/spec:FuzzParseManifest source/margo/spec:FuzzParseDeployment \
+	source/margo/spec:FuzzParseProblem source/margo:FuzzParseTrustBundle \
+	policy/rollout/statement:FuzzParse policy/inhibit:FuzzParse
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzExtract$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
-	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/archive/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./state/
-	$(GO) test -run='^$$' -fuzz='^FuzzLockCompose$$' -fuzztime=$(FUZZTIME) ./source/lock/
-	$(GO) test -run='^$$' -fuzz='^FuzzLockState$$' -fuzztime=$(FUZZTIME) ./source/lock/
-	$(GO) test -run='^$$' -fuzz='^FuzzOpen$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/bundle/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./source/replicate/
-	$(GO) test -run='^$$' -fuzz='^FuzzJobFields$$' -fuzztime=$(FUZZTIME) ./source/replicate/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./reconcile/config/
-	$(GO) test -run='^$$' -fuzz='^FuzzSourceFields$$' -fuzztime=$(FUZZTIME) ./reconcile/config/
-	$(GO) test -run='^$$' -fuzz='^FuzzEndpoints$$' -fuzztime=$(FUZZTIME) ./source/mirror/
-	$(GO) test -run='^$$' -fuzz='^FuzzSelect$$' -fuzztime=$(FUZZTIME) ./source/selector/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseManifest$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDeployment$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseProblem$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/spec/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseTrustBundle$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./source/margo/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/rollout/statement/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=200x ./policy/inhibit/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=./$${t%%:*}; name=$${t##*:}; \
+	  echo "== $$name ($$pkg)"; \
+	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) \
+	    -fuzzminimizetime=$(FUZZMINIMIZETIME) $(FUZZFLAGS) $$pkg; \
+	done
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.

@@ -39,8 +39,13 @@ import (
 // bundleTagPrefix starts the tags of images loaded from bundles.
 const bundleTagPrefix = "berth-"
 
-// maxLoadMessage bounds one progress message of ImageLoad.
-const maxLoadMessage = 1 << 20
+// maxLoadMessage bounds one message of ImageLoad's answer, and
+// maxLoadAnswer the whole answer (a quiet load answers a few hundred
+// bytes).
+const (
+	maxLoadMessage = 1 << 20
+	maxLoadAnswer  = 64 * maxLoadMessage
+)
 
 // BundleTag is the local reference an image pinned by digest is loaded
 // under from a bundle: its repository (normalised: docker.io/library/nginx)
@@ -186,8 +191,19 @@ func (a *Applier) imageLoad(ctx context.Context, r io.Reader) error {
 		return err
 	}
 	defer resp.Close()
-	dec := json.NewDecoder(io.LimitReader(resp, 64*maxLoadMessage))
+	return readLoadAnswer(resp)
+}
+
+// readLoadAnswer reads the engine's answer to an image load, a stream of
+// JSON messages, to its end: nil when no message reports an error. A
+// message over maxLoadMessage or an answer over maxLoadAnswer is an error
+// (the decoder would otherwise hold the message in memory whole, and a
+// truncated answer could hide the error at its end).
+func readLoadAnswer(r io.Reader) error {
+	br := &boundedAnswer{r: r, total: maxLoadAnswer}
+	dec := json.NewDecoder(br)
 	for {
+		br.msg = maxLoadMessage
 		var msg struct {
 			Error       string `json:"error"`
 			ErrorDetail *struct {
@@ -206,6 +222,29 @@ func (a *Applier) imageLoad(ctx context.Context, r io.Reader) error {
 			return errors.New(msg.Error)
 		}
 	}
+}
+
+// boundedAnswer reads the engine's answer within msg bytes per message
+// and total bytes in all.
+type boundedAnswer struct {
+	r          io.Reader
+	msg, total int64
+}
+
+func (b *boundedAnswer) Read(p []byte) (int, error) {
+	switch {
+	case b.total <= 0:
+		return 0, fmt.Errorf("the answer is over %d bytes", maxLoadAnswer)
+	case b.msg <= 0:
+		return 0, fmt.Errorf("a message is over %d bytes", maxLoadMessage)
+	}
+	if n := min(b.msg, b.total); int64(len(p)) > n {
+		p = p[:n]
+	}
+	n, err := b.r.Read(p)
+	b.msg -= int64(n)
+	b.total -= int64(n)
+	return n, err
 }
 
 // classifyLoad marks go-containerregistry's digest and size checks with

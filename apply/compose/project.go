@@ -112,7 +112,7 @@ func (a *Applier) readEnv(app state.App) (path string, data []byte, vars map[str
 		env = map[string]string{}
 	}
 	if envFile != "" {
-		fileEnv, err := dotenv.UnmarshalBytesWithLookup(envData, func(string) (string, bool) { return "", false })
+		fileEnv, err := parseEnvFile(envData)
 		if err != nil {
 			return "", nil, nil, fmt.Errorf("env file %s: %w", envFile, err)
 		}
@@ -209,6 +209,21 @@ func labelResources(project *types.Project, rev state.Revision, app state.App) {
 			project.Volumes[k] = v
 		}
 	}
+}
+
+// parseEnvFile parses the device's env file of an app, the way the Compose
+// CLI reads --env-file, except that a variable it names without a value is
+// never looked up in the agent's own environment, and that a line without
+// a name ("=value", which compose-go reads as the variable "") is an error.
+func parseEnvFile(data []byte) (map[string]string, error) {
+	env, err := dotenv.UnmarshalBytesWithLookup(data, func(string) (string, bool) { return "", false })
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := env[""]; ok {
+		return nil, fmt.Errorf("a line sets %q without a variable name", v)
+	}
+	return env, nil
 }
 
 // serviceHash is LabelConfigHash: the sha256 of the service's

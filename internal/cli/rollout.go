@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -37,7 +35,7 @@ one that verifies with their trust policy and names that digest.`,
 	for _, a := range []rollout.Action{rollout.Pause, rollout.Resume, rollout.Abort} {
 		cmd.AddCommand(newStatementCmd(g, a))
 	}
-	cmd.AddCommand(newPlanCmd(g))
+	cmd.AddCommand(newPlanCmd(g), newRolloutStatusCmd(g), newRolloutWatchCmd(g))
 	return cmd
 }
 
@@ -220,53 +218,19 @@ statements (pause, resume, abort) are read and shown too.`,
 			if len(devLabels) > 0 && deviceID == "" {
 				return errors.New("--device-labels needs --device-id: the wave of a percentage depends on the id")
 			}
-			r, ref, err := g.resolveRef(cmd, args[0])
+			rel, err := g.loadRelease(cmd, args[0], keys, lf)
 			if err != nil {
 				return err
 			}
-			c := r.Client
-			res := planResult{URL: ref.String(), Digest: ref.Digest, Repository: ref.Repository}
-			ctx, cancel := g.step(cmd.Context())
-			defer cancel()
-			var policy *cosign.Policy
-			var v *deliver.Verified
-			if len(keys) > 0 {
-				if policy, err = keyPolicy(keys); err != nil {
-					return err
-				}
-				v, err = r.Verify(ctx, ref, *policy)
-				res.Verified = true
-			} else {
-				g.log.Warn("signature not verified: give --key to verify the release and read its signed statements", "ref", ref.String())
-				v, err = r.Unverified(ctx, ref)
-			}
-			if err != nil {
-				return err
-			}
-			tmp, err := os.MkdirTemp("", "berth-plan-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(tmp)
-			dir := filepath.Join(tmp, "release")
-			if _, err := v.Extract(ctx, dir, deliver.ExtractOptions{Limits: lf.limits()}); err != nil {
-				return err
-			}
-			st, err := state.Load(os.DirFS(dir))
-			if errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("%s has no %s: nothing to roll out", ref, state.FileName)
-			}
-			if err != nil {
-				return err
-			}
-			if st.Rollout == nil {
+			ref, c, policy := rel.ref, rel.remote.Client, rel.policy
+			res := planResult{URL: ref.String(), Digest: ref.Digest, Repository: ref.Repository, Verified: policy != nil, Created: rel.created}
+			if rel.plan == nil {
 				return fmt.Errorf("%s has no rollout plan: every device adopts it as soon as it sees it (add rollout.waves to %s)", ref, state.FileName)
 			}
-			if res.Created, err = rollout.Created(v.Manifest.Annotations); err != nil {
-				return fmt.Errorf("%s: %w", ref, err)
-			}
+			ctx, cancel := g.step(cmd.Context())
+			defer cancel()
 			now := time.Now()
-			res.Waves = rollout.Describe(st.Rollout, res.Created, now)
+			res.Waves = rollout.Describe(rel.plan, res.Created, now)
 			if res.Verified {
 				d, err := c.Name(ref)
 				if err != nil {
@@ -278,7 +242,7 @@ statements (pause, resume, abort) are read and shown too.`,
 			}
 			if deviceID != "" {
 				dev := rollout.Device{ID: deviceID, Labels: devLabels}
-				dec, err := rollout.Decide(rollout.Input{Plan: st.Rollout, Created: res.Created, Device: dev, Repository: ref.Repository,
+				dec, err := rollout.Decide(rollout.Input{Plan: rel.plan, Created: res.Created, Device: dev, Repository: ref.Repository,
 					Action: res.Statements.Action(), Now: now})
 				if err != nil {
 					return err

@@ -50,3 +50,19 @@ func TestMatch(t *testing.T) {
 		}
 	}
 }
+
+func TestPrometheusName(t *testing.T) {
+	for in, want := range map[string]string{
+		"ring": "ring", "line": "line", "Site_2": "Site_2",
+		"topology.zone": "topology_zone", "kubernetes.io/arch": "kubernetes_io_arch",
+		"3d": "_3d", "": "device_", "source": "device_source", "device": "device_device",
+		"le": "device_le", "__meta": "device___meta", "zone-ü": "zone__",
+	} {
+		if got := PrometheusName(in); got != want {
+			t.Errorf("PrometheusName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := PrometheusLabels(map[string]string{"a.b": "1", "a_b": "2", "c": "3"}); len(got) != 2 || got["a_b"] != "1" || got["c"] != "3" {
+		t.Errorf("PrometheusLabels = %v: a.b sorts first and wins a_b", got)
+	}
+}

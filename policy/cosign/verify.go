@@ -284,22 +284,9 @@ func fetchBundle(digest name.Digest, desc v1.Descriptor, opts []remote.Option) (
 	if err != nil {
 		return nil, ioError{"fetching referrer " + ref.String(), err}
 	}
-	if got.MediaType != types.OCIManifestSchema1 {
-		return nil, errNotBundle{"media type " + string(got.MediaType)}
-	}
-	var m v1.Manifest
-	if err := json.Unmarshal(got.Manifest, &m); err != nil {
-		return nil, fmt.Errorf("decoding manifest: %w", err)
-	}
-	if len(m.Layers) != 1 || !strings.HasPrefix(string(m.Layers[0].MediaType), bundleMediaTypePrefix) {
-		return nil, errNotBundle{"no single bundle layer"}
-	}
-	if pt, ok := m.Annotations[bundleAnnotationPredicate]; ok && pt != ctypes.CosignSignPredicateType {
-		return nil, errNotBundle{"predicate type " + pt}
-	}
-	ld := m.Layers[0]
-	if ld.Size > maxBundleSize {
-		return nil, fmt.Errorf("bundle layer is %d bytes (limit %d)", ld.Size, maxBundleSize)
+	ld, err := bundleLayer(got.MediaType, got.Manifest)
+	if err != nil {
+		return nil, err
 	}
 	blob := repo.Digest(ld.Digest.String())
 	layer, err := remote.Layer(blob, opts...)
@@ -318,6 +305,35 @@ func fetchBundle(digest name.Digest, desc v1.Descriptor, opts []remote.Option) (
 	if len(raw) > maxBundleSize {
 		return nil, fmt.Errorf("bundle layer exceeds %d bytes", maxBundleSize)
 	}
+	return parseBundle(raw)
+}
+
+// bundleLayer returns the bundle layer of a referrer manifest of media
+// type mt. errNotBundle marks other referrers; other errors are malformed
+// content.
+func bundleLayer(mt types.MediaType, raw []byte) (v1.Descriptor, error) {
+	if mt != types.OCIManifestSchema1 {
+		return v1.Descriptor{}, errNotBundle{"media type " + string(mt)}
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return v1.Descriptor{}, fmt.Errorf("decoding manifest: %w", err)
+	}
+	if len(m.Layers) != 1 || !strings.HasPrefix(string(m.Layers[0].MediaType), bundleMediaTypePrefix) {
+		return v1.Descriptor{}, errNotBundle{"no single bundle layer"}
+	}
+	if pt, ok := m.Annotations[bundleAnnotationPredicate]; ok && pt != ctypes.CosignSignPredicateType {
+		return v1.Descriptor{}, errNotBundle{"predicate type " + pt}
+	}
+	ld := m.Layers[0]
+	if ld.Size > maxBundleSize {
+		return v1.Descriptor{}, fmt.Errorf("bundle layer is %d bytes (limit %d)", ld.Size, maxBundleSize)
+	}
+	return ld, nil
+}
+
+// parseBundle decodes a sigstore bundle of version v0.3 or later.
+func parseBundle(raw []byte) (*sgbundle.Bundle, error) {
 	b := &sgbundle.Bundle{}
 	if err := b.UnmarshalJSON(raw); err != nil {
 		return nil, fmt.Errorf("parsing bundle: %w", err)

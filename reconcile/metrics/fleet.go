@@ -3,11 +3,12 @@ package metrics
 import (
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berth-dev/berth/internal/labels"
 )
 
 // The fleet series tell, for every device, what it runs and where it stands
@@ -116,8 +117,8 @@ func (f *fleet) collectors() []prometheus.Collector {
 const deviceInfoHelp = "The device's id and labels (value 1)."
 
 // SetDevice records the device's id and labels in berth_device_info, each
-// label key made a Prometheus label name by LabelName. The reporter adds the
-// same labels to every series it pushes.
+// label key made a Prometheus label name by labels.PrometheusName. The
+// reporter adds the same labels to every series it pushes.
 func (m *Metrics) SetDevice(id string, labels map[string]string) {
 	if m == nil {
 		return
@@ -210,57 +211,6 @@ func (m *Metrics) SetReportTime(t time.Time) {
 	m.fleet.reportTime.WithLabelValues().Set(float64(t.UnixMilli()) / 1e3)
 }
 
-// reservedLabels are label names the series of the agent use themselves,
-// or that Prometheus gives a meaning: a device label key among them gets
-// the prefix "device_".
-var reservedLabels = map[string]bool{
-	"device": true, "source": true, "digest": true, "version": true, "revision": true,
-	"outcome": true, "wave": true, "reason": true, "result": true, "host": true,
-	"method": true, "code": true, "le": true, "quantile": true, "job": true, "instance": true,
-}
-
-// LabelName is the Prometheus label name a device label key is reported
-// under: characters other than ASCII letters, digits and '_' become '_', a
-// leading digit gets a '_' before it, and a key that the agent's own
-// series use (device, source, digest, version, revision, outcome, wave,
-// reason, result, host, method, code, le, quantile, job, instance) or that
-// starts with "__" gets the prefix "device_". Keys that are already
-// label names (ring, line, site) are reported unchanged.
-func LabelName(key string) string {
-	var b strings.Builder
-	for i, r := range key {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
-			b.WriteRune(r)
-		case r >= '0' && r <= '9':
-			if i == 0 {
-				b.WriteByte('_')
-			}
-			b.WriteRune(r)
-		default:
-			b.WriteByte('_')
-		}
-	}
-	s := b.String()
-	if s == "" || reservedLabels[s] || strings.HasPrefix(s, "__") {
-		s = "device_" + s
-	}
-	return s
-}
-
-// DeviceLabels returns labels keyed by LabelName, the keys that map to the
-// same name kept once (the first in sorted key order).
-func DeviceLabels(labels map[string]string) map[string]string {
-	out := make(map[string]string, len(labels))
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		n := LabelName(k)
-		if _, dup := out[n]; !dup {
-			out[n] = labels[k]
-		}
-	}
-	return out
-}
-
 // deviceInfo is berth_device_info: a collector whose label names are the
 // device's, known only when SetDevice is called.
 type deviceInfo struct {
@@ -285,8 +235,8 @@ func (d *deviceInfo) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func (d *deviceInfo) set(id string, labels map[string]string) {
-	ls := DeviceLabels(labels)
+func (d *deviceInfo) set(id string, ls0 map[string]string) {
+	ls := labels.PrometheusLabels(ls0)
 	names := slices.Sorted(maps.Keys(ls))
 	values := make([]string, 0, len(names)+1)
 	values = append(values, id)

@@ -6,22 +6,6 @@ import (
 	"time"
 )
 
-func TestLabelName(t *testing.T) {
-	for in, want := range map[string]string{
-		"ring": "ring", "line": "line", "Site_2": "Site_2",
-		"topology.zone": "topology_zone", "kubernetes.io/arch": "kubernetes_io_arch",
-		"3d": "_3d", "": "device_", "source": "device_source", "device": "device_device",
-		"le": "device_le", "__meta": "device___meta", "zone-ü": "zone__",
-	} {
-		if got := LabelName(in); got != want {
-			t.Errorf("LabelName(%q) = %q, want %q", in, got, want)
-		}
-	}
-	if got := DeviceLabels(map[string]string{"a.b": "1", "a_b": "2", "c": "3"}); len(got) != 2 || got["a_b"] != "1" || got["c"] != "3" {
-		t.Errorf("DeviceLabels = %v: a.b sorts first and wins a_b", got)
-	}
-}
-
 // TestFleetSeries checks the fleet series: the device's labels, one series
 // per source (replaced, not added), bounded label values.
 func TestFleetSeries(t *testing.T) {

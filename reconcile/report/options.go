@@ -65,7 +65,7 @@ type Options struct {
 	// Device is the device id, added as the label device to every series.
 	Device string
 	// Labels are the device's labels, added to every series under the names
-	// metrics.LabelName gives them.
+	// labels.PrometheusName gives them.
 	Labels map[string]string
 	// Metrics are the agent's metrics: what is gathered, and where the
 	// reporter records berth_device_info and its own series.

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/berth-dev/berth/internal/labels"
 	"github.com/berth-dev/berth/reconcile/metrics"
 )
 
@@ -94,7 +95,7 @@ func New(o Options) (*Reporter, error) {
 	}
 	opts.Metrics.SetDevice(opts.Device, opts.Labels)
 	extra := []prompb.Label{{Name: "device", Value: opts.Device}}
-	for k, v := range metrics.DeviceLabels(opts.Labels) {
+	for k, v := range labels.PrometheusLabels(opts.Labels) {
 		extra = append(extra, prompb.Label{Name: k, Value: v})
 	}
 	var refresh int64

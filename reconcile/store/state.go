@@ -153,14 +153,28 @@ func ReadState(stateDir string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}
+	st, err := parseState(b)
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w (move it aside to start afresh)", filepath.Join(stateDir, StateFile), err)
+	}
+	return st, nil
+}
+
+// parseState decodes the content of state.json. A source recorded as null
+// is a source with no state yet: every source of the result is usable.
+func parseState(b []byte) (*State, error) {
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("read state %s: %w (move it aside to start afresh)", filepath.Join(stateDir, StateFile), err)
+		return nil, err
 	}
 	if st.Sources == nil {
 		st.Sources = map[string]*SourceState{}
 	}
-	for _, ss := range st.Sources {
+	for name, ss := range st.Sources {
+		if ss == nil {
+			ss = &SourceState{}
+			st.Sources[name] = ss
+		}
 		for _, r := range []*Revision{ss.Applied, ss.Last} {
 			if r != nil && r.Outcome == legacyRolledBack {
 				r.Outcome = OutcomeRolledBack

@@ -273,6 +273,24 @@ func TestReadStateNullSources(t *testing.T) {
 	}
 }
 
+// TestReadStateNullSource is FuzzParseState's finding: a source recorded
+// as null was returned as a nil *SourceState, on which the agent panicked
+// at start (State.Source returned it).
+func TestReadStateNullSource(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, StateFile), `{"sources": {"line-3": null, "web": {"suspended": true}}}`)
+	st, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss := st.Source("line-3"); ss == nil || ss.Suspended || ss.Applied != nil {
+		t.Errorf("null source read as %+v, want an empty state", ss)
+	}
+	if !st.Source("web").Suspended {
+		t.Error("the other source lost its state")
+	}
+}
+
 func TestStateSource(t *testing.T) {
 	var st State
 	a := st.Source("a")

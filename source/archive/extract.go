@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
 )
 
 // ExtractResult describes what [Extract] or [ExtractAtomic] wrote.
@@ -37,7 +37,8 @@ type ExtractResult struct {
 //
 // Files get mode 0644, or 0755 when the entry had any execute bit;
 // directories 0755. Ownership, times and setuid, setgid and sticky bits are
-// never applied. Files and directories are synced to disk.
+// never applied. What was extracted is flushed to disk before Extract
+// returns without error (one flush of the whole extraction; see flushTree).
 //
 // After the last entry the rest of r is read (bounded by the limits), so a
 // caller verifying a digest of r sees the whole stream, and symlinks are
@@ -64,8 +65,10 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits) (ExtractR
 }
 
 // ExtractAtomic is like [Extract], but dir must not exist: the archive is
-// extracted into a new sibling folder named dir + ".tmp-<random>", synced,
-// and renamed to dir. On any error the temporary folder is removed and dir is
+// extracted into a new sibling folder named dir + ".tmp-<random>", flushed
+// to disk, and renamed to dir, then the parent folder is synced: once
+// ExtractAtomic returns, a power cut leaves either the complete folder at
+// dir or none. On any error the temporary folder is removed and dir is
 // not created. Missing parents of dir are created (and left in place on
 // error). The target folder gets mode 0755.
 //
@@ -91,6 +94,10 @@ func ExtractAtomic(ctx context.Context, r io.Reader, dir string, lim Limits) (re
 			os.RemoveAll(tmp)
 		}
 	}()
+	// Before extracting: the flush then covers the mode too.
+	if err := os.Chmod(tmp, modeDir); err != nil {
+		return res, err
+	}
 	root, err := os.OpenRoot(tmp)
 	if err != nil {
 		return res, err
@@ -99,9 +106,6 @@ func ExtractAtomic(ctx context.Context, r io.Reader, dir string, lim Limits) (re
 	root.Close()
 	if err != nil {
 		return res, fmt.Errorf("extracting into %q: %w", dir, err)
-	}
-	if err := os.Chmod(tmp, modeDir); err != nil {
-		return res, err
 	}
 	if _, err := os.Lstat(dir); err == nil {
 		return res, fmt.Errorf("extracting into %q: %w", dir, ErrTargetExists)
@@ -155,11 +159,29 @@ func extractInto(ctx context.Context, r io.Reader, root *os.Root, lim Limits) (r
 			err = removeEscaping(root, rd, err)
 		}
 	}()
-	dirs := []string{"."}
+	w := newFileWriter(root, writeWorkers)
+	res, err = extractEntries(rd, root, w)
+	if werr := w.wait(); err == nil {
+		err = werr
+	}
+	if err != nil {
+		return res, err
+	}
+	if err := rd.finish(); err != nil {
+		return res, err
+	}
+	if err := flushTree(root, maps.Keys(rd.nodes)); err != nil {
+		return res, fmt.Errorf("flushing to disk: %w", err)
+	}
+	return res, nil
+}
+
+// extractEntries creates the entries of rd below root, the files through w.
+func extractEntries(rd *reader, root *os.Root, w *fileWriter) (res ExtractResult, err error) {
 	for {
 		it, err := rd.next()
 		if err == io.EOF {
-			break
+			return res, nil
 		}
 		if err != nil {
 			return res, err
@@ -168,7 +190,6 @@ func extractInto(ctx context.Context, r io.Reader, root *os.Root, lim Limits) (r
 			if err := mkdir(root, d); err != nil {
 				return res, err
 			}
-			dirs = append(dirs, d)
 		}
 		switch it.kind {
 		case kindDir:
@@ -176,7 +197,6 @@ func extractInto(ctx context.Context, r io.Reader, root *os.Root, lim Limits) (r
 				if err := mkdir(root, it.name); err != nil {
 					return res, err
 				}
-				dirs = append(dirs, it.name)
 			}
 		case kindSymlink:
 			if err := root.Symlink(filepath.FromSlash(it.target), filepath.FromSlash(it.name)); err != nil {
@@ -184,7 +204,7 @@ func extractInto(ctx context.Context, r io.Reader, root *os.Root, lim Limits) (r
 			}
 			res.Files++
 		case kindFile:
-			n, err := writeFile(root, it)
+			n, err := w.write(it)
 			res.Size += n
 			if err != nil {
 				return res, err
@@ -192,15 +212,6 @@ func extractInto(ctx context.Context, r io.Reader, root *os.Root, lim Limits) (r
 			res.Files++
 		}
 	}
-	if err := rd.finish(); err != nil {
-		return res, err
-	}
-	for _, d := range dirs {
-		if err := syncRootDir(root, d); err != nil {
-			return res, err
-		}
-	}
-	return res, nil
 }
 
 // removeEscaping removes, after the failure err, the symlinks already
@@ -241,54 +252,4 @@ func mkdir(root *os.Root, name string) error {
 		return nil
 	}
 	return f.Chmod(modeDir)
-}
-
-// writeFile creates the file of it exclusively (never following or
-// replacing anything already there) and copies its body, returning the
-// number of bytes written.
-func writeFile(root *os.Root, it *item) (int64, error) {
-	f, err := root.OpenFile(filepath.FromSlash(it.name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, it.body)
-	if err == nil && n != it.size {
-		err = refuse(it.name, fmt.Sprintf("file has %d bytes instead of %d", n, it.size), ErrInvalidArchive)
-	}
-	if err == nil {
-		err = f.Chmod(os.FileMode(it.mode))
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return n, err
-}
-
-func syncRootDir(root *os.Root, name string) error {
-	f, err := root.Open(filepath.FromSlash(name))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return ignoreSyncErr(f.Sync())
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return ignoreSyncErr(f.Sync())
-}
-
-// ignoreSyncErr ignores the errors of platforms that cannot sync folders.
-func ignoreSyncErr(err error) error {
-	if err != nil && runtime.GOOS == "windows" {
-		return nil
-	}
-	return err
 }

@@ -36,7 +36,8 @@ func fuzzSeeds(f *testing.F) [][]byte {
 }
 
 // FuzzExtract extracts arbitrary bytes: it must never panic, never write
-// outside the target, and whatever it extracts must be archivable again.
+// outside the target, whatever it extracts must be archivable again, and
+// Extract, ExtractAtomic and Extract without writer goroutines agree.
 func FuzzExtract(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
@@ -61,6 +62,16 @@ func FuzzExtract(f *testing.F) {
 			t.Errorf("Extract = %+v, %v; ExtractAtomic = %+v, %v", res, err, ares, aerr)
 		}
 		a.checkContained(t, aerr == nil)
+
+		// Writing every file on the reading goroutine gives the same.
+		defer func(n int) { writeWorkers = n }(writeWorkers)
+		writeWorkers = 0
+		i := newFastSandbox(t)
+		ires, ierr := Extract(context.Background(), bytes.NewReader(data), i.target, fuzzLimits)
+		if (ierr == nil) != (err == nil) || ires != res {
+			t.Errorf("with workers: %+v, %v; without: %+v, %v", res, err, ires, ierr)
+		}
+		i.checkContained(t, true)
 	})
 }
 

@@ -38,14 +38,24 @@ func (c *Client) Manifest(ctx context.Context, ref Reference) (ocispec.Descripto
 	if err != nil {
 		return ocispec.Descriptor{}, nil, fmt.Errorf("%w: manifest %s: %v", ErrDigestMismatch, ref, err)
 	}
+	m, err := decodeManifest(raw, ref)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	return desc, m, nil
+}
+
+// decodeManifest decodes the (verified) bytes of the manifest ref names,
+// refusing anything but an OCI image manifest, such as an index.
+func decodeManifest(raw []byte, ref Reference) (*ocispec.Manifest, error) {
 	var m ocispec.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return ocispec.Descriptor{}, nil, fmt.Errorf("decode manifest %s: %w", ref, err)
+		return nil, fmt.Errorf("decode manifest %s: %w", ref, err)
 	}
 	if m.MediaType != "" && m.MediaType != ocispec.MediaTypeImageManifest {
-		return ocispec.Descriptor{}, nil, fmt.Errorf("%w: %s is a %s, not an OCI image manifest", ErrNoLayer, ref, m.MediaType)
+		return nil, fmt.Errorf("%w: %s is a %s, not an OCI image manifest", ErrNoLayer, ref, m.MediaType)
 	}
-	return desc, &m, nil
+	return &m, nil
 }
 
 // SelectLayer picks the layer to extract: the one of mediaType when given;

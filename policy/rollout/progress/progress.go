@@ -33,7 +33,7 @@ var _ Querier = promv1.API(nil)
 // waves in order, and the wave of a device. The rollout plan of the
 // release (policy/rollout) provides it. The labels a device is placed by
 // are those of its berth_device_info, keyed by their Prometheus label
-// names (metrics.LabelName).
+// names (labels.PrometheusName); NewPlan makes one of a rollout plan.
 type Placement interface {
 	// Waves returns the plan's waves, in order.
 	Waves() []Wave
@@ -263,7 +263,7 @@ func fetch(ctx context.Context, prom Querier, q Query) (*facts, error) {
 
 // build puts the devices in their waves and counts them.
 func build(f *facts, p Placement, q Query) *Report {
-	r := &Report{Digest: q.Digest, At: q.At.UTC()}
+	r := &Report{Digest: q.Digest, At: q.At.UTC(), Devices: []Device{}}
 	waves := []Wave{{Name: NoPlan}}
 	if p != nil {
 		waves = p.Waves()
