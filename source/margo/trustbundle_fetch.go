@@ -261,6 +261,19 @@ func (f *bundleFetcher) httpClient() (*http.Client, error) {
 	}}, nil
 }
 
+// CheckAnchorsFile checks that path holds PEM certificates (the caFile of
+// the MIS's HTTPS).
+func CheckAnchorsFile(path string) error {
+	data, err := readCapped(path)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		return fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return nil
+}
+
 func readCapped(path string) ([]byte, error) {
 	fh, err := os.Open(path)
 	if err != nil {
