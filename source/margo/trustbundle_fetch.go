@@ -155,8 +155,11 @@ func (f *bundleFetcher) fetch(ctx context.Context) error {
 	defer resp.Body.Close()
 	now := f.c.opts.Now()
 	if resp.StatusCode == http.StatusNotModified && cache != nil {
-		_, tb, _ := readBundleCache(f.o.CacheFile, td)
-		f.schedule(now.Add(f.interval(tb.RefreshHint)))
+		hint := time.Duration(0)
+		if _, tb, err := readBundleCache(f.o.CacheFile, td); err == nil && tb != nil {
+			hint = tb.RefreshHint
+		}
+		f.schedule(now.Add(f.interval(hint)))
 		return nil
 	}
 	if resp.StatusCode != http.StatusOK {
