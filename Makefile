@@ -103,7 +103,7 @@ FUZZ_TARGETS := \
 	reconcile/api:FuzzHook reconcile/api:FuzzRequest \
 	reconcile/store:FuzzParseState \
 	source/margo/spec:FuzzParseManifest source/margo/spec:FuzzParseDeployment \
-	source/margo/spec:FuzzParseProblem \
+	source/margo/spec:FuzzParseProblem source/margo:FuzzParseTrustBundle \
 	policy/rollout/statement:FuzzParse policy/inhibit:FuzzParse
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -82,6 +82,7 @@ func (a *Agent) newMargo(cfg *config.Config) (*margoSource, error) {
 	log := a.log.With("source", MargoSource)
 	opts := mc.Client()
 	opts.CacheDir, opts.Log, opts.UserAgent = filepath.Join(dir, "cache"), log, "berth-agent/"+a.version
+	opts.TrustBundle.CacheFile = cfg.MargoBundleCache()
 	client, err := margo.New(opts)
 	if err != nil {
 		return nil, err

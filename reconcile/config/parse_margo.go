@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -73,6 +74,9 @@ type Margo struct {
 	Identity MargoIdentity
 	// WFMID is the WFM SPIFFE ID required; empty: derived from the SVID.
 	WFMID string
+	// TrustBundle fetches the trust bundle from the MIS; nil: the
+	// identity's trustBundle file only.
+	TrustBundle *MargoTrustBundle
 	// AllowTLS12 accepts TLS 1.2 besides 1.3.
 	AllowTLS12 bool
 	// Interval between polls, at least MinInterval. Default
@@ -109,6 +113,17 @@ type MargoIdentity struct {
 	Cert, Key, TrustBundle string
 }
 
+// MargoTrustBundle is the margo.trustBundle block: where the SPIFFE
+// bundle is fetched (uri, or discovery's /.well-known/margo), how often,
+// and the anchors of the MIS's HTTPS certificate. The accepted bundle is
+// cached under the state folder (margo/trust-bundle.json).
+type MargoTrustBundle struct {
+	URI, Discovery string
+	// Refresh 0: the bundle's spiffe_refresh_hint.
+	Refresh time.Duration
+	CAFile  string
+}
+
 // MargoDevice is what the operator says of the device.
 type MargoDevice struct {
 	Vendor, ModelNumber, SerialNumber string
@@ -141,16 +156,63 @@ func (m *Margo) Info(a Apply) margo.DeviceInfo {
 // Client returns the margo.Options of the configuration (CacheDir, Log,
 // UserAgent are the caller's).
 func (m *Margo) Client() margo.Options {
-	return margo.Options{
+	o := margo.Options{
 		URL: m.WFM, DeviceID: m.DeviceID, WFMID: m.WFMID, AllowTLS12: m.AllowTLS12, Timeout: m.Timeout,
 		Identity: margo.Identity{CertFile: m.Identity.Cert, KeyFile: m.Identity.Key, TrustBundleFile: m.Identity.TrustBundle},
 	}
+	if tb := m.TrustBundle; tb != nil {
+		o.TrustBundle = margo.TrustBundleOptions{URI: tb.URI, Discovery: tb.Discovery, Refresh: tb.Refresh, CAFile: tb.CAFile}
+	}
+	return o
+}
+
+// MargoBundleCache is the file the trust bundle fetched from the MIS is
+// cached in: margo/trust-bundle.json under the state folder.
+func (c *Config) MargoBundleCache() string {
+	return filepath.Join(c.StateDir, "margo", "trust-bundle.json")
+}
+
+// margoTrustBundle parses margo.trustBundle.
+func (p *parser) margoTrustBundle(mf fields, m *Margo) {
+	const path = "margo.trustBundle"
+	tf, tn := p.mapping(mf, "margo", "trustBundle", "uri", "discovery", "refresh", "caFile")
+	if tf == nil {
+		return
+	}
+	tb := &MargoTrustBundle{}
+	m.TrustBundle = tb
+	for _, x := range []struct {
+		name string
+		dst  *string
+	}{{"uri", &tb.URI}, {"discovery", &tb.Discovery}} {
+		if vn, v, ok := p.StrField(tf, path, x.name); ok {
+			if err := margo.CheckTrustBundleURI(v); err != nil {
+				p.Errorf(vn, join(path, x.name), "%v", err)
+			} else {
+				*x.dst = v
+			}
+		}
+	}
+	_, hasURI := tf["uri"]
+	_, hasDisc := tf["discovery"]
+	switch {
+	case hasURI && hasDisc:
+		p.Errorf(tf["discovery"].Key, path, "has both uri and discovery: give the trustBundleUri, or the MIS whose /.well-known/margo names it")
+	case !hasURI && !hasDisc:
+		p.Missing(tn, tn, path, "uri", " (the trustBundleUri, https://…; or discovery: https://MIS)")
+	}
+	if fv, ok := tf["refresh"]; ok {
+		if v, ok := p.Duration(fv.Val, join(path, "refresh"), MinInterval); ok {
+			tb.Refresh = v
+		}
+	}
+	p.fileField(tf, path, "caFile", &tb.CAFile)
 }
 
 // margo parses the margo block.
 func (p *parser) margo(f fields, c *Config) {
 	const path = "margo"
-	mf, node := p.mapping(f, "", "margo", "wfm", "deviceId", "identity", "wfmID", "allowTLS12", "interval", "timeout",
+	mf, node := p.mapping(f, "", "margo", "wfm", "deviceId", "identity", "wfmID", "trustBundle", "allowTLS12", "interval", "timeout",
 		"windows", "verify", "insecureSkipVerify", "device", "statusQueue", "limits", "credentials", "caFile", "insecure")
 	if mf == nil {
 		return
@@ -197,6 +259,7 @@ func (p *parser) margo(f fields, c *Config) {
 			m.WFMID = v
 		}
 	}
+	p.margoTrustBundle(mf, m)
 	p.boolean(mf, path, "allowTLS12", &m.AllowTLS12)
 	for _, d := range []struct {
 		name string
@@ -341,6 +404,21 @@ func (c *Config) checkMargo(now time.Time, add func(path, format string, args ..
 		return
 	}
 	id := margo.Identity{CertFile: m.Identity.Cert, KeyFile: m.Identity.Key, TrustBundleFile: m.Identity.TrustBundle}
+	if tb := m.TrustBundle; tb != nil {
+		id.BundleCacheFile = c.MargoBundleCache()
+		for _, u := range []struct{ name, v string }{{"uri", tb.URI}, {"discovery", tb.Discovery}} {
+			if u.v != "" {
+				if err := margo.CheckTrustBundleURI(u.v); err != nil {
+					add("margo.trustBundle."+u.name, "%v", err)
+				}
+			}
+		}
+		if tb.CAFile != "" {
+			if err := margo.CheckAnchorsFile(tb.CAFile); err != nil {
+				add("margo.trustBundle.caFile", "%v", err)
+			}
+		}
+	}
 	_, err := margo.LoadIdentity(id, m.WFMID, now)
 	if err != nil {
 		path := "margo.identity.cert"

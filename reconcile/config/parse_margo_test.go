@@ -19,6 +19,7 @@ const margoYAML = `margo:
   deviceId: press-07
   identity: {cert: svid.pem, key: /etc/berth/svid-key.pem, trustBundle: bundle.pem}
   wfmID: spiffe://plant.example/margo/wfm/line-3
+  trustBundle: {uri: "https://mis.plant.local/bundle", refresh: 1h, caFile: mis-ca.pem}
   allowTLS12: true
   interval: 2m
   timeout: 10s
@@ -55,7 +56,8 @@ func TestParseMargo(t *testing.T) {
 	want := &Margo{
 		WFM: "https://wfm.plant.local", DeviceID: "press-07",
 		Identity: MargoIdentity{Cert: "/etc/berth/svid.pem", Key: "/etc/berth/svid-key.pem", TrustBundle: "/etc/berth/bundle.pem"},
-		WFMID:    "spiffe://plant.example/margo/wfm/line-3", AllowTLS12: true, Interval: 2 * time.Minute, Timeout: 10 * time.Second,
+		WFMID:    "spiffe://plant.example/margo/wfm/line-3", AllowTLS12: true,
+		TrustBundle: &MargoTrustBundle{URI: "https://mis.plant.local/bundle", Refresh: time.Hour, CAFile: "/etc/berth/mis-ca.pem"}, Interval: 2 * time.Minute, Timeout: 10 * time.Second,
 		Windows: margo.Windows{Polling: []margo.Window{win}, Downtime: []margo.Window{down}},
 		Verify:  &Verify{Keys: []string{"/etc/berth/vendor.pub"}},
 		Device: MargoDevice{Vendor: "Acme", Labels: map[string]string{"example.com/line": "7"}, Interfaces: []string{"ethernet", "wifi"},
@@ -70,7 +72,8 @@ func TestParseMargo(t *testing.T) {
 	if !reflect.DeepEqual(info.DeploymentTypes, []string{"compose"}) || info.ID != "press-07" {
 		t.Errorf("Info = %+v", info)
 	}
-	if o := m.Client(); o.URL != m.WFM || o.Identity.TrustBundleFile != "/etc/berth/bundle.pem" || !o.AllowTLS12 {
+	if o := m.Client(); o.URL != m.WFM || o.Identity.TrustBundleFile != "/etc/berth/bundle.pem" || !o.AllowTLS12 ||
+		o.TrustBundle != (margo.TrustBundleOptions{URI: "https://mis.plant.local/bundle", Refresh: time.Hour, CAFile: "/etc/berth/mis-ca.pem"}) {
 		t.Errorf("Client = %+v", o)
 	}
 	// Defaults.
@@ -97,6 +100,11 @@ func TestParseMargoBad(t *testing.T) {
 		{"type: gpu", "type: tpu", "margo.device.peripherals[0].type: must be one of gpu"},
 		{"statusQueue: 50", "statusQueue: 0", "margo.statusQueue: must be between 1"},
 		{"interval: 2m", "interval: 2", "margo.interval: must be a duration"},
+		{`uri: "https://mis.plant.local/bundle"`, `uri: "http://mis.plant.local/bundle"`, "margo.trustBundle.uri: \"http://mis.plant.local/bundle\" must be an https:// URL"},
+		{`uri: "https://mis.plant.local/bundle"`, `uri: "https://mis.plant.local/bundle", discovery: "https://mis.plant.local"`, "margo.trustBundle: has both uri and discovery"},
+		{`uri: "https://mis.plant.local/bundle", `, ``, `margo.trustBundle: missing required field "uri"`},
+		{`refresh: 1h`, `refresh: soon`, "margo.trustBundle.refresh: must be a duration"},
+		{`caFile: mis-ca.pem`, `cafile: mis-ca.pem`, `unknown field "cafile"`},
 		{"allowTLS12: true", "allowTls12: true", `unknown field "allowTls12" (did you mean "allowTLS12"?)`},
 		{"caFile: plant-ca.pem", "caFile: plant-ca.pem\n  insecure: true", "margo: has both caFile and insecure"},
 		{"apply:\n", "sources:\n  - {name: margo, url: oci://r.local/x, ref: {tag: t}, insecureSkipVerify: true}\napply:\n", `sources[0].name: "margo" is the name of the Margo source`},
@@ -155,8 +163,26 @@ func TestCheckMargo(t *testing.T) {
 		{"wrong wfmID", conf(good, "spiffe://plant.example/margo/wfm/line-4"), "margo.wfmID: the configured WFM SPIFFE ID"},
 		{"no applier", strings.Replace(conf(good, ""), "apply: {compose: {}}\n", "", 1), "no applier is configured"},
 	}
+	misCA := filepath.Join(dir, "mis-ca.pem")
+	os.WriteFile(misCA, w.CA.BundlePEM(), 0o600)
+	withTB := func(s, tb string) string {
+		return strings.Replace(s, "  insecureSkipVerify: true\n", "  insecureSkipVerify: true\n  trustBundle: "+tb+"\n", 1)
+	}
+	tests = append(tests, []struct{ name, yaml, want string }{
+		{"trust bundle", withTB(conf(good, ""), "{uri: \"https://mis.plant.local/b\", caFile: "+misCA+"}"), ""},
+		{"trust bundle caFile not PEM", withTB(conf(good, ""), "{uri: \"https://mis.plant.local/b\", caFile: "+good.Key+"}"), "margo.trustBundle.caFile: " + good.Key + " holds no PEM certificate"},
+		{"corrupt trust bundle cache", withTB(conf(good, ""), "{discovery: \"https://mis.plant.local\"}"), "trust bundle cache"},
+	}...)
+	if err := os.MkdirAll(filepath.Join(dir, "margo"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			cache := filepath.Join(dir, "margo", "trust-bundle.json")
+			os.Remove(cache)
+			if strings.HasPrefix(tt.name, "corrupt") {
+				os.WriteFile(cache, []byte("{"), 0o600)
+			}
 			c, err := Parse(filepath.Join(dir, "agent.yaml"), []byte(tt.yaml))
 			if err != nil {
 				t.Fatal(err)
@@ -172,5 +198,14 @@ func TestCheckMargo(t *testing.T) {
 				t.Fatalf("Check = %v, want %q", err, tt.want)
 			}
 		})
+	}
+	// A configuration built in code gets the URI checked too.
+	c, err := Parse(filepath.Join(dir, "agent.yaml"), []byte(withTB(conf(good, ""), "{uri: \"https://mis.plant.local/b\"}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Margo.TrustBundle.URI = "http://mis.plant.local/b"
+	if err := c.Check(); err == nil || !strings.Contains(err.Error(), "margo.trustBundle.uri: \"http://mis.plant.local/b\" must be an https:// URL") {
+		t.Fatalf("Check = %v, want the bad trustBundle URI", err)
 	}
 }

@@ -46,6 +46,9 @@ type Options struct {
 	// WFMID, when set, must equal the WFM SPIFFE ID derived from the
 	// device's SVID (see LoadIdentity).
 	WFMID string
+	// TrustBundle, when its URI or Discovery is set, keeps the trust
+	// bundle fresh from the MIS.
+	TrustBundle TrustBundleOptions
 	// AllowTLS12 accepts TLS 1.2 (RFC 9325 fallback; it leaks the SPIFFE ID
 	// in cleartext). Default TLS 1.3 only.
 	AllowTLS12 bool
@@ -72,6 +75,7 @@ type Client struct {
 	http  *http.Client
 	log   *slog.Logger
 	cache *contentCache
+	tb    *bundleFetcher // nil: no bundle endpoint
 
 	mu       sync.Mutex
 	peerEnds time.Time // earliest NotAfter of the WFM SVIDs of open connections
@@ -103,6 +107,19 @@ func New(o Options) (*Client, error) {
 	if o.CacheDir == "" {
 		return nil, errors.New("Margo client: no cache folder")
 	}
+	if o.TrustBundle.enabled() {
+		for _, u := range []string{o.TrustBundle.URI, o.TrustBundle.Discovery} {
+			if u != "" {
+				if err := CheckTrustBundleURI(u); err != nil {
+					return nil, fmt.Errorf("Margo trust bundle: %w", err)
+				}
+			}
+		}
+		if o.TrustBundle.CacheFile == "" {
+			return nil, errors.New("Margo trust bundle: no cache file")
+		}
+		o.Identity.BundleCacheFile = o.TrustBundle.CacheFile
+	}
 	l, err := loadIdentity(o.Identity, o.WFMID, o.Now())
 	if err != nil {
 		return nil, err
@@ -132,6 +149,9 @@ func New(o Options) (*Client, error) {
 		log:   log.With("wfm", base.Host),
 		cache: &contentCache{dir: o.CacheDir},
 	}
+	if o.TrustBundle.enabled() {
+		c.tb = &bundleFetcher{o: o.TrustBundle, c: c}
+	}
 	c.log.Info("Margo identity loaded", "client", l.svid.ID.String(), "wfmID", l.wfmID.String(), "svidExpires", l.svid.Certificates[0].NotAfter)
 	return c, nil
 }
@@ -154,7 +174,14 @@ func (c *Client) Close() { c.tr.CloseIdleConnections() }
 // refresh reloads the identity files when they changed, and closes the
 // open connections when the identity changed or a certificate of an open
 // connection has expired, so the next request handshakes anew.
-func (c *Client) refresh() error {
+func (c *Client) refresh(ctx context.Context) error {
+	c.maybeRefreshTrustBundle(ctx)
+	c.refreshIdentity()
+	return nil
+}
+
+// refreshIdentity is refresh without the trust bundle fetch.
+func (c *Client) refreshIdentity() {
 	now := c.opts.Now()
 	changed, err := c.id.reload(now)
 	if err != nil {
@@ -172,7 +199,6 @@ func (c *Client) refresh() error {
 		}
 		c.tr.CloseIdleConnections()
 	}
-	return nil
 }
 
 // notePeer records when the WFM certificate of a connection expires.
@@ -204,7 +230,7 @@ func (c *Client) resolve(p string, content bool) string {
 // request sends one request and returns the response when its status is
 // among ok; any other answer becomes an *APIError (its body read, bounded).
 func (c *Client) request(ctx context.Context, method, rawURL string, header http.Header, body []byte, ok ...int) (*http.Response, error) {
-	if err := c.refresh(); err != nil {
+	if err := c.refresh(ctx); err != nil {
 		return nil, err
 	}
 	var rd io.Reader

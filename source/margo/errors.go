@@ -25,6 +25,15 @@ var (
 	// ErrInvalidBundle reports a bundle that does not hold exactly the
 	// deployments of its manifest.
 	ErrInvalidBundle = errdef.Refusal("invalid Margo bundle")
+	// ErrInvalidTrustBundle reports a SPIFFE bundle that does not parse
+	// or whose keys do not hold together.
+	ErrInvalidTrustBundle = errdef.Refusal("invalid SPIFFE trust bundle")
+	// ErrEmptyTrustBundle reports a SPIFFE bundle without x509-svid
+	// anchors: refused, the bundle in force stays (fail closed).
+	ErrEmptyTrustBundle = errdef.Refusal("SPIFFE trust bundle without x509-svid anchors")
+	// ErrTrustBundleRegression reports a bundle whose spiffe_sequence is
+	// lower than the accepted one's (a rollback or replay).
+	ErrTrustBundleRegression = errdef.Refusal("SPIFFE trust bundle sequence regression")
 	// ErrUnavailable reports content the WFM answers 404 for: it is not
 	// available now; it is never a deletion.
 	ErrUnavailable = errors.New("content unavailable")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -29,6 +30,12 @@ type Identity struct {
 	// certificates, or a SPIFFE bundle (JWK Set with x509-svid keys, as
 	// GET <trustBundleUri> serves it).
 	TrustBundleFile string
+	// BundleCacheFile, when set, is where the bundle fetched from the MIS
+	// is kept (see TrustBundleOptions). When it exists and is newer than
+	// TrustBundleFile, its anchors are the ones in force; an operator who
+	// replaces TrustBundleFile out of band overrides it until the next
+	// accepted fetch.
+	BundleCacheFile string
 }
 
 // maxIdentityFile caps what is read of an identity file.
@@ -51,7 +58,11 @@ type loaded struct {
 	svid     *x509svid.SVID
 	bundle   *x509bundle.Bundle
 	wfmID    spiffeid.ID
-	modTimes [3]time.Time
+	modTimes [4]time.Time
+	// seq is the spiffe_sequence of the cached bundle (0: none).
+	seq uint64
+	// fromCache says the anchors are the cached bundle's.
+	fromCache bool
 }
 
 // LoadIdentity reads and checks the identity files at time now: the SVID
@@ -80,7 +91,7 @@ func (l *loaded) info() *IdentityInfo {
 }
 
 func loadIdentity(id Identity, wantWFM string, now time.Time) (*loaded, error) {
-	var mods [3]time.Time
+	var mods [4]time.Time
 	read := func(i int, what, path string) ([]byte, error) {
 		if path == "" {
 			return nil, fmt.Errorf("%w: no %s file configured", ErrIdentity, what)
@@ -132,10 +143,28 @@ func loadIdentity(id Identity, wantWFM string, now time.Time) (*loaded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: trust bundle %s: %v", ErrIdentity, id.TrustBundleFile, err)
 	}
-	if _, _, err := x509svid.Verify(svid.Certificates, bundle, x509svid.WithTime(now)); err != nil {
-		return nil, fmt.Errorf("%w: SVID %s does not verify against the trust bundle %s at %s: %v", ErrIdentity, id.CertFile, id.TrustBundleFile, now.UTC().Format(time.RFC3339), err)
+	l := &loaded{svid: svid, bundle: bundle, wfmID: wfm}
+	bundleName := id.TrustBundleFile
+	if id.BundleCacheFile != "" {
+		if fi, err := os.Stat(id.BundleCacheFile); err == nil {
+			mods[3] = fi.ModTime()
+		}
+		_, tb, err := readBundleCache(id.BundleCacheFile, svid.ID.TrustDomain())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrIdentity, err)
+		}
+		if tb != nil {
+			l.seq = tb.Sequence
+			if mods[3].After(mods[2]) {
+				l.bundle, l.fromCache, bundleName = tb.x509Bundle(svid.ID.TrustDomain()), true, id.BundleCacheFile
+			}
+		}
 	}
-	return &loaded{svid: svid, bundle: bundle, wfmID: wfm, modTimes: mods}, nil
+	if _, _, err := x509svid.Verify(svid.Certificates, l.bundle, x509svid.WithTime(now)); err != nil {
+		return nil, fmt.Errorf("%w: SVID %s does not verify against the trust bundle %s at %s: %v", ErrIdentity, id.CertFile, bundleName, now.UTC().Format(time.RFC3339), err)
+	}
+	l.modTimes = mods
+	return l, nil
 }
 
 // wfmIDOf returns spiffe://<td>/margo/wfm/<wfm-id> for a client SVID
@@ -215,12 +244,19 @@ func (s *identitySource) reload(now time.Time) (bool, error) {
 	mods := s.current.modTimes
 	s.mu.RUnlock()
 	changed := false
-	for i, p := range []string{s.files.CertFile, s.files.KeyFile, s.files.TrustBundleFile} {
+	for i, p := range []string{s.files.CertFile, s.files.KeyFile, s.files.TrustBundleFile, s.files.BundleCacheFile} {
+		if p == "" {
+			continue
+		}
+		var mod time.Time
 		fi, err := os.Stat(p)
-		if err != nil {
+		switch {
+		case err == nil:
+			mod = fi.ModTime()
+		case i < 3 || !errors.Is(err, os.ErrNotExist):
 			return false, fmt.Errorf("%w: %v", ErrIdentity, err)
 		}
-		changed = changed || !fi.ModTime().Equal(mods[i])
+		changed = changed || !mod.Equal(mods[i])
 	}
 	if !changed {
 		return false, nil

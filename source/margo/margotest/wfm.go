@@ -86,6 +86,10 @@ type WFM struct {
 	t   testing.TB
 	srv *httptest.Server
 
+	certMu   sync.Mutex
+	serverID string
+	cert     tls.Certificate // the WFM's SVID, as served
+
 	mu           sync.Mutex
 	manifest     []byte
 	etag         string
@@ -142,11 +146,8 @@ func Start(t testing.TB, o Options) *WFM {
 	if o.ServerCA != nil {
 		signer = o.ServerCA
 	}
-	s := signer.Mint(t, serverID, SVIDOptions{})
-	svid, err := x509svid.Parse(s.CertPEM, s.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w.serverID = serverID
+	w.Reissue(signer)
 	td := spiffeid.RequireTrustDomainFromString(o.TrustDomain)
 	bundle := x509bundle.FromX509Authorities(td, []*x509.Certificate{ca.Cert})
 	prefix := w.ID + "/client/"
@@ -156,7 +157,7 @@ func Start(t testing.TB, o Options) *WFM {
 		}
 		return nil
 	}
-	cfg := tlsconfig.MTLSServerConfig(svid, bundle, authorize)
+	cfg := tlsconfig.MTLSServerConfig(nil, bundle, authorize)
 	cfg.MinVersion = tls.VersionTLS13
 	if o.AllowTLS12 || o.MaxTLS12 {
 		cfg.MinVersion = tls.VersionTLS12
@@ -166,14 +167,16 @@ func Start(t testing.TB, o Options) *WFM {
 	}
 	w.srv = httptest.NewUnstartedServer(http.HandlerFunc(w.serve))
 	// httptest adds its own certificate when Certificates is empty, and
-	// GetCertificate is not asked without SNI: set the SVID explicitly.
-	cert := tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
-	for _, c := range svid.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
-	cfg.Certificates = []tls.Certificate{cert}
+	// GetCertificate is not asked without SNI: each handshake gets a
+	// configuration with the SVID in force (Reissue changes it).
 	cfg.GetCertificate = nil
-	w.srv.TLS = cfg
+	w.srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := cfg.Clone()
+		w.certMu.Lock()
+		c.Certificates = []tls.Certificate{w.cert}
+		w.certMu.Unlock()
+		return c, nil
+	}, Certificates: []tls.Certificate{w.cert}}
 	w.srv.EnableHTTP2 = false
 	w.srv.Config.ErrorLog = nil
 	w.srv.StartTLS()
@@ -181,6 +184,23 @@ func Start(t testing.TB, o Options) *WFM {
 	t.Cleanup(w.srv.Close)
 	w.Publish(1) // an empty manifest until the test publishes one
 	return w
+}
+
+// Reissue re-issues the WFM's SVID under signer (a rotated anchor of the
+// trust domain); new connections get it.
+func (w *WFM) Reissue(signer *CA) {
+	s := signer.Mint(w.t, w.serverID, SVIDOptions{})
+	svid, err := x509svid.Parse(s.CertPEM, s.KeyPEM)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cert := tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	w.certMu.Lock()
+	w.cert = cert
+	w.certMu.Unlock()
 }
 
 // ClientSVID mints an SVID for the client name of this WFM.
