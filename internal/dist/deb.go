@@ -70,7 +70,7 @@ func Deb(bins Binaries, version, docsDir, outDir string) (string, error) {
 		Name:        "berth",
 		Arch:        bins.Platform.DebArch(),
 		Platform:    "linux",
-		Version:     strings.TrimPrefix(version, "v"),
+		Version:     debVersion(version),
 		Section:     "admin",
 		Priority:    "optional",
 		Maintainer:  "berth developers <berth@berth.invalid>",
@@ -102,4 +102,16 @@ func Deb(bins Binaries, version, docsDir, outDir string) (string, error) {
 		return "", fmt.Errorf("deb: %w", err)
 	}
 	return path, f.Close()
+}
+
+// debVersion makes a Debian version of a release version: without a
+// leading "v", and, when it does not start with a digit (git describe
+// --always gives a bare commit hash in a clone without tags), after
+// "0.0.0~", which sorts below every real release.
+func debVersion(v string) string {
+	v = strings.TrimPrefix(v, "v")
+	if v == "" || v[0] < '0' || v[0] > '9' {
+		v = "0.0.0~" + v
+	}
+	return v
 }
