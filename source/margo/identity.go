@@ -155,7 +155,7 @@ func loadIdentity(id Identity, wantWFM string, now time.Time) (*loaded, error) {
 		}
 		if tb != nil {
 			l.seq = tb.Sequence
-			if mods[3].After(mods[2]) {
+			if !mods[3].Before(mods[2]) { // the cache unless the file was replaced since
 				l.bundle, l.fromCache, bundleName = tb.x509Bundle(svid.ID.TrustDomain()), true, id.BundleCacheFile
 			}
 		}
