@@ -165,7 +165,7 @@ apply:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		a.t.Fatal(err)
 	}
-	name, argv := a.ns.Wrap(a.bin, "agent", "--config", cfgPath, "--once", "--output", "json")
+	name, argv := a.ns.Wrap(a.bin, "agent", "--config", cfgPath, "--once", "--log-level", "info", "--output", "json")
 	out, errOut, code := testenv.Run(a.t, name, nil, argv...)
 	var res []result
 	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 {
