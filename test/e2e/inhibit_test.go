@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,13 +27,17 @@ type inhibitorList struct {
 func TestInhibit(t *testing.T) {
 	a := newAgentEnv(t)
 	v1 := a.publish("stable", a.key, 1)
-	a.writeConfig("ref: {tag: stable}", `device:
+	// An apply window open now (from an hour ago to two hours ahead, every
+	// day, crossing midnight when it must): the agent holds updates outside
+	// its windows, and this test is about inhibitors.
+	now := time.Now().UTC()
+	a.writeConfig("ref: {tag: stable}", fmt.Sprintf(`device:
   id: press-07
   labels: {ring: canary, line: "3"}
 windows:
   apply:
-    - {days: [mon, tue, wed, thu, fri], start: "22:00", end: "05:00", timezone: Europe/Berlin}
-  download: always`)
+    - {days: [mon, tue, wed, thu, fri, sat, sun], start: "%s", end: "%s", timezone: UTC}
+  download: always`, now.Add(-time.Hour).Format("15:04"), now.Add(2*time.Hour).Format("15:04")))
 	run := func(args ...string) (string, string) {
 		t.Helper()
 		out, errOut, code := testenv.Run(t, a.bin, nil, append(args, "--config", a.cfgPath)...)
