@@ -77,14 +77,16 @@ lint:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./internal/depcheck/
 
-# Fuzz every parser of untrusted input for FUZZTIME each, one after the
-# other. Every target gets -fuzzminimizetime (200 runs; Go's default is 60s
+# Fuzz every parser of untrusted input for FUZZTIME each, FUZZJOBS at a
+# time (test/scripts/fuzz.sh prints executions and new corpus entries per
+# target; logs in fuzz-logs/). Every target gets -fuzzminimizetime (200 runs; Go's default is 60s
 # per new input, which left fuzzers minimizing most of the time) so that a
 # fuzzer spends its time fuzzing. Extra flags go in FUZZFLAGS, for instance
 # `make fuzz FUZZTIME=10m FUZZFLAGS=-parallel=1` on a shared machine.
 FUZZTIME ?= 30s
 FUZZMINIMIZETIME ?= 200x
 FUZZFLAGS ?=
+FUZZJOBS ?= 1
 FUZZ_TARGETS := \
 	source/archive:FuzzExtract source/archive:FuzzDiff \
 	state:FuzzParse \
@@ -106,12 +108,8 @@ FUZZ_TARGETS := \
 	source/margo/spec:FuzzParseProblem source/margo:FuzzParseTrustBundle \
 	policy/rollout/statement:FuzzParse policy/inhibit:FuzzParse
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-	  pkg=./$${t%%:*}; name=$${t##*:}; \
-	  echo "== $$name ($$pkg)"; \
-	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) \
-	    -fuzzminimizetime=$(FUZZMINIMIZETIME) $(FUZZFLAGS) $$pkg; \
-	done
+	GO=$(GO) JOBS=$(FUZZJOBS) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) \
+	  FUZZFLAGS="$(FUZZFLAGS)" bash test/scripts/fuzz.sh $(FUZZ_TARGETS)
 
 # The main job end to end on this machine: a local registry, a Git
 # repository made from examples/, push + sign, verify, pull.
