@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -108,19 +109,23 @@ Prometheus (or Mimir, Thanos, VictoriaMetrics) holds the reports.`,
 type watchResult struct {
 	URL string `json:"url"`
 	*progress.WatchResult
-	// Statement is the statement the breaker signed and pushed.
+	// Statement is the statement the breaker signed and pushed, or wrote
+	// to Predicate for cosign attest (keyless).
 	Statement *statement.Statement `json:"statement,omitempty"`
+	// Predicate is the file the breaker wrote the statement's predicate
+	// to, with --predicate-out; empty when it signed with a key.
+	Predicate string `json:"predicate,omitempty"`
 }
 
 // exitTripped is rollout watch's exit status when the breaker tripped and
-// its statement was pushed.
+// its statement was pushed (or, keyless, its predicate written).
 const exitTripped = 2
 
 func newRolloutWatchCmd(g *globals) *cobra.Command {
 	var f progressFlags
 	var w watchFlags
 	cmd := &cobra.Command{
-		Use:   "watch REF --prometheus URL [--max-failed 5% --sign-key KEY]",
+		Use:   "watch REF --prometheus URL [--max-failed 5% (--sign-key KEY | --predicate-out FILE)]",
 		Short: "Follow a release's rollout until it settles; pause it when a wave fails (the circuit breaker)",
 		Long: `Read the rollout of the release REF resolves to from Prometheus, as rollout
 status does, every --poll, until it settles: every wave open and every
@@ -134,6 +139,12 @@ pause statement (or abort, with --action abort) with --sign-key, attaches
 it to the release digest in the registry, and exits with status 2, naming
 the failing devices. Devices not yet on the release then do not adopt it.
 
+Keyless (CI with an OIDC identity): with --predicate-out FILE instead of
+--sign-key, the breaker writes the statement's predicate to FILE and exits
+with status 2; the next step signs and attaches it with
+  cosign attest --new-bundle-format --type ` + statement.PredicateType + ` --predicate FILE HOST/REPO@DIGEST
+(examples/ci/github-actions.yml does this).
+
 Exit status: 0 settled (failures below the threshold are listed), 2 the
 breaker tripped and its statement was pushed, 1 anything else (Prometheus
 unreachable --max-errors times in a row, --max-wait passed, the statement
@@ -141,6 +152,9 @@ could not be pushed: the error says so).`,
 		Example: `  COSIGN_PASSWORD=... berth rollout watch oci://registry.example.com/fleet/line-3@sha256:... \
     --prometheus https://prometheus.example.com --bearer-token-file prometheus.token \
     --source line-3 --max-failed 5% --min-devices 3 --sign-key env://COSIGN_KEY --key cosign.pub
+  # keyless, in CI: on exit status 2, sign pause.json with cosign attest
+  berth rollout watch oci://registry.example.com/fleet/line-3@sha256:... --prometheus https://prometheus.example.com \
+    --max-failed 5% --predicate-out pause.json
   # only follow it, one JSON document at the end
   berth rollout watch oci://registry.example.com/fleet/line-3:v1.4.0 --prometheus http://127.0.0.1:9090 --poll 10s --max-wait 2h --output json`,
 		Args: cobra.ExactArgs(1),
@@ -151,6 +165,7 @@ could not be pushed: the error says so).`,
 	fl.StringVar(&w.maxFailed, "max-failed", "", "the circuit breaker's threshold: the failures an open wave tolerates, a share (5%) or a number of devices (3)")
 	fl.IntVar(&w.minDevices, "min-devices", 1, "devices of a wave that must have tried the release before the breaker judges the wave")
 	fl.StringVar(&w.key, "sign-key", "", "cosign private key the breaker signs its statement with: a file or env://VAR (password from COSIGN_PASSWORD)")
+	fl.StringVar(&w.predicateOut, "predicate-out", "", "keyless: when the breaker trips, write the statement's predicate to FILE (to sign with cosign attest) instead of signing with a key")
 	fl.StringVar(&w.action, "action", "pause", "the statement the breaker signs: pause or abort")
 	fl.DurationVar(&w.poll, "poll", 30*time.Second, "time between two reads of Prometheus")
 	fl.IntVar(&w.maxErrors, "max-errors", 5, "reads of Prometheus that may fail in a row before watch gives up")
@@ -161,6 +176,7 @@ could not be pushed: the error says so).`,
 // watchFlags are rollout watch's own flags.
 type watchFlags struct {
 	maxFailed, key, action string
+	predicateOut           string
 	minDevices, maxErrors  int
 	poll, maxWait          time.Duration
 }
@@ -173,8 +189,11 @@ func (w *watchFlags) breaker() (*progress.Breaker, rollout.Action, signature.Sig
 	if err != nil || (a != rollout.Pause && a != rollout.Abort) {
 		return nil, a, nil, fmt.Errorf("--action %q: use pause (devices not on the release stay off it) or abort (devices on it go back too)", w.action)
 	}
-	if (w.maxFailed == "") != (w.key == "") {
-		return nil, a, nil, errors.New("give --max-failed and --sign-key together: the breaker signs a statement when the threshold is passed; without both, watch only follows the rollout")
+	if w.key != "" && w.predicateOut != "" {
+		return nil, a, nil, errors.New("give --sign-key (sign with a key) or --predicate-out (keyless: write the predicate for cosign attest), not both")
+	}
+	if (w.maxFailed == "") != (w.key == "" && w.predicateOut == "") {
+		return nil, a, nil, errors.New("give --max-failed with --sign-key KEY (or --predicate-out FILE, keyless): the breaker signs a statement when the threshold is passed; without them, watch only follows the rollout")
 	}
 	if w.maxFailed == "" {
 		return nil, a, nil, nil
@@ -183,11 +202,15 @@ func (w *watchFlags) breaker() (*progress.Breaker, rollout.Action, signature.Sig
 	if err != nil {
 		return nil, a, nil, fmt.Errorf("--max-failed: %w", err)
 	}
+	b := &progress.Breaker{MaxFailed: t, MinDevices: w.minDevices}
+	if w.predicateOut != "" {
+		return b, a, nil, nil
+	}
 	sv, err := cosign.LoadPrivateKey(w.key, cosignPassword)
 	if err != nil {
 		return nil, a, nil, fmt.Errorf("load signing key %s: %w", w.key, err)
 	}
-	return &progress.Breaker{MaxFailed: t, MinDevices: w.minDevices}, a, sv, nil
+	return b, a, sv, nil
 }
 
 // rolloutWatch runs rollout watch on the release arg names.
@@ -202,7 +225,9 @@ func (g *globals) rolloutWatch(cmd *cobra.Command, arg string, f *progressFlags,
 		return err
 	}
 	res := watchResult{URL: rel.ref.String()}
-	if o.Pause, err = g.signStatement(rel, a, sv, &res); err != nil {
+	if w.predicateOut != "" {
+		o.Pause = writePredicate(rel, a, w.predicateOut, &res)
+	} else if o.Pause, err = g.signStatement(rel, a, sv, &res); err != nil {
 		return err
 	}
 	if g.output != "json" {
@@ -224,6 +249,9 @@ func (g *globals) rolloutWatch(cmd *cobra.Command, arg string, f *progressFlags,
 	switch {
 	case werr != nil:
 		return werr
+	case wr.Outcome == progress.Paused && res.Predicate != "":
+		return exitError{code: exitTripped, err: fmt.Errorf("the rollout of %s failed: %s predicate written to %s; sign and attach it with cosign attest --new-bundle-format --type %s --predicate %s %s@%s: %s",
+			rel.ref, a, res.Predicate, statement.PredicateType, res.Predicate, rel.ref.Repo(), rel.ref.Digest, progress.Reason(wr.Trips, 0))}
 	case wr.Outcome == progress.Paused:
 		return exitError{code: exitTripped, err: fmt.Errorf("the rollout of %s failed: %s statement pushed: %s", rel.ref, a, progress.Reason(wr.Trips, 0))}
 	}
@@ -249,6 +277,23 @@ func (g *globals) signStatement(rel *release, a rollout.Action, sv signature.Sig
 		g.log.Warn("circuit breaker tripped: statement attached", "action", string(a), "digest", rel.ref.Digest, "reason", st.Reason)
 		return nil
 	}, nil
+}
+
+// writePredicate returns the Pause of a keyless watch: it writes the
+// action's statement predicate to path, for cosign attest to sign.
+func writePredicate(rel *release, a rollout.Action, path string, res *watchResult) func(context.Context, *progress.Report, []progress.Trip) error {
+	return func(_ context.Context, _ *progress.Report, trips []progress.Trip) error {
+		st := progress.Statement(a, rel.ref.Digest, trips, time.Now())
+		p, err := st.Predicate()
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, append(p, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write the %s predicate for %s to %s: %w", a, rel.ref, path, err)
+		}
+		res.Statement, res.Predicate = &st, path
+		return nil
+	}
 }
 
 // observeLine writes one line per poll of watch: each wave's counts.
@@ -322,7 +367,9 @@ func printWatch(w io.Writer, r *watchResult) {
 		for _, t := range r.Trips {
 			fmt.Fprintf(w, "  breaker tripped: %s\n", t)
 		}
-		if r.Statement != nil {
+		if r.Statement != nil && r.Predicate != "" {
+			fmt.Fprintf(w, "  %s predicate written to %s: sign and attach it with cosign attest\n", r.Statement.Action, r.Predicate)
+		} else if r.Statement != nil {
 			fmt.Fprintf(w, "  %s statement signed at %s and attached to %s\n", r.Statement.Action, rollout.FormatTime(r.Statement.SignedAt), r.Statement.Digest)
 		}
 	case progress.Complete, progress.Settled:

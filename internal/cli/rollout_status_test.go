@@ -15,7 +15,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/berth-dev/berth/internal/fleetsim"
+	"github.com/berth-dev/berth/internal/keylesstest"
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/policy/rollout/statement"
 	"github.com/berth-dev/berth/reconcile/metrics"
 )
 
@@ -132,6 +134,52 @@ func TestRolloutStatusAndWatchOutput(t *testing.T) {
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &plan) != nil || plan.Statements.Latest.Action != "abort" {
 		t.Fatalf("plan after the abort: exit %d %s %s", code, out, errOut)
+	}
+
+	// Keyless: --predicate-out writes the pause predicate for cosign
+	// attest instead of signing, and exits 2 the same way; a bundle signed
+	// keyless over it attaches to the release.
+	pred := filepath.Join(t.TempDir(), "pause.json")
+	if _, errOut, code := runBerth(t, append([]string{"rollout", "watch", url, "--max-failed", "0", "--sign-key", keys + ".key", "--predicate-out", pred}, args...)...); code == 0 || !strings.Contains(errOut, "not both") {
+		t.Fatalf("watch with a key and --predicate-out: exit %d: %s", code, errOut)
+	}
+	out, errOut, code = runBerth(t, append([]string{"rollout", "watch", url, "--output", "json", "--poll", "100ms", "--max-failed", "0", "--predicate-out", pred}, args...)...)
+	if code != 2 || !strings.Contains(errOut, "pause predicate written to "+pred) || !strings.Contains(errOut, "cosign attest --new-bundle-format --type "+statement.PredicateType) {
+		t.Fatalf("keyless watch with a failure: exit %d\n%s%s", code, out, errOut)
+	}
+	var keyless struct {
+		Outcome, Predicate string
+		Statement          struct{ Action, Digest, Reason string }
+	}
+	if err := json.Unmarshal([]byte(out), &keyless); err != nil || keyless.Outcome != "paused" || keyless.Predicate != pred ||
+		keyless.Statement.Action != "pause" || keyless.Statement.Digest != pushed.Digest {
+		t.Fatalf("keyless watch: %v %s", err, out)
+	}
+	predBytes, err := os.ReadFile(pred)
+	if err != nil || !strings.Contains(string(predBytes), `"action":"pause"`) || !strings.Contains(string(predBytes), pushed.Digest) || !strings.Contains(string(predBytes), "d2") {
+		t.Fatalf("predicate file: %v %s", err, predBytes)
+	}
+	s, err := keylesstest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	algo, hexDigest, _ := strings.Cut(pushed.Digest, ":")
+	stmt, _ := json.Marshal(map[string]any{
+		"_type":         "https://in-toto.io/Statement/v1",
+		"subject":       []any{map[string]any{"digest": map[string]string{algo: hexDigest}}},
+		"predicateType": statement.PredicateType,
+		"predicate":     json.RawMessage(predBytes),
+	})
+	bj, err := s.SignStatement(stmt, "https://github.com/acme/fleet/.github/workflows/release.yml@refs/heads/main", "https://token.actions.githubusercontent.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundleFile := filepath.Join(t.TempDir(), "pause.bundle.json")
+	if err := os.WriteFile(bundleFile, bj, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runBerth(t, "rollout", "pause", url, "--bundle", bundleFile); code != 0 {
+		t.Fatalf("attach the keyless pause: exit %d: %s", code, errOut)
 	}
 
 	// Prometheus gone: status says which query failed.
