@@ -57,20 +57,21 @@ func benchArchive(b testing.TB, total, fileSize int64) string {
 }
 
 // BenchmarkExtractAtomic extracts 256 MiB of incompressible data, as 3,000
-// files and as 64 files of 4 MiB, into the temp dir's file system, durable
+// files and as 64 files of 4 MiB, and 5,000 files of 2 KiB, into the temp dir's file system, durable
 // when it returns. The archive is read from the page cache.
 func BenchmarkExtractAtomic(b *testing.B) {
 	for _, shape := range []struct {
-		name     string
-		fileSize int64
+		name            string
+		total, fileSize int64
 	}{
-		{"3000files", (256 << 20) / 3000},
-		{"64files", 4 << 20},
+		{"3000files", 256 << 20, (256 << 20) / 3000},
+		{"64files", 256 << 20, 4 << 20},
+		{"5000x2KiB", 5000 * 2 << 10, 2 << 10},
 	} {
 		b.Run(shape.name, func(b *testing.B) {
-			src := benchArchive(b, 256<<20, shape.fileSize)
+			src := benchArchive(b, shape.total, shape.fileSize)
 			base := b.TempDir()
-			b.SetBytes(256 << 20)
+			b.SetBytes(shape.total)
 			b.ResetTimer()
 			for i := range b.N {
 				f, err := os.Open(src)

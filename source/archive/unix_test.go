@@ -3,12 +3,14 @@
 package archive
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,5 +70,49 @@ func TestBuildSpecialFiles(t *testing.T) {
 	// Ignored special files are fine.
 	if _, err := Build(context.Background(), dir, &buf, BuildOptions{Ignore: []string{"sub-fifo"}}); err != nil {
 		t.Errorf("ignored fifo: %v", err)
+	}
+}
+
+const extractHelperEnv = "BERTH_ARCHIVE_EXTRACT_UMASK_HELPER"
+
+// TestExtractUmaskHelper is not a test: TestExtractUmask runs it in a
+// subprocess under the umask it is given, to extract an archive there.
+func TestExtractUmaskHelper(t *testing.T) {
+	dir := os.Getenv(extractHelperEnv)
+	if dir == "" {
+		t.Skip("helper process only")
+	}
+	m, err := strconv.ParseUint(os.Getenv(extractHelperEnv+"_MASK"), 8, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Umask(int(m))
+	run := tEntry{name: "bin/run", typ: tar.TypeReg, mode: 0o755, body: "#!/bin/sh\n"}
+	big := tEntry{name: "data/big.bin", typ: tar.TypeReg, mode: 0o600, body: strings.Repeat("x", smallFile+1)}
+	data := tarOf(file("a.txt", "a"), file("data/b.txt", "b"), run, big)(t)
+	if _, err := ExtractAtomic(context.Background(), bytes.NewReader(data), dir, Limits{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExtractUmask: extracted files get the archive's normalised modes
+// (0644, 0755) whatever the umask, on the workers' path for small files
+// and the streaming one for large files.
+func TestExtractUmask(t *testing.T) {
+	for _, mask := range []string{"077", "022", "000"} {
+		t.Run(mask, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "out")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestExtractUmaskHelper$", "-test.count=1")
+			cmd.Env = append(os.Environ(), extractHelperEnv+"="+dir, extractHelperEnv+"_MASK="+mask)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("helper: %v\n%s", err, out)
+			}
+			for name, want := range map[string]os.FileMode{"a.txt": 0o644, "data/b.txt": 0o644, "bin/run": 0o755, "data/big.bin": 0o644, "data": 0o755 | os.ModeDir} {
+				fi, err := os.Lstat(filepath.Join(dir, name))
+				if err != nil || fi.Mode() != want {
+					t.Errorf("umask %s: %s: mode %v (%v), want %v", mask, name, fi.Mode(), err, want)
+				}
+			}
+		})
 	}
 }

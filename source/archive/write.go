@@ -39,6 +39,7 @@ type writeJob struct {
 // goroutine.
 type fileWriter struct {
 	root *os.Root
+	dirs *dirs // the workers' way to create files
 	jobs chan writeJob
 	free chan *[]byte
 	wg   sync.WaitGroup
@@ -53,6 +54,7 @@ func newFileWriter(root *os.Root, workers int) *fileWriter {
 	if workers <= 0 {
 		return w
 	}
+	w.dirs = newDirs(root)
 	w.jobs = make(chan writeJob, writeBuffers)
 	w.free = make(chan *[]byte, writeBuffers)
 	for range writeBuffers {
@@ -69,7 +71,7 @@ func (w *fileWriter) work() {
 	defer w.wg.Done()
 	for j := range w.jobs {
 		if w.err() == nil {
-			if err := createFile(w.root, j.name, j.mode, *j.buf); err != nil {
+			if err := w.dirs.create(j.name, j.mode, *j.buf); err != nil {
 				w.setErr(err)
 			}
 		}
@@ -124,6 +126,7 @@ func (w *fileWriter) wait() error {
 	if w.jobs != nil {
 		close(w.jobs)
 		w.wg.Wait()
+		w.dirs.close()
 	}
 	return w.err()
 }
