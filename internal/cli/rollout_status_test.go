@@ -163,14 +163,7 @@ func TestRolloutStatusAndWatchOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	algo, hexDigest, _ := strings.Cut(pushed.Digest, ":")
-	stmt, _ := json.Marshal(map[string]any{
-		"_type":         "https://in-toto.io/Statement/v1",
-		"subject":       []any{map[string]any{"digest": map[string]string{algo: hexDigest}}},
-		"predicateType": statement.PredicateType,
-		"predicate":     json.RawMessage(predBytes),
-	})
-	bj, err := s.SignStatement(stmt, "https://github.com/acme/fleet/.github/workflows/release.yml@refs/heads/main", "https://token.actions.githubusercontent.com")
+	bj, err := s.SignPredicate(pushed.Digest, statement.PredicateType, predBytes, "https://github.com/acme/fleet/.github/workflows/release.yml@refs/heads/main", "https://token.actions.githubusercontent.com")
 	if err != nil {
 		t.Fatal(err)
 	}

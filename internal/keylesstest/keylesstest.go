@@ -94,6 +94,26 @@ func (s *Sigstore) SignBundle(digest, identity, issuer string) ([]byte, error) {
 	return s.SignStatement(statement, identity, issuer)
 }
 
+// SignPredicate signs keyless, as `cosign attest --new-bundle-format
+// --type predicateType --predicate FILE REPO@digest` does, the in-toto
+// statement about digest ("sha256:<hex>") carrying predicate (JSON).
+func (s *Sigstore) SignPredicate(digest, predicateType string, predicate []byte, identity, issuer string) ([]byte, error) {
+	alg, hexDigest, ok := strings.Cut(digest, ":")
+	if !ok || alg == "" || hexDigest == "" {
+		return nil, fmt.Errorf("malformed digest %q", digest)
+	}
+	statement, err := json.Marshal(map[string]any{
+		"_type":         intotov1.StatementTypeUri,
+		"subject":       []any{map[string]any{"digest": map[string]string{alg: hexDigest}}},
+		"predicateType": predicateType,
+		"predicate":     json.RawMessage(predicate),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("predicate: %w", err)
+	}
+	return s.SignStatement(statement, identity, issuer)
+}
+
 // SignStatement is SignBundle for an arbitrary in-toto statement.
 func (s *Sigstore) SignStatement(statement []byte, identity, issuer string) ([]byte, error) {
 	// The time Attest uses: inside the leaf certificate's validity.

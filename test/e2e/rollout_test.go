@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -201,13 +200,7 @@ func TestRolloutPlanAndStatements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stmt, _ := json.Marshal(map[string]any{
-		"_type":         "https://in-toto.io/Statement/v1",
-		"subject":       []any{map[string]any{"digest": map[string]string{"sha256": hexB}}},
-		"predicateType": "https://berth.dev/rollout/statement/v1",
-		"predicate":     json.RawMessage(pred),
-	})
-	bj, err := s.SignStatement(stmt, "https://github.com/acme/fleet/.github/workflows/rollout.yml@refs/heads/main", "https://token.actions.githubusercontent.com")
+	bj, err := s.SignPredicate(b.Digest, "https://berth.dev/rollout/statement/v1", pred, "https://github.com/acme/fleet/.github/workflows/rollout.yml@refs/heads/main", "https://token.actions.githubusercontent.com")
 	if err != nil {
 		t.Fatal(err)
 	}
