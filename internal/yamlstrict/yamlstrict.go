@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -312,13 +313,25 @@ func Describe(n *yaml.Node) string {
 	case "!!null":
 		return "null"
 	case "!!bool":
-		return fmt.Sprintf("the boolean %s", n.Value)
+		return "the boolean " + printable(n.Value)
 	case "!!int", "!!float":
-		return fmt.Sprintf("the number %s", n.Value)
+		return "the number " + printable(n.Value)
 	case "!!str":
 		return fmt.Sprintf("the string %q", n.Value)
 	}
-	return fmt.Sprintf("a value tagged %s", n.ShortTag())
+	return "a value tagged " + printable(n.ShortTag())
+}
+
+// printable returns s as it is when it is one line of printable text, else
+// quoted: a tag or value of an untrusted file must not start a line of an
+// error message of its own (a tag !%0A is "!\n").
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // IsNull reports whether n is an explicit or empty null.

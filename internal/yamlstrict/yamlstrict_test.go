@@ -121,8 +121,21 @@ func TestError(t *testing.T) {
 	if Suggest("intervall", []string{"interval", "timeout"}) != "interval" || Suggest("zzz", []string{"interval"}) != "" {
 		t.Error("Suggest")
 	}
-	if Describe(&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}) != "null" {
-		t.Error("Describe")
+	for _, tt := range []struct {
+		n    yaml.Node
+		want string
+	}{
+		{yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}, "null"},
+		{yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: "3"}, "the number 3"},
+		{yaml.Node{Kind: yaml.ScalarNode, Tag: "!x"}, "a value tagged !x"},
+		// Found by FuzzParse of source/replicate: the tag !%0A is "!\n";
+		// it must not start a line of the error message.
+		{yaml.Node{Kind: yaml.ScalarNode, Tag: "!\n"}, `a value tagged "!\n"`},
+		{yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true\r"}, `the boolean "true\r"`},
+	} {
+		if got := Describe(&tt.n); got != tt.want {
+			t.Errorf("Describe(%+v) = %q, want %q", tt.n, got, tt.want)
+		}
 	}
 }
 
