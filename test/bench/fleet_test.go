@@ -2,28 +2,16 @@ package bench
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/reconcile"
@@ -79,52 +67,11 @@ func BenchmarkFleetRollout(b *testing.B) {
 		earlyAt  = 60 * time.Second
 		allAt    = 120 * time.Second
 	)
-	reg := testenv.StartRegistry(b, testenv.RegistryOptions{})
-	berth := testenv.BuildBerth(b)
-	dir := b.TempDir()
-	prefix := filepath.Join(dir, "cosign")
-	run := func(args ...string) string {
-		b.Helper()
-		out, errOut, code := testenv.Run(b, berth, []string{"DOCKER_CONFIG=" + reg.DockerConfigDir, "COSIGN_PASSWORD=" + keyPassword, "SSL_CERT_FILE=" + reg.CAFile}, args...)
-		if code != 0 {
-			b.Fatalf("berth %s: exit %d: %s", strings.Join(args, " "), code, errOut)
-		}
-		return out
-	}
-	run("generate-key", "--prefix", prefix)
-
-	// A fleet repository whose one Compose app names an image in the
-	// registry (berth push pins it).
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: reg.CertPool(), MinVersion: tls.VersionTLS12}
-	img, _ := random.Image(512, 1)
-	ref, _ := name.ParseReference(reg.Host() + "/acme/hello:1.0.0")
-	if err := remote.Write(ref, img, remote.WithTransport(tr), remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password})); err != nil {
-		b.Fatal(err)
-	}
-	src := filepath.Join(dir, "fleet")
-	if err := testenv.CopyDir(filepath.Join(testenv.ModuleRoot(b), "examples", "compose-hello"), src); err != nil {
-		b.Fatal(err)
-	}
-	compose := filepath.Join(src, "apps", "web", "compose.yaml")
-	cb, _ := os.ReadFile(compose)
-	if err := os.WriteFile(compose, []byte(strings.ReplaceAll(string(cb), "127.0.0.1:5000/acme/hello:1.0.0", reg.Host()+"/acme/hello:1.0.0")), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	repo := testenv.GitRepo(b, src)
-	baseState, _ := os.ReadFile(filepath.Join(repo, "berth.yaml"))
+	f := testenv.StartFleet(b)
+	reg := f.Registry
 	push := func(created time.Time, plan string) string {
 		b.Helper()
-		if err := os.WriteFile(filepath.Join(repo, "berth.yaml"), append(slices.Clone(baseState), plan...), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		testenv.GitCommitAll(b, repo, testenv.GitOptions{Time: created, Message: created.String()})
-		out := run("push", repo, "oci://"+reg.Host()+"/fleet/line-3:stable", "--sign-key", prefix+".key", "--output", "json")
-		var res struct{ Digest string }
-		if err := json.Unmarshal([]byte(out), &res); err != nil || res.Digest == "" {
-			b.Fatalf("push printed no digest: %v %s", err, out)
-		}
-		return res.Digest
+		return f.Push("stable", created, plan)
 	}
 	d0 := push(time.Now().Add(-time.Hour).Truncate(time.Second), "")
 
@@ -142,32 +89,14 @@ func BenchmarkFleetRollout(b *testing.B) {
 	done := make(chan struct{}, n)
 	for i := range devs {
 		d := &device{id: fmt.Sprintf("d%04d", i), wave: "all"}
-		labels := "{}"
+		var labels map[string]string
 		if i%(n/10) == 0 && i/(n/10) < 10 {
-			labels, d.wave = "{ring: canary}", "canary"
-		} else if bucketOf("fleet/line-3", d.id) < 1000 {
+			labels, d.wave = map[string]string{"ring": "canary"}, "canary"
+		} else if testenv.FleetBucket(testenv.FleetRepository, d.id) < 1000 {
 			d.wave = "early"
 		}
-		d.state = filepath.Join(dir, d.id, "state")
-		path := filepath.Join(dir, d.id, "agent.yaml")
-		cfgText := fmt.Sprintf(`stateDir: %s
-device: {id: %s, labels: %s}
-sources:
-  - name: line-3
-    url: oci://%s/fleet/line-3
-    ref: {tag: stable}
-    interval: %s
-    timeout: 60s
-    verify: {keys: [%s]}
-    credentials: {dockerConfig: %s}
-    caFile: %s
-`, d.state, d.id, labels, reg.Host(), interval, prefix+".pub", reg.DockerConfig, reg.CAFile)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-			b.Fatal(err)
-		}
+		path, state := f.AgentConfig(filepath.Join(f.Dir, d.id), testenv.FleetAgent{ID: d.id, Labels: labels, Interval: interval, Timeout: 60 * time.Second})
+		d.state = state
 		cfg, err := config.Load(path)
 		if err != nil {
 			b.Fatal(err)
@@ -184,13 +113,7 @@ sources:
 		// the agents start over one interval, as a fleet's would
 		time.Sleep(interval / time.Duration(n))
 	}
-	current := func(d *device) string {
-		target, err := os.Readlink(filepath.Join(d.state, "sources", "line-3", "current"))
-		if err != nil {
-			return ""
-		}
-		return strings.Replace(filepath.Base(target), "sha256-", "sha256:", 1)
-	}
+	current := func(d *device) string { return testenv.FleetCurrent(d.state) }
 	on := func(digest string) int {
 		c := 0
 		for _, d := range devs {
@@ -288,11 +211,4 @@ sources:
 		n, early, interval, len(reqs), steadyDur.Round(time.Millisecond), steadyRate, steadyRate*interval.Seconds()/float64(n), peak,
 		rolloutReqs, rolloutDur.Round(time.Millisecond), float64(rolloutReqs)/rolloutDur.Seconds(), pushed.Sub(created).Round(time.Millisecond),
 		float64(m1.HeapInuse-m0.HeapInuse)/float64(n)/1024)
-}
-
-// bucketOf is a device's bucket by the documented formula (the first 8
-// bytes of SHA-256(repository "\n" id), big-endian, modulo 10000).
-func bucketOf(repo, id string) int {
-	sum := sha256.Sum256([]byte(repo + "\n" + id))
-	return int(binary.BigEndian.Uint64(sum[:8]) % 10000)
 }

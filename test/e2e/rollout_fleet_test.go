@@ -37,79 +37,33 @@ func TestRolloutFleet(t *testing.T) {
 		earlyAt  = 40 * time.Second
 		allAt    = 80 * time.Second
 	)
-	e := newEnv(t)
-	e.pushImage("acme/hello:1.0.0")
-	repo := e.fleet(e.reg.Host() + "/acme/hello:1.0.0")
-	push := func(tag string, created time.Time, plan string) string {
-		t.Helper()
-		f := filepath.Join(repo, "berth.yaml")
-		base, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i := strings.Index(string(base), "rollout:"); i >= 0 {
-			base = base[:i]
-		}
-		if err := os.WriteFile(f, append(base, plan...), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		testenv.GitCommitAll(t, repo, testenv.GitOptions{Time: created, Message: tag})
-		var res pushResult
-		e.okJSON(&res, "push", repo, e.url("fleet/line-3:stable"), "--sign-key", e.key)
-		return res.Digest
-	}
-	d0 := push("v0", time.Now().Add(-time.Hour).Truncate(time.Second), "")
+	f := testenv.StartFleet(t)
+	d0 := f.Push("stable", time.Now().Add(-time.Hour).Truncate(time.Second), "")
 
 	type dev struct {
-		id, state string
-		canary    bool
-		wave      string
-		adopted   time.Time
+		id, state, cfg string
+		canary         bool
+		wave           string
+		adopted        time.Time
 	}
 	devs := make([]*dev, n)
-	root := t.TempDir()
 	procs := make([]*testenv.Process, n)
 	for i := range devs {
 		d := &dev{id: fmt.Sprintf("d%03d", i), canary: i%50 == 0}
-		d.state = filepath.Join(root, d.id, "state")
-		labels := "{}"
+		var labels map[string]string
 		if d.canary {
-			labels = "{ring: canary}"
+			labels = map[string]string{"ring": "canary"}
 		}
-		cfg := fmt.Sprintf(`stateDir: %s
-device: {id: %s, labels: %s}
-log: {level: warn}
-sources:
-  - name: line-3
-    url: oci://%s/fleet/line-3
-    ref: {tag: stable}
-    interval: %s
-    timeout: 20s
-    jitter: 0
-    verify: {keys: [%s]}
-    credentials: {dockerConfig: %s}
-    caFile: %s
-`, d.state, d.id, labels, e.reg.Host(), interval, e.pub, e.reg.DockerConfig, e.reg.CAFile)
-		path := filepath.Join(root, d.id, "agent.yaml")
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		d.cfg, d.state = f.AgentConfig(filepath.Join(f.Dir, d.id), testenv.FleetAgent{
+			ID: d.id, Labels: labels, Interval: interval, Timeout: 20 * time.Second, Jitter: "0", LogLevel: "warn",
+		})
 		if i == 0 {
-			e.ok("agent", "--config", path, "--check-config")
+			f.OK("agent", "--config", d.cfg, "--check-config")
 		}
 		devs[i] = d
-		procs[i] = testenv.StartProcess(t, testenv.RunOptions{}, e.bin, "agent", "--config", path)
+		procs[i] = f.StartAgent(d.cfg)
 	}
-	current := func(d *dev) string {
-		target, err := os.Readlink(filepath.Join(d.state, "sources", "line-3", "current"))
-		if err != nil {
-			return ""
-		}
-		return strings.Replace(filepath.Base(target), "sha256-", "sha256:", 1)
-	}
+	current := func(d *dev) string { return testenv.FleetCurrent(d.state) }
 	on := func(digest string) int {
 		c := 0
 		for _, d := range devs {
@@ -138,7 +92,7 @@ sources:
 		switch {
 		case d.canary:
 			d.wave = "canary"
-		case bucket("fleet/line-3", d.id) < 1000:
+		case bucket(testenv.FleetRepository, d.id) < 1000:
 			d.wave, early = "early", early+1
 		default:
 			d.wave = "all"
@@ -151,13 +105,13 @@ sources:
 	// Steady state before the release: one request per poll.
 	steady := func(what string) {
 		t.Helper()
-		before := e.reg.RequestCount("")
+		before := f.Registry.RequestCount("")
 		start := time.Now()
 		time.Sleep(5 * interval)
-		got := e.reg.RequestCount("") - before
+		got := f.Registry.RequestCount("") - before
 		polls := float64(n) * time.Since(start).Seconds() / interval.Seconds()
 		statements := 0
-		for _, r := range e.reg.Requests()[before:] {
+		for _, r := range f.Registry.Requests()[before:] {
 			if strings.Contains(r.URI, "sha256-") || strings.Contains(r.URI, "/referrers/") {
 				statements++
 			}
@@ -179,8 +133,8 @@ sources:
     - {name: early, percent: 10, after: %s}
     - {name: all, percent: 100, after: %s}
 `, earlyAt, allAt)
-	before := e.reg.RequestCount("")
-	d1 := push("v1", created, plan)
+	before := f.Registry.RequestCount("")
+	d1 := f.Push("stable", created, plan)
 	opens := map[string]time.Time{"canary": created, "early": created.Add(earlyAt), "all": created.Add(allAt)}
 
 	// exactly fails unless the devices in the open waves, and only they,
@@ -199,7 +153,7 @@ sources:
 		if len(missing) > 0 || len(extra) > 0 {
 			var why strings.Builder
 			for _, id := range append(missing, extra...) {
-				out, _, _ := e.berth("status", "--config", filepath.Join(root, id, "agent.yaml"))
+				out, _, _ := f.Berth("status", "--config", filepath.Join(f.Dir, id, "agent.yaml"))
 				fmt.Fprintf(&why, "\n%s:\n%s", id, out)
 			}
 			t.Errorf("%s: not adopted %v, adopted too early %v%s", what, missing, extra, why.String())
@@ -252,7 +206,7 @@ sources:
 		t.Logf("wave %s: %d devices, the last adopted %s after it opened", w, c, last.Round(time.Millisecond))
 	}
 	statements := 0
-	for _, r := range e.reg.Requests()[before:] {
+	for _, r := range f.Registry.Requests()[before:] {
 		if strings.Contains(r.URI, "sha256-") || strings.Contains(r.URI, "/referrers/") {
 			statements++
 		}

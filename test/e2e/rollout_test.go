@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -58,10 +56,7 @@ type planOut struct {
 
 // bucket computes a device's bucket from the documented formula, without
 // the code under test.
-func bucket(repo, id string) int {
-	sum := sha256.Sum256([]byte(repo + "\n" + id))
-	return int(binary.BigEndian.Uint64(sum[:8]) % 10000)
-}
+func bucket(repo, id string) int { return testenv.FleetBucket(repo, id) }
 
 // TestRolloutPlanAndStatements pushes releases with a rollout plan to the
 // real registry (no referrers API: statements go through the fallback
