@@ -62,9 +62,10 @@ type statusOut struct {
 // not adopt the release; berth rollout status counts exactly what the
 // simulation did.
 //
-// The agent does not read statements yet (branch h-fleet2 wires them): the
-// later devices here run the agent's decision code, rollout.Decide, on the
-// statements read from the registry, not the agent binary.
+// The later devices here run the agent's decision code, rollout.Decide, on
+// the statements read from the registry, not the agent binary;
+// TestRolloutSteer (rollout_steer_test.go) trips the breaker on real agent
+// processes and proves that they honour the pause.
 func TestRolloutWatchPausesBadRelease(t *testing.T) {
 	e := newEnv(t)
 	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{})
