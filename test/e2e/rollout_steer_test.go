@@ -60,8 +60,21 @@ type steerRelease struct {
 type steerDevice struct {
 	id, cfg, state string
 	proc           *testenv.Process
-	failing        bool   // its v2 apply fails (a Helm applier whose cluster is down)
 	v1Tree         string // the hash of its current tree on v1
+}
+
+// steerFleet is the fleet of TestRolloutSteer: c00-c02 labelled ring:
+// canary (c01 and c02 with a Helm applier whose cluster is down), r03-r07
+// labelled ring: rest, all reporting to p.
+type steerFleet struct {
+	*testenv.Fleet
+	t        *testing.T
+	p        *testenv.Prometheus
+	interval time.Duration
+	devs     []*steerDevice
+	// healthy are the devices that take v2 (c00, r03-r07), failing the
+	// canaries whose v2 apply fails, rest r03-r07.
+	healthy, failing, rest []*steerDevice
 }
 
 // TestRolloutSteer steers a rollout of real agent processes (8 berth
@@ -88,17 +101,61 @@ type steerDevice struct {
 //     failing canaries stay on v1;
 //   - the next release, v3, reaches every agent.
 func TestRolloutSteer(t *testing.T) {
-	const (
-		interval  = 2 * time.Second
-		restAfter = 40 * time.Second
-	)
-	f := testenv.StartFleet(t)
-	p := testenv.StartPrometheus(t, testenv.PrometheusOptions{})
-	strangerKey := steerKey(t, f, "stranger")
+	const restAfter = 40 * time.Second
+	s := startSteerFleet(t, 2*time.Second)
+	d1 := s.Push("stable", time.Now().Add(-time.Hour).Truncate(time.Second), "")
+	for _, d := range s.devs {
+		d.proc = s.StartAgent(d.cfg)
+	}
+	s.all(s.devs, d1, "v1")
+	for _, d := range s.devs {
+		d.v1Tree = treeHash(t, filepath.Join(d.state, "sources", testenv.FleetSource, "current"))
+	}
+	// Every device reports before the watch counts them.
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		return len(s.p.Vector(fmt.Sprintf(`berth_source_applied_info{source="line-3",digest=%q}`, d1))) == len(s.devs)
+	}, "the devices never reported v1 to Prometheus")
 
+	// v2: a Helm app, and the plan; the breaker trips on the canaries.
+	writeChart(t, filepath.Join(s.Repo, "charts", "db"))
+	created := time.Now().Truncate(time.Second)
+	d2 := s.Push("stable", created, steerHelmApp+fmt.Sprintf(steerPlan, restAfter))
+	restOpens := created.Add(restAfter)
+	s.breaker(created, restOpens, d1, d2)
+
+	// Wave rest opens: without the pause its agents would adopt v2.
+	time.Sleep(time.Until(restOpens.Add(3 * s.interval)))
+	s.paused(d1, d2, "after wave rest opened")
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		return slices.Equal(promDevices(s.p, fmt.Sprintf(`berth_rollout_waiting{reason="paused",digest=%q,ring="rest"}`, d2)), ids(s.rest))
+	}, "berth_rollout_waiting{reason=\"paused\"} never named the rest devices: %v", promDevices(s.p, `berth_rollout_waiting{reason="paused"}`))
+
+	s.untrusted(d2)
+	s.paused(d1, d2, "after an untrusted resume")
+
+	// The signed resume: the rest adopt v2 (their wave is open); the
+	// failing canaries still fail it and stay on v1.
+	s.OK("rollout", "resume", s.URL("stable"), "--sign-key", s.Key, "--reason", "canary failures are the canaries' cluster")
+	s.all(s.healthy, d2, "after resume")
+	for _, d := range s.failing {
+		if cur := testenv.FleetCurrent(d.state); cur != d1 {
+			t.Errorf("%s after resume: on %s, want v1 (its v2 apply fails)", d.id, cur)
+		}
+	}
+
+	s.abort(d1, d2)
+
+	// The next release, without the Helm app, proceeds normally.
+	d3 := s.Push("stable", time.Now().Truncate(time.Second), "")
+	s.all(s.devs, d3, "v3 after the abort")
+}
+
+// startSteerFleet writes the fleet's agent configurations.
+func startSteerFleet(t *testing.T, interval time.Duration) *steerFleet {
+	s := &steerFleet{Fleet: testenv.StartFleet(t), t: t, p: testenv.StartPrometheus(t, testenv.PrometheusOptions{}), interval: interval}
 	// A kubeconfig whose API server is down, as on a device whose k3s
 	// does not start.
-	kubeconfig := filepath.Join(f.Dir, "kubeconfig")
+	kubeconfig := filepath.Join(s.Dir, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, fmt.Appendf(nil, `apiVersion: v1
 kind: Config
 clusters: [{name: k3s, cluster: {server: "https://%s"}}]
@@ -108,83 +165,46 @@ current-context: k3s
 `, closedAddr(t)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-
-	d1 := f.Push("stable", time.Now().Add(-time.Hour).Truncate(time.Second), "")
-	var devs []*steerDevice
 	for i := range 8 {
 		d := &steerDevice{id: fmt.Sprintf("c%02d", i)}
 		labels := map[string]string{"ring": "canary", "site": "berlin"}
-		extra := fmt.Sprintf("report:\n  prometheus: {remoteWrite: %s, interval: 1s, insecure: true}\n", p.WriteURL())
+		extra := fmt.Sprintf("report:\n  prometheus: {remoteWrite: %s, interval: 1s, insecure: true}\n", s.p.WriteURL())
 		switch {
 		case i >= 3:
 			d.id, labels["ring"] = fmt.Sprintf("r%02d", i), "rest"
+			s.rest = append(s.rest, d)
 		case i > 0:
-			d.failing = true
 			extra += fmt.Sprintf("apply:\n  helm: {kubeconfig: %s}\n", kubeconfig)
+			s.failing = append(s.failing, d)
 		}
-		d.cfg, d.state = f.AgentConfig(filepath.Join(f.Dir, d.id), testenv.FleetAgent{
+		if i == 0 || i >= 3 {
+			s.healthy = append(s.healthy, d)
+		}
+		d.cfg, d.state = s.AgentConfig(filepath.Join(s.Dir, d.id), testenv.FleetAgent{
 			ID: d.id, Labels: labels, Interval: interval, Jitter: "0", LogLevel: "info", Extra: extra,
 		})
-		devs = append(devs, d)
+		s.devs = append(s.devs, d)
 	}
-	f.OK("agent", "--config", devs[1].cfg, "--check-config")
-	for _, d := range devs {
-		d.proc = f.StartAgent(d.cfg)
-	}
-	failing, rest := devs[1:3], devs[3:]
-	alive := func() {
-		t.Helper()
-		for _, d := range devs {
-			select {
-			case <-d.proc.Done():
-				t.Fatalf("agent %s exited: %s", d.id, d.proc.Stderr())
-			default:
-			}
-		}
-	}
-	// all waits until every device of ds is on digest.
-	all := func(ds []*steerDevice, digest, what string) {
-		t.Helper()
-		on := func() bool {
-			alive()
-			for _, d := range ds {
-				if testenv.FleetCurrent(d.state) != digest {
-					return false
-				}
-			}
-			return true
-		}
-		for deadline := time.Now().Add(90 * time.Second); !on(); time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not every device reached %s:%s", what, digest, steerDump(f, ds))
-			}
-		}
-	}
-	all(devs, d1, "v1")
-	for _, d := range devs {
-		d.v1Tree = treeHash(t, filepath.Join(d.state, "sources", testenv.FleetSource, "current"))
-	}
-	// Every device reports before the watch counts them.
-	testenv.Eventually(t, 60*time.Second, func() bool {
-		return len(p.Vector(fmt.Sprintf(`berth_source_applied_info{source="line-3",digest=%q}`, d1))) == len(devs)
-	}, "the devices never reported v1 to Prometheus")
+	s.OK("agent", "--config", s.failing[0].cfg, "--check-config")
+	return s
+}
 
-	// v2: a Helm app, and the plan.
-	writeChart(t, filepath.Join(f.Repo, "charts", "db"))
-	created := time.Now().Truncate(time.Second)
-	d2 := f.Push("stable", created, steerHelmApp+fmt.Sprintf(steerPlan, restAfter))
-	restOpens := created.Add(restAfter)
-
-	watch := testenv.StartProcess(t, testenv.RunOptions{Env: f.Env()}, f.Bin, "rollout", "watch", f.URL("stable"),
-		"--prometheus", p.URL(), "--source", testenv.FleetSource, "--key", f.Pub,
-		"--max-failed", "50%", "--min-devices", "3", "--sign-key", f.Key, "--poll", "500ms", "--max-wait", "3m")
+// breaker runs berth rollout watch on v2 (d2) until it trips, before wave
+// rest opens, and checks what it says and signs, and that the failing
+// canaries tried v2 and went back to v1 (d1).
+func (s *steerFleet) breaker(created, restOpens time.Time, d1, d2 string) {
+	t := s.t
+	t.Helper()
+	watch := testenv.StartProcess(t, testenv.RunOptions{Env: s.Env()}, s.Bin, "rollout", "watch", s.URL("stable"),
+		"--prometheus", s.p.URL(), "--source", testenv.FleetSource, "--key", s.Pub,
+		"--max-failed", "50%", "--min-devices", "3", "--sign-key", s.Key, "--poll", "500ms", "--max-wait", "3m")
 	select {
 	case <-watch.Done():
-	case <-time.After(restAfter + time.Minute):
-		t.Fatalf("rollout watch never tripped:\n%s%s", lastLines(watch.Stderr(), 10), steerDump(f, devs))
+	case <-time.After(time.Until(restOpens) + time.Minute):
+		t.Fatalf("rollout watch never tripped:\n%s%s", lastLines(watch.Stderr(), 10), s.dump(s.devs))
 	}
 	if code := watch.ExitCode(); code != 2 {
-		t.Fatalf("rollout watch: exit %d, want 2 (the breaker tripped)\nstdout: %s\nstderr: %s%s", code, watch.Stdout(), watch.Stderr(), steerDump(f, devs))
+		t.Fatalf("rollout watch: exit %d, want 2 (the breaker tripped)\nstdout: %s\nstderr: %s%s", code, watch.Stdout(), watch.Stderr(), s.dump(s.devs))
 	}
 	tripped := time.Now()
 	t.Logf("the breaker tripped %s after the push", tripped.Sub(created).Round(time.Millisecond))
@@ -198,67 +218,62 @@ current-context: k3s
 	if errOut := watch.Stderr(); !strings.Contains(errOut, "c01, c02") {
 		t.Errorf("watch stderr does not name the failing devices:\n%s", errOut)
 	}
-	// The failing canaries tried v2 and went back to v1; the pause is in
-	// the registry, signed with the trusted key.
-	for _, d := range failing {
-		st := steerState(t, f, d)
-		if st.Applied == nil || st.Applied.Digest != d1 || testenv.FleetCurrent(d.state) != d1 || steerRecord(t, f, d, d2) == nil ||
+	for _, d := range s.failing {
+		st := s.state(d)
+		if st.Applied == nil || st.Applied.Digest != d1 || testenv.FleetCurrent(d.state) != d1 || s.record(d, d2) == nil ||
 			!slices.ContainsFunc(st.History, func(r struct{ Digest, Outcome, Error string }) bool {
 				return r.Digest == d2 && r.Outcome == "failed" && strings.Contains(r.Error, "helm")
 			}) {
 			t.Errorf("%s after failing v2: %s", d.id, steerJSON(st))
 		}
 	}
-	planOf := func() planOut {
-		t.Helper()
-		var po planOut
-		if err := json.Unmarshal([]byte(f.OK("rollout", "plan", f.URL("stable"), "--key", f.Pub, "--output", "json")), &po); err != nil {
-			t.Fatal(err)
-		}
-		return po
+	// The pause is in the registry, signed with the trusted key.
+	var po planOut
+	if err := json.Unmarshal([]byte(s.OK("rollout", "plan", s.URL("stable"), "--key", s.Pub, "--output", "json")), &po); err != nil {
+		t.Fatal(err)
 	}
-	if po := planOf(); po.Digest != d2 || po.Statements == nil || po.Statements.Latest == nil || po.Statements.Latest.Action != "pause" ||
+	if po.Digest != d2 || po.Statements == nil || po.Statements.Latest == nil || po.Statements.Latest.Action != "pause" ||
 		!strings.Contains(po.Statements.Latest.Reason, want) {
 		t.Fatalf("the statements of v2 after the breaker: %+v", po.Statements)
 	}
+}
 
-	// Wave rest opens: without the pause its agents would adopt v2.
-	time.Sleep(time.Until(restOpens.Add(3 * interval)))
-	paused := func(when string) {
-		t.Helper()
-		alive()
-		for _, d := range rest {
-			st := steerState(t, f, d)
-			if cur := testenv.FleetCurrent(d.state); cur != d1 || st.Applied == nil || st.Applied.Digest != d1 ||
-				st.Waiting == nil || st.Waiting.Digest != d2 || st.Waiting.Reason != "paused" {
-				t.Errorf("%s %s: on %s, want v1 %s, waiting paused on v2:\n%s", d.id, when, cur, d1, steerJSON(st))
-			}
-		}
-		if cur := testenv.FleetCurrent(devs[0].state); cur != d2 {
-			t.Errorf("c00 %s: on %s, want v2 %s (a pause keeps devices on the release)", when, cur, d2)
+// paused checks that the rest devices are on v1 (d1) and hold v2 (d2)
+// paused, and that c00 stays on v2.
+func (s *steerFleet) paused(d1, d2, when string) {
+	t := s.t
+	t.Helper()
+	s.alive()
+	for _, d := range s.rest {
+		st := s.state(d)
+		if cur := testenv.FleetCurrent(d.state); cur != d1 || st.Applied == nil || st.Applied.Digest != d1 ||
+			st.Waiting == nil || st.Waiting.Digest != d2 || st.Waiting.Reason != "paused" {
+			t.Errorf("%s %s: on %s, want v1 %s, waiting paused on v2:\n%s", d.id, when, cur, d1, steerJSON(st))
 		}
 	}
-	paused("after wave rest opened")
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		return slices.Equal(promDevices(p, fmt.Sprintf(`berth_rollout_waiting{reason="paused",digest=%q,ring="rest"}`, d2)), ids(rest))
-	}, "berth_rollout_waiting{reason=\"paused\"} never named the rest devices: %v", promDevices(p, `berth_rollout_waiting{reason="paused"}`))
+	if cur := testenv.FleetCurrent(s.devs[0].state); cur != d2 {
+		t.Errorf("c00 %s: on %s, want v2 %s (a pause keeps devices on the release)", when, cur, d2)
+	}
+}
 
-	// A resume signed by a key the agents do not trust: read, ignored,
-	// reported, and nothing moves.
+// untrusted attaches a resume signed by a key the agents do not trust to
+// v2 (d2): the rest devices read it, ignore it and report it.
+func (s *steerFleet) untrusted(d2 string) {
+	t := s.t
+	t.Helper()
 	time.Sleep(1100 * time.Millisecond) // statements are signed to the second
-	f.OK("rollout", "resume", f.URL("stable"), "--sign-key", strangerKey, "--reason", "not ours")
-	strangerAt := time.Now()
+	s.OK("rollout", "resume", s.URL("stable"), "--sign-key", steerKey(t, s.Fleet, "stranger"), "--reason", "not ours")
+	at := time.Now()
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		for _, d := range rest {
-			r := steerRecord(t, f, d, d2)
-			if r == nil || r.LookedUp.Before(strangerAt.Add(interval)) || r.Ignored != 1 {
+		for _, d := range s.rest {
+			if r := s.record(d, d2); r == nil || r.LookedUp.Before(at.Add(s.interval)) || r.Ignored != 1 {
 				return false
 			}
 		}
 		return true
 	}, "the agents never read the untrusted resume")
-	for _, d := range rest {
-		r := steerRecord(t, f, d, d2)
+	for _, d := range s.rest {
+		r := s.record(d, d2)
 		if r.Action != "pause" || r.Verdict != "paused" || !strings.Contains(r.IgnoredReason, "not signed by a trusted signer") {
 			t.Errorf("%s after an untrusted resume: %+v", d.id, *r)
 		}
@@ -266,26 +281,19 @@ current-context: k3s
 			t.Errorf("%s did not log the ignored statement:\n%s", d.id, lastLines(d.proc.Stderr(), 10))
 		}
 	}
-	paused("after an untrusted resume")
+}
 
-	// The signed resume: the rest adopt v2 (their wave is open); the
-	// failing canaries still fail it and stay on v1.
-	f.OK("rollout", "resume", f.URL("stable"), "--sign-key", f.Key, "--reason", "canary failures are the canaries' cluster")
-	all(append([]*steerDevice{devs[0]}, rest...), d2, "after resume")
-	for _, d := range failing {
-		if cur := testenv.FleetCurrent(d.state); cur != d1 {
-			t.Errorf("%s after resume: on %s, want v1 (its v2 apply fails)", d.id, cur)
-		}
-	}
-
-	// The signed abort: every device on v2 goes back to what it ran
-	// before, the same bytes; the others stay on v1.
+// abort signs an abort of v2 (d2): every device on it goes back to v1
+// (d1), the same bytes, and stays there; the others stay on v1.
+func (s *steerFleet) abort(d1, d2 string) {
+	t := s.t
+	t.Helper()
 	time.Sleep(1100 * time.Millisecond)
-	f.OK("rollout", "abort", f.URL("stable"), "--sign-key", f.Key, "--reason", "v2 hurts")
-	all(devs, d1, "after abort")
-	time.Sleep(3 * interval) // and it stays so: no agent takes v2 again
-	for _, d := range devs {
-		st := steerState(t, f, d)
+	s.OK("rollout", "abort", s.URL("stable"), "--sign-key", s.Key, "--reason", "v2 hurts")
+	s.all(s.devs, d1, "after abort")
+	time.Sleep(3 * s.interval) // and it stays so: no agent takes v2 again
+	for _, d := range s.devs {
+		st := s.state(d)
 		if cur := testenv.FleetCurrent(d.state); cur != d1 || st.Applied == nil || st.Applied.Digest != d1 {
 			t.Errorf("%s after the abort: on %s:\n%s", d.id, cur, steerJSON(st))
 		}
@@ -293,18 +301,78 @@ current-context: k3s
 			t.Errorf("%s after the abort: the tree it runs (%s) is not the one it ran on v1 (%s)", d.id, got, d.v1Tree)
 		}
 	}
-	for _, d := range append([]*steerDevice{devs[0]}, rest...) {
-		if st := steerState(t, f, d); st.Applied == nil || st.Applied.Outcome != "rolled-back" {
+	for _, d := range s.healthy {
+		if st := s.state(d); st.Applied == nil || st.Applied.Outcome != "rolled-back" {
 			t.Errorf("%s went back from v2 with %+v, want outcome rolled-back", d.id, st.Applied)
 		}
-		if r := steerRecord(t, f, d, d2); r == nil || r.Action != "abort" {
+		if r := s.record(d, d2); r == nil || r.Action != "abort" {
 			t.Errorf("%s after the abort: release record %+v", d.id, r)
 		}
 	}
+}
 
-	// The next release, without the Helm app, proceeds normally.
-	d3 := f.Push("stable", time.Now().Truncate(time.Second), "")
-	all(devs, d3, "v3 after the abort")
+// alive fails the test when an agent exited.
+func (s *steerFleet) alive() {
+	s.t.Helper()
+	for _, d := range s.devs {
+		select {
+		case <-d.proc.Done():
+			s.t.Fatalf("agent %s exited: %s", d.id, d.proc.Stderr())
+		default:
+		}
+	}
+}
+
+// all waits until every device of ds is on digest.
+func (s *steerFleet) all(ds []*steerDevice, digest, what string) {
+	s.t.Helper()
+	on := func() bool {
+		s.alive()
+		for _, d := range ds {
+			if testenv.FleetCurrent(d.state) != digest {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(90 * time.Second); !on(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: not every device reached %s:%s", what, digest, s.dump(ds))
+		}
+	}
+}
+
+// state is what berth status says of the device's source.
+func (s *steerFleet) state(d *steerDevice) steerSource {
+	s.t.Helper()
+	out, errOut, code := s.Berth("status", "--config", d.cfg, "--output", "json")
+	var st steerStatus
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st.Sources) != 1 {
+		s.t.Fatalf("%s: berth status: exit %d\n%s\n%s", d.id, code, out, errOut)
+	}
+	return st.Sources[0]
+}
+
+// record is the device's record of the release digest; nil when none.
+func (s *steerFleet) record(d *steerDevice, digest string) *steerRelease {
+	s.t.Helper()
+	st := s.state(d)
+	for i, r := range st.Release {
+		if r.Digest == digest {
+			return &st.Release[i]
+		}
+	}
+	return nil
+}
+
+// dump is each device's status and log, for failures.
+func (s *steerFleet) dump(ds []*steerDevice) string {
+	var b strings.Builder
+	for _, d := range ds {
+		out, _, _ := s.Berth("status", "--config", d.cfg)
+		fmt.Fprintf(&b, "\n%s (on %s):\n%s\nlog:\n%s", d.id, testenv.FleetCurrent(d.state), out, lastLines(d.proc.Stderr(), 8))
+	}
+	return b.String()
 }
 
 // steerKey writes another cosign key pair and returns its private key.
@@ -344,42 +412,9 @@ func writeChart(t *testing.T, dir string) {
 	}
 }
 
-func steerState(t *testing.T, f *testenv.Fleet, d *steerDevice) steerSource {
-	t.Helper()
-	out, errOut, code := f.Berth("status", "--config", d.cfg, "--output", "json")
-	var st steerStatus
-	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || len(st.Sources) != 1 {
-		t.Fatalf("%s: berth status: exit %d\n%s\n%s", d.id, code, out, errOut)
-	}
-	return st.Sources[0]
-}
-
-// steerRecord is the device's record of the release digest; nil when
-// none.
-func steerRecord(t *testing.T, f *testenv.Fleet, d *steerDevice, digest string) *steerRelease {
-	t.Helper()
-	st := steerState(t, f, d)
-	for i, r := range st.Release {
-		if r.Digest == digest {
-			return &st.Release[i]
-		}
-	}
-	return nil
-}
-
 func steerJSON(v any) string {
 	b, _ := json.MarshalIndent(v, "", "  ")
 	return string(b)
-}
-
-// steerDump is each device's status, for failures.
-func steerDump(f *testenv.Fleet, ds []*steerDevice) string {
-	var b strings.Builder
-	for _, d := range ds {
-		out, _, _ := f.Berth("status", "--config", d.cfg)
-		fmt.Fprintf(&b, "\n%s (on %s):\n%s\nlog:\n%s", d.id, testenv.FleetCurrent(d.state), out, lastLines(d.proc.Stderr(), 8))
-	}
-	return b.String()
 }
 
 // promDevices is the sorted device label of what query returns.
