@@ -15,6 +15,10 @@
 // [BuildHello] and [PushImage] make the images they run: a static binary in
 // an image FROM scratch, since nothing can be pulled from a public registry.
 //
+// [StartFleet] is the set-up the fleet tests and benchmarks share: a
+// registry, a signing key and a fleet repository that [Fleet.Push]
+// publishes with a rollout plan, and [Fleet.AgentConfig] for each device.
+//
 // [StartKube] runs a real kube-apiserver (built and cached by
 // test/scripts/kube-apiserver.sh) on Debian's etcd, with token
 // authentication, RBAC and an audit log that [Kube.Writes] reads to count
