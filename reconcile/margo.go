@@ -51,9 +51,13 @@ type margoSource struct {
 	client  *margo.Client
 	rep     *margo.Reporter
 	fetcher materialize.Fetcher
-	info    margo.DeviceInfo
-	dir     string // <stateDir>/margo
-	log     *slog.Logger
+	// download is how the components download: resumed from the store's
+	// partial folder, capped by margo.maxBandwidth (else the global one),
+	// checked against minFreeSpace.
+	download materialize.Download
+	info     margo.DeviceInfo
+	dir      string // <stateDir>/margo
+	log      *slog.Logger
 
 	run     sync.Mutex    // one reconcile at a time
 	trigger chan struct{} // wakes the loop
@@ -117,7 +121,7 @@ func (a *Agent) newMargo(cfg *config.Config) (*margoSource, error) {
 		a: a, cfg: mc, src: &source{cfg: config.Source{Name: MargoSource, Interval: mc.Interval}},
 		client: client, rep: margo.NewReporter(client, q), fetcher: f, info: mc.Info(cfg.Apply), dir: dir, log: log,
 		trigger: make(chan struct{}, 1), st: st, posted: map[string]string{},
-		backoff: margo.Backoff{Max: mc.Interval},
+		backoff: margo.Backoff{Max: mc.Interval}, download: a.margoDownload(cfg),
 	}
 	// The revision the accepted state was applied as, and the one in
 	// force, stay until recover has looked at them.
@@ -128,6 +132,21 @@ func (a *Agent) newMargo(cfg *config.Config) (*margoSource, error) {
 		}
 	}
 	return m, nil
+}
+
+// margoDownload is how the Margo components download, as a registry
+// source's layers do (downloadOptions): resumed with Range from the
+// store's partial folder, capped by margo.maxBandwidth or else the global
+// maxBandwidth, not started when they would leave less than minFreeSpace.
+func (a *Agent) margoDownload(cfg *config.Config) materialize.Download {
+	d := materialize.Download{
+		PartialDir: a.store.PartialDir(), Resumes: downloadResumes, Limiter: a.limiter,
+		MinFree: deliver.MinFree{Bytes: cfg.MinFreeSpace.Bytes, Percent: cfg.MinFreeSpace.Percent},
+	}
+	if bps := cfg.Margo.MaxBandwidth; bps > 0 {
+		d.Limiter = newLimiter(bps)
+	}
+	return d
 }
 
 // loadPolicy loads a trust policy's keys and trusted root.

@@ -208,6 +208,7 @@ func (t *margoAttempt) materialize(ctx context.Context) error {
 	o := t.options()
 	o.DeviceID, o.Types, o.Capabilities, o.Fetcher, o.ManifestVersion = m.cfg.DeviceID, m.info.DeploymentTypes, t.caps, m.fetcher, t.mv
 	o.Limits, o.MaxArchiveSize = archive.Limits{MaxSize: m.cfg.Limits.MaxSize, MaxFiles: m.cfg.Limits.MaxFiles}, m.cfg.Limits.MaxSize
+	o.Download = m.download
 	if o.Dir == "" {
 		return errors.New("margo: no build folder")
 	}

@@ -57,6 +57,7 @@ const (
 //	    storagePath: /var/lib/docker         # whose size is reported; default /
 //	  statusQueue: 1000                      # status posts kept while the WFM is away
 //	  limits: {maxSize: 1073741824, maxFiles: 100000}   # per Compose Archive
+//	  maxBandwidth: 256KiB                   # per second, components' downloads; default: the global maxBandwidth
 //	  credentials: {dockerConfig: /etc/berth/docker/config.json}  # component registries
 //	  caFile: /etc/berth/plant-ca.pem        # or insecure: true (plain HTTP)
 //
@@ -98,6 +99,10 @@ type Margo struct {
 	StatusQueue int
 	// Limits cap an extracted Compose Archive.
 	Limits Limits
+	// MaxBandwidth caps the components' downloads (Compose Archives and
+	// Helm charts), in bytes per second; 0: the global MaxBandwidth
+	// applies.
+	MaxBandwidth int64
 	// Credentials, CAFile and Insecure reach the component registries.
 	Credentials Credentials
 	CAFile      string
@@ -213,7 +218,7 @@ func (p *parser) margoTrustBundle(mf fields, m *Margo) {
 func (p *parser) margo(f fields, c *Config) {
 	const path = "margo"
 	mf, node := p.mapping(f, "", "margo", "wfm", "deviceId", "identity", "wfmID", "trustBundle", "allowTLS12", "interval", "timeout",
-		"windows", "verify", "insecureSkipVerify", "device", "statusQueue", "limits", "credentials", "caFile", "insecure")
+		"windows", "verify", "insecureSkipVerify", "device", "statusQueue", "limits", "maxBandwidth", "credentials", "caFile", "insecure")
 	if mf == nil {
 		return
 	}
@@ -287,6 +292,7 @@ func (p *parser) margo(f fields, c *Config) {
 		}
 	}
 	p.limits(mf, path, &m.Limits, false)
+	p.bandwidth(mf, path, &m.MaxBandwidth)
 	if cf, _ := p.mapping(mf, path, "credentials", "dockerConfig"); cf != nil {
 		p.fileField(cf, join(path, "credentials"), "dockerConfig", &m.Credentials.DockerConfig)
 	}

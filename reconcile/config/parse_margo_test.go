@@ -36,6 +36,7 @@ const margoYAML = `margo:
     storagePath: /var/lib/docker
   statusQueue: 50
   limits: {maxSize: 1000}
+  maxBandwidth: 256KiB
   credentials: {dockerConfig: docker/config.json}
   caFile: plant-ca.pem
 apply:
@@ -62,7 +63,7 @@ func TestParseMargo(t *testing.T) {
 		Verify:  &Verify{Keys: []string{"/etc/berth/vendor.pub"}},
 		Device: MargoDevice{Vendor: "Acme", Labels: map[string]string{"example.com/line": "7"}, Interfaces: []string{"ethernet", "wifi"},
 			Peripherals: []spec.Peripheral{{Type: "gpu", Manufacturer: "NVIDIA"}}, OtelCollector: true, StoragePath: "/var/lib/docker"},
-		StatusQueue: 50, Limits: Limits{MaxSize: 1000, MaxFiles: defaultLimits.MaxFiles},
+		StatusQueue: 50, Limits: Limits{MaxSize: 1000, MaxFiles: defaultLimits.MaxFiles}, MaxBandwidth: 256 << 10,
 		Credentials: Credentials{DockerConfig: "/etc/berth/docker/config.json"}, CAFile: "/etc/berth/plant-ca.pem",
 	}
 	if !reflect.DeepEqual(m, want) {
@@ -99,6 +100,10 @@ func TestParseMargoBad(t *testing.T) {
 		{"[ethernet, wifi]", "[ethernet, lan]", `must be one of ethernet, wifi`},
 		{"type: gpu", "type: tpu", "margo.device.peripherals[0].type: must be one of gpu"},
 		{"statusQueue: 50", "statusQueue: 0", "margo.statusQueue: must be between 1"},
+		{"maxBandwidth: 256KiB", "maxBandwidth: 512", `margo.maxBandwidth: must be at least 1024 bytes, got "512"`},
+		{"maxBandwidth: 256KiB", "maxBandwidth: fast", "margo.maxBandwidth: must be an amount of bytes such as 1MiB"},
+		{"maxBandwidth: 256KiB", "maxBandwidth: [1MiB]", "margo.maxBandwidth: must be an amount of bytes"},
+		{"maxBandwidth: 256KiB", "maxbandwidth: 256KiB", `unknown field "maxbandwidth"`},
 		{"interval: 2m", "interval: 2", "margo.interval: must be a duration"},
 		{`uri: "https://mis.plant.local/bundle"`, `uri: "http://mis.plant.local/bundle"`, "margo.trustBundle.uri: \"http://mis.plant.local/bundle\" must be an https:// URL"},
 		{`uri: "https://mis.plant.local/bundle"`, `uri: "https://mis.plant.local/bundle", discovery: "https://mis.plant.local"`, "margo.trustBundle: has both uri and discovery"},

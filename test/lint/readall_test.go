@@ -34,6 +34,7 @@ var readAllAllowed = map[string]string{
 	"source/margo/margotest/handlers.go:serve":         "test support: a request to the test WFM, capped at 4 MiB",
 	"internal/promclient/promclient.go:readSmall":      "a token or password file agent.yaml names, capped at maxSecretFile+1",
 	"reconcile/report/queue.go:read":                   "a queued remote-write record on the device, capped at maxRecordFile+1",
+	"source/margo/materialize/helm.go:checkChart":      "the Chart.yaml of a chart extracted into the revision (size-capped, digest-verified), capped at maxChartFile+1",
 	"source/margo/materialize/materialize.go:LoadPlan": "a plan file of a revision, capped at maxPlanFile+1",
 	"source/margo/outbox/outbox.go:readMessage":        "a queued status message on the device, capped at maxMessage+1",
 	"source/margo/state.go:LoadState":                  "the Margo state file, capped at maxStateFile+1",

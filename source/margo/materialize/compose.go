@@ -39,12 +39,10 @@ func (m *materializer) compose(ctx context.Context, v *deliver.Verified, app str
 		return "", fmt.Errorf("%w: layer %s is %d bytes (cap %d)", ErrTooLarge, layer.Digest, layer.Size, m.o.MaxArchiveSize)
 	}
 	rel := path.Join("apps", app)
-	dst := filepath.Join(m.tmp, filepath.FromSlash(rel))
-	m.created = append(m.created, dst)
-	if _, err := v.Extract(ctx, dst, deliver.ExtractOptions{LayerMediaType: ComposeLayerType, Limits: m.o.Limits, MaxLayerSize: m.o.MaxArchiveSize}); err != nil {
+	if err := m.extract(ctx, v, rel, ComposeLayerType, m.o.MaxArchiveSize); err != nil {
 		return "", fmt.Errorf("layer %s: %w", layer.Digest, err)
 	}
-	top, err := checkLayout(dst)
+	top, err := checkLayout(filepath.Join(m.tmp, filepath.FromSlash(rel)))
 	if err != nil {
 		return "", err
 	}

@@ -6,11 +6,16 @@
 // deployments and of their components (the install order):
 //
 //   - a Helm component is a Helm app whose chart is the component's
-//     repository, pinned to the digest its revision resolves to, installed
-//     as release <app> in the deployment's namespace, with wait and timeout
-//     from the component and the parameters aimed at it as values (their
-//     pointers are Helm value paths, --set syntax, or RFC 6901 JSON
-//     Pointers when they start with "/");
+//     repository at the digest its revision resolves to: its chart layer
+//     is extracted through the delivery path into apps/<app> of the
+//     revision (checked to hold one folder, named after the repository,
+//     whose Chart.yaml has the component's version), and the app loads
+//     that folder, so that the revision needs no registry to be applied
+//     or put back. It is installed as release <app> in the deployment's
+//     namespace, with wait and timeout from the component and the
+//     parameters aimed at it as values (their pointers are Helm value
+//     paths, --set syntax, or RFC 6901 JSON Pointers when they start with
+//     "/");
 //   - a Compose component is a Compose Archive: its manifest must have the
 //     artifact type application/vnd.org.margo.component.compose+json and
 //     exactly one layer of type
@@ -27,8 +32,11 @@
 //
 // Every component's revision is resolved once to a digest, and that
 // digest's manifest is fetched and, under the Fetcher's trust policy, its
-// signature verified (Fetcher.Open) before anything else: a Helm chart
-// too, though the Helm applier pulls it later (by that digest).
+// signature verified (Fetcher.Open) before anything else. Its layer then
+// downloads with Options.Download: resumed with HTTP Range after a reset
+// or a restart (from a partial kept in Download.PartialDir), capped by
+// Download.Limiter, and not started when it would leave less free space
+// than Download.MinFree (CodeNoSpace).
 //
 // Before a deployment is materialized, its device id, profile type and
 // device constraints are checked against the device. A deployment whose
@@ -65,6 +73,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdef"
 	"github.com/berth-dev/berth/source/archive"
+	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/margo/spec"
 	"github.com/berth-dev/berth/state"
 )
@@ -90,6 +99,9 @@ const (
 	CodeRefused     = "CONTENT_REFUSED"
 	CodeFetch       = "FETCH_FAILED"
 	CodeParameters  = "INVALID_PARAMETERS"
+	// CodeNoSpace: a download was not started, it would have left less
+	// free disk space than minFreeSpace.
+	CodeNoSpace = "INSUFFICIENT_STORAGE"
 )
 
 // Sentinel errors.
@@ -137,6 +149,10 @@ type Options struct {
 	// (default DefaultMaxArchiveSize).
 	Limits         archive.Limits
 	MaxArchiveSize int64
+	// Download makes the components' downloads (a Compose Archive's
+	// layer, a Helm chart's) survive bad links and restarts, caps their
+	// rate and checks the free disk space before each.
+	Download Download
 }
 
 // Deployment is one verified deployment to materialize.
@@ -194,7 +210,8 @@ type PlanComponent struct {
 	Revision   string `json:"revision"`
 	// Digest is the manifest digest the revision resolved to.
 	Digest string `json:"digest"`
-	// Path is the Compose project folder in the revision.
+	// Path is the Compose project folder, or the Helm chart folder, in
+	// the revision.
 	Path    string            `json:"path,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
 	Values  map[string]any    `json:"values,omitempty"`
@@ -361,9 +378,15 @@ func (p *Plan) DeviceState() *state.DeviceState {
 					timeout = state.DefaultTimeout
 				}
 				app.Helm = &state.Helm{
-					Chart: c.Repository, Version: strings.ReplaceAll(c.Revision, "_", "+"), Digest: c.Digest,
 					Namespace: d.Namespace, ReleaseName: c.App, Values: c.Values,
 					Wait: c.Wait, Timeout: timeout, MaxHistory: state.DefaultMaxHistory,
+				}
+				if c.Path != "" {
+					app.Helm.Path = c.Path // extracted into the revision
+				} else {
+					// A plan written before charts were extracted: the
+					// applier pulls the chart by digest.
+					app.Helm.Chart, app.Helm.Version, app.Helm.Digest = c.Repository, strings.ReplaceAll(c.Revision, "_", "+"), c.Digest
 				}
 			case spec.TypeCompose:
 				app.Compose = &state.Compose{Path: c.Path, Files: []string{"compose.yaml"}, Env: maps.Clone(c.Env), Timeout: c.Timeout, NoWait: !c.Wait}
@@ -459,8 +482,8 @@ func (m *materializer) deployment(ctx context.Context, d Deployment) (*PlanDeplo
 		}
 		pc.Digest = ref.Digest
 		v, err := m.o.Fetcher.Open(ctx, ref)
-		if err == nil && dep.Profile.Type == spec.TypeHelm && v.Manifest.Config.MediaType != HelmConfigMediaType {
-			err = fmt.Errorf("%w: config media type %q, want %s", ErrNotChart, v.Manifest.Config.MediaType, HelmConfigMediaType)
+		if err == nil && dep.Profile.Type == spec.TypeHelm {
+			pc.Path, err = m.helm(ctx, v, pc.App, repo, c.Revision)
 		}
 		if err == nil && dep.Profile.Type == spec.TypeCompose {
 			pc.Path, err = m.compose(ctx, v, pc.App)
@@ -475,8 +498,11 @@ func (m *materializer) deployment(ctx context.Context, d Deployment) (*PlanDeplo
 
 func failure(err error, component string) *Failure {
 	code := CodeFetch
-	if errors.Is(err, errdef.ErrRefused) {
+	switch {
+	case errors.Is(err, errdef.ErrRefused):
 		code = CodeRefused
+	case errors.Is(err, deliver.ErrNoSpace):
+		code = CodeNoSpace
 	}
 	return &Failure{Code: code, Component: component, Err: err}
 }

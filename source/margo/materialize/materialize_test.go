@@ -271,9 +271,26 @@ spec:
 	if err != nil || len(res.Failed) != 0 {
 		t.Fatalf("%v %+v", err, res)
 	}
+	// The chart is extracted into the revision, pinned by the digest the
+	// plan records: the applier loads the folder, no registry needed.
 	h := res.Revision.State.Apps[0].Helm
-	if h == nil || h.Chart != "oci://"+e.host+"/charts/monitor" || h.Version != "0.3.0+b1" || h.Digest != pushed.Components[0].Digest || h.Namespace != "ot" || h.ReleaseName != "monitor-monitor" || h.Wait || h.Timeout != 150*time.Second {
+	if h == nil || h.Path != "apps/monitor-monitor/monitor" || h.Chart != "" || h.Digest != "" || h.Namespace != "ot" || h.ReleaseName != "monitor-monitor" || h.Wait || h.Timeout != 150*time.Second {
 		t.Fatalf("helm = %+v", h)
+	}
+	if c := res.Plan.Deployments[0].Components[0]; c.Digest != pushed.Components[0].Digest || c.Path != h.Path {
+		t.Errorf("plan component = %+v, want digest %s", c, pushed.Components[0].Digest)
+	}
+	if raw, err := os.ReadFile(filepath.Join(res.Revision.Dir, "apps/monitor-monitor/monitor/Chart.yaml")); err != nil || !strings.Contains(string(raw), "version: 0.3.0+b1") {
+		t.Errorf("Chart.yaml in the revision: %q, %v", raw, err)
+	}
+	// A plan written before charts were extracted (no path) still names
+	// the chart by digest.
+	old := *res.Plan
+	old.Deployments = []PlanDeployment{res.Plan.Deployments[0]}
+	old.Deployments[0].Components = []PlanComponent{res.Plan.Deployments[0].Components[0]}
+	old.Deployments[0].Components[0].Path = ""
+	if h := old.DeviceState().Apps[0].Helm; h.Chart != "oci://"+e.host+"/charts/monitor" || h.Version != "0.3.0+b1" || h.Digest != pushed.Components[0].Digest || h.Path != "" {
+		t.Errorf("helm of an old plan = %+v", h)
 	}
 	want := map[string]any{
 		"settings":     map[string]any{"limits": map[string]any{"cpu": "250m"}},

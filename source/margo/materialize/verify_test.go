@@ -118,10 +118,11 @@ spec:
 	if f := res.Failed[idB]; f.Code != CodeRefused || !errors.Is(f.Err, deliver.ErrUnverified) || len(res.Revision.State.Apps) != 0 {
 		t.Fatalf("unsigned chart: %+v, apps %+v", f, res.Revision.State.Apps)
 	}
-	// Signed chart: handed over, pinned to the verified digest.
+	// Signed chart: extracted into the revision, the verified digest
+	// recorded in the plan.
 	e.sign(t, "charts/monitor", chartDigest, sv)
 	res, err = Materialize(ctx, []Deployment{{Digest: "sha256:bb", Deployment: deployment(t, helmYAML)}}, verified(t))
-	if err != nil || len(res.Failed) != 0 || res.Revision.State.Apps[0].Helm.Digest != chartDigest {
+	if err != nil || len(res.Failed) != 0 || res.Plan.Deployments[0].Components[0].Digest != chartDigest || res.Revision.State.Apps[0].Helm.Path == "" {
 		t.Fatalf("signed chart: %v %+v", err, res)
 	}
 	// A Compose Archive named as a Helm component: refused as not a chart.
