@@ -131,7 +131,15 @@ spec:
 
 func (e *margoEnv) agent() *Agent {
 	e.t.Helper()
-	global := fmt.Sprintf(`margo:
+	return e.agentWith("", "")
+}
+
+// agentWith is agent with more top-level settings (top, lines ending in a
+// newline) and settings of the margo block (margo, "  key: value\n"
+// lines).
+func (e *margoEnv) agentWith(top, margo string) *Agent {
+	e.t.Helper()
+	global := fmt.Sprintf(`%smargo:
   wfm: %s
   deviceId: press-42
   identity: {cert: %s, key: %s, trustBundle: %s}
@@ -139,9 +147,9 @@ func (e *margoEnv) agent() *Agent {
   verify: {keys: [%s]}
   insecure: true
   device: {vendor: Acme, modelNumber: E-100, serialNumber: SN1, interfaces: [ethernet]}
-apply:
+%sapply:
   compose: {}
-`, e.wfm.URL, e.ids.Cert, e.ids.Key, e.ids.Bundle, e.pub)
+`, top, e.wfm.URL, e.ids.Cert, e.ids.Key, e.ids.Bundle, e.pub, margo)
 	a := newAgent(e.t, e.config(global), e.ap)
 	return a
 }
