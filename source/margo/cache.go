@@ -15,8 +15,13 @@ import (
 	"github.com/berth-dev/berth/source/margo/spec"
 )
 
-// contentCache keeps verified ApplicationDeployment YAMLs on disk by
-// digest, so that a poll fetches only what changed, also across restarts.
+// contentCache keeps verified ApplicationDeployment YAMLs and desired
+// state manifests on disk by digest, so that a poll fetches only what
+// changed, also across restarts. Files are written atomically (temporary
+// file, sync, rename, sync of the folder) and re-verified against their
+// digest on every read: a file that does not hash to its name (torn by a
+// crash of the file system, truncated, altered) is removed and reported
+// absent, so that the caller fetches it again; it is never used.
 type contentCache struct {
 	dir string
 }
@@ -123,15 +128,18 @@ func (c *contentCache) putManifest(digest string, raw []byte) error {
 	return writeAtomic(c.manifestPath(digest), raw, 0o600)
 }
 
-// getManifest returns the manifest body of digest, re-verified.
+// getManifest returns the manifest body of digest, re-verified; ok false
+// when it is absent or damaged (a damaged file is removed).
 func (c *contentCache) getManifest(digest string) ([]byte, bool) {
-	f, err := os.Open(c.manifestPath(digest))
+	p := c.manifestPath(digest)
+	f, err := os.Open(p)
 	if err != nil {
 		return nil, false
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, spec.MaxManifestSize+1))
 	if err != nil || len(data) > spec.MaxManifestSize || sha(data) != digest {
+		os.Remove(p)
 		return nil, false
 	}
 	return data, true

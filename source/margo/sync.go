@@ -111,10 +111,13 @@ func (c *Client) Replay(ctx context.Context, st *State) (*Desired, error) {
 		return nil, nil
 	}
 	raw, ok := c.cache.getManifest(st.ManifestDigest)
-	if !ok {
-		return nil, fmt.Errorf("the accepted Margo manifest %s is not in the cache %s", st.ManifestDigest, c.cache.dir)
+	var m *spec.Manifest
+	var err error
+	if ok {
+		m, err = spec.ParseManifest(raw)
+	} else {
+		m, err = c.refetchManifest(ctx, st)
 	}
-	m, err := spec.ParseManifest(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +127,26 @@ func (c *Client) Replay(ctx context.Context, st *State) (*Desired, error) {
 	}
 	c.diff(d, st)
 	return d, nil
+}
+
+// refetchManifest fetches the accepted manifest again, unconditionally,
+// when the cache lost it (absent, or damaged and removed): only a body of
+// the accepted digest is taken (and cached again); another one (the WFM
+// moved on since its 304) is left for the next poll, which takes it as an
+// update.
+func (c *Client) refetchManifest(ctx context.Context, st *State) (*spec.Manifest, error) {
+	c.log.Warn("Margo: the accepted manifest is missing or damaged in the cache; fetching it again", "manifestDigest", st.ManifestDigest, "cache", c.cache.dir)
+	m, raw, _, err := c.fetchManifest(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("the accepted Margo manifest %s is not in the cache %s, and fetching it again failed: %w", st.ManifestDigest, c.cache.dir, err)
+	}
+	if d := sha(raw); d != st.ManifestDigest {
+		return nil, fmt.Errorf("the accepted Margo manifest %s is not in the cache %s, and the WFM now serves %s (manifestVersion %d): the next poll takes it", st.ManifestDigest, c.cache.dir, d, m.ManifestVersion)
+	}
+	if err := c.cache.putManifest(st.ManifestDigest, raw); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Pending reports whether d lists deployments that st does not hold at
