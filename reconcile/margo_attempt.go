@@ -162,13 +162,20 @@ func (t *margoAttempt) poll(ctx context.Context) error {
 	}
 	t.rev.Digest, t.final = cur, cur
 	t.rev.Version = strconv.FormatUint(t.st.ManifestVersion, 10)
+	// The revision in force is gone from the store (removed at start as
+	// incomplete or damaged): the accepted state is built again, not
+	// reported unchanged.
+	lost := cur != "" && !m.a.store.Has(cur)
+	if lost {
+		m.log.Warn("Margo: the revision in force is missing or damaged in the store; building it again", "revision", cur)
+	}
 	d, err := m.client.Poll(ctx, t.st)
 	if err != nil {
 		return err
 	}
 	if d.NotModified {
 		m.mu.Lock()
-		wait := !t.force && time.Now().Before(m.retryAt)
+		wait := !t.force && time.Now().Before(m.retryAt) && !lost
 		m.mu.Unlock()
 		if t.st.ManifestDigest == "" || wait {
 			return errUnchanged
@@ -176,7 +183,7 @@ func (t *margoAttempt) poll(ctx context.Context) error {
 		if d, err = m.client.Replay(ctx, t.st); err != nil {
 			return err
 		}
-		if d == nil || len(d.Changed) == 0 && len(d.Removed) == 0 {
+		if d == nil || len(d.Changed) == 0 && len(d.Removed) == 0 && !lost {
 			return errUnchanged
 		}
 		m.log.Info("Margo: retrying the deployments that failed", "deployments", d.Changed, "removals", d.Removed)
@@ -190,7 +197,7 @@ func (t *margoAttempt) poll(ctx context.Context) error {
 			t.prev = nil
 		}
 	}
-	if len(d.Changed) == 0 && len(d.Removed) == 0 {
+	if len(d.Changed) == 0 && len(d.Removed) == 0 && !lost {
 		// A new manifest that changes nothing for this device.
 		t.acceptable = true
 		return errUnchanged

@@ -113,3 +113,54 @@ func TestMargoMinFreeSpace(t *testing.T) {
 	}
 	e.checkViolations()
 }
+
+// TestMargoCrashLeftovers: what a crash can leave of the Margo source on
+// disk is never used: a revision build folder (revisions/margo.tmp-*) is
+// removed when the agent starts, as are temporary downloads in the
+// content cache at the next reconcile; a Margo revision whose completion
+// record is gone (or whose content no longer matches it) is removed at
+// start and built again by the next reconcile, although the WFM answers
+// 304, instead of being reported unchanged.
+func TestMargoCrashLeftovers(t *testing.T) {
+	e := newMargoEnv(t)
+	e.archive("acme/a", "1.0.0", "a1", true)
+	e.wfm.Publish(1, e.deployment(depA, "alpha", "acme/a", "1.0.0"))
+	a := e.agent()
+	if r := e.once(a); r.Outcome != "applied" {
+		t.Fatal(r)
+	}
+	cur := current(t, a, MargoSource)
+	revs := filepath.Join(a.store.Dir(), "revisions")
+	build := filepath.Join(revs, "margo.tmp-123", "rev", "apps", "x")
+	os.MkdirAll(build, 0o755)
+	os.WriteFile(filepath.Join(build, "compose.yaml"), []byte("half"), 0o644)
+	cache := filepath.Join(a.store.Dir(), "margo", "cache")
+	os.WriteFile(filepath.Join(cache, ".download-123"), []byte("half a YAML"), 0o600)
+	// The revision in force loses a file: it no longer matches its record.
+	dir, _ := a.store.RevisionDir(cur)
+	if err := os.Remove(filepath.Join(dir, "margo-plan.json")); err != nil {
+		t.Fatal(err)
+	}
+
+	calls := len(e.ap.log())
+	a = e.agent() // the restart
+	if _, err := os.Stat(filepath.Join(revs, "margo.tmp-123")); !os.IsNotExist(err) {
+		t.Errorf("the build folder of a crashed reconcile is still there: %v", err)
+	}
+	if a.store.Has(cur) {
+		t.Fatal("the damaged revision is still complete")
+	}
+	r := e.once(a)
+	if r.Outcome != "applied" || r.Error != "" {
+		t.Fatalf("after the restart: %+v, want the revision built and applied again", r)
+	}
+	if got := current(t, a, MargoSource); got != cur || !a.store.Has(cur) {
+		t.Errorf("current %s (has %v), want %s rebuilt", got, a.store.Has(cur), cur)
+	}
+	if log := e.ap.log(); len(log) <= calls {
+		t.Error("the rebuilt revision was not applied")
+	}
+	if _, err := os.Stat(filepath.Join(cache, ".download-123")); !os.IsNotExist(err) {
+		t.Errorf("a temporary download is still in the cache: %v", err)
+	}
+}
