@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -280,8 +281,8 @@ spec:
 	if c := res.Plan.Deployments[0].Components[0]; c.Digest != pushed.Components[0].Digest || c.Path != h.Path {
 		t.Errorf("plan component = %+v, want digest %s", c, pushed.Components[0].Digest)
 	}
-	if raw, err := os.ReadFile(filepath.Join(res.Revision.Dir, "apps/monitor-monitor/monitor/Chart.yaml")); err != nil || !strings.Contains(string(raw), "version: 0.3.0+b1") {
-		t.Errorf("Chart.yaml in the revision: %q, %v", raw, err)
+	if ch, err := loader.LoadDir(filepath.Join(res.Revision.Dir, "apps/monitor-monitor/monitor")); err != nil || ch.Name() != "monitor" || ch.Metadata.Version != "0.3.0+b1" {
+		t.Errorf("the chart folder in the revision does not load as the chart: %v", err)
 	}
 	// A plan written before charts were extracted (no path) still names
 	// the chart by digest.
@@ -413,4 +414,48 @@ func TestCarryOver(t *testing.T) {
 		t.Errorf("plan = %+v", res.Plan.Deployments[0])
 	}
 	_ = archive.Limits{}
+}
+
+// TestCheckChart: an extracted chart archive is taken only with one
+// top-level folder whose regular Chart.yaml names the component's chart
+// (the repository's last segment) at its version; anything else is
+// refused as not a chart.
+func TestCheckChart(t *testing.T) {
+	chart := "apiVersion: v2\nname: monitor\nversion: 0.3.0+b1\n"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string // "" content: a folder
+		err   string
+	}{
+		{"good", map[string]string{"monitor/Chart.yaml": chart, "monitor/templates/cm.yaml": "x"}, ""},
+		{"other folder name", map[string]string{"chart/Chart.yaml": chart}, ""},
+		{"two folders", map[string]string{"monitor/Chart.yaml": chart, "extra/": ""}, "exactly one top-level folder"},
+		{"a file at the top", map[string]string{"Chart.yaml": chart}, "exactly one top-level folder"},
+		{"no Chart.yaml", map[string]string{"monitor/values.yaml": "a: 1"}, "Chart.yaml"},
+		{"Chart.yaml a folder", map[string]string{"monitor/Chart.yaml/": ""}, "not a regular file"},
+		{"other chart", map[string]string{"monitor/Chart.yaml": "name: other\nversion: 0.3.0+b1\n"}, "holds chart other version 0.3.0+b1"},
+		{"other version", map[string]string{"monitor/Chart.yaml": "name: monitor\nversion: 0.3.0\n"}, "want monitor version 0.3.0+b1"},
+		{"not YAML", map[string]string{"monitor/Chart.yaml": "name: [\n"}, "Chart.yaml"},
+		{"too large", map[string]string{"monitor/Chart.yaml": chart + strings.Repeat("#", maxChartFile)}, "larger than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for p, content := range tc.files {
+				full := filepath.Join(dir, filepath.FromSlash(p))
+				if strings.HasSuffix(p, "/") {
+					os.MkdirAll(full, 0o755)
+					continue
+				}
+				os.MkdirAll(filepath.Dir(full), 0o755)
+				os.WriteFile(full, []byte(content), 0o644)
+			}
+			top, err := checkChart(dir, "monitor", "0.3.0+b1")
+			switch {
+			case tc.err == "" && (err != nil || top == ""):
+				t.Fatalf("refused a good chart: %v", err)
+			case tc.err != "" && (!errors.Is(err, ErrNotChart) || !errors.Is(err, errdef.ErrRefused) || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("err = %v, want ErrNotChart saying %q", err, tc.err)
+			}
+		})
+	}
 }
