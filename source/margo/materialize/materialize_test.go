@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
-	"helm.sh/helm/v3/pkg/chart/loader"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"helm.sh/helm/v3/pkg/chart/loader"
 
 	"github.com/berth-dev/berth/internal/errdef"
 	"github.com/berth-dev/berth/source/archive"
