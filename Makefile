@@ -106,6 +106,7 @@ FUZZ_TARGETS := \
 	reconcile/store:FuzzParseState \
 	source/margo/spec:FuzzParseManifest source/margo/spec:FuzzParseDeployment \
 	source/margo/spec:FuzzParseProblem source/margo:FuzzParseTrustBundle \
+	source/margo/materialize:FuzzChartFile \
 	policy/rollout/statement:FuzzParse policy/inhibit:FuzzParse
 fuzz:
 	GO=$(GO) JOBS=$(FUZZJOBS) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) \

@@ -116,15 +116,24 @@ func checkChart(dir, name, version string) (string, error) {
 	if err != nil || len(raw) > maxChartFile {
 		return "", fmt.Errorf("%w: %s/Chart.yaml unreadable or larger than %d bytes: %v", ErrNotChart, top, maxChartFile, err)
 	}
+	if err := checkChartFile(raw, name, version); err != nil {
+		return "", fmt.Errorf("%s/Chart.yaml: %w", top, err)
+	}
+	return top, nil
+}
+
+// checkChartFile checks that the Chart.yaml raw names chart name at
+// version.
+func checkChartFile(raw []byte, name, version string) error {
 	var meta struct {
 		Name    string `yaml:"name"`
 		Version string `yaml:"version"`
 	}
 	if err := yaml.Unmarshal(raw, &meta); err != nil {
-		return "", fmt.Errorf("%w: %s/Chart.yaml: %v", ErrNotChart, top, err)
+		return fmt.Errorf("%w: %v", ErrNotChart, err)
 	}
 	if meta.Name != name || meta.Version != version {
-		return "", fmt.Errorf("%w: the artifact holds chart %s version %s, want %s version %s", ErrNotChart, meta.Name, meta.Version, name, version)
+		return fmt.Errorf("%w: the artifact holds chart %q version %q, want %s version %s", ErrNotChart, meta.Name, meta.Version, name, version)
 	}
-	return top, nil
+	return nil
 }

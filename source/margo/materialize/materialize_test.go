@@ -433,7 +433,7 @@ func TestCheckChart(t *testing.T) {
 		{"a file at the top", map[string]string{"Chart.yaml": chart}, "exactly one top-level folder"},
 		{"no Chart.yaml", map[string]string{"monitor/values.yaml": "a: 1"}, "Chart.yaml"},
 		{"Chart.yaml a folder", map[string]string{"monitor/Chart.yaml/": ""}, "not a regular file"},
-		{"other chart", map[string]string{"monitor/Chart.yaml": "name: other\nversion: 0.3.0+b1\n"}, "holds chart other version 0.3.0+b1"},
+		{"other chart", map[string]string{"monitor/Chart.yaml": "name: other\nversion: 0.3.0+b1\n"}, `holds chart "other" version "0.3.0+b1"`},
 		{"other version", map[string]string{"monitor/Chart.yaml": "name: monitor\nversion: 0.3.0\n"}, "want monitor version 0.3.0+b1"},
 		{"not YAML", map[string]string{"monitor/Chart.yaml": "name: [\n"}, "Chart.yaml"},
 		{"too large", map[string]string{"monitor/Chart.yaml": chart + strings.Repeat("#", maxChartFile)}, "larger than"},
