@@ -23,8 +23,12 @@ func (w *WFM) serve(rw http.ResponseWriter, r *http.Request) {
 	}
 	rec := &recorder{ResponseWriter: rw, status: http.StatusOK}
 	w.handle(rec, r, client, body)
+	req := Request{Method: r.Method, Path: r.URL.Path, Proto: r.Proto, Header: r.Header.Clone(), Client: client, Body: body, Status: rec.status, Time: time.Now()}
+	if r.TLS != nil {
+		req.TLSVersion, req.ALPN, req.Resumed, req.ClientChain = r.TLS.Version, r.TLS.NegotiatedProtocol, r.TLS.DidResume, r.TLS.PeerCertificates
+	}
 	w.mu.Lock()
-	w.requests = append(w.requests, Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Client: client, Body: body, Status: rec.status, Time: time.Now()})
+	w.requests = append(w.requests, req)
 	w.mu.Unlock()
 }
 

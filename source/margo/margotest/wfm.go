@@ -47,18 +47,33 @@ type Options struct {
 	AllowTLS12 bool
 	// MaxTLS12 makes the server speak TLS 1.2 at most.
 	MaxTLS12 bool
+	// LegacyTLS makes the server speak TLS 1.0 and 1.1 only (a server the
+	// spec forbids).
+	LegacyTLS bool
+	// HTTP2 lets the server offer HTTP/2 by ALPN (a client must still
+	// speak HTTP/1.1).
+	HTTP2 bool
 }
 
 // Request is a request the WFM received.
 type Request struct {
 	Method, Path string
-	Header       http.Header
+	// Proto is the HTTP version, such as HTTP/1.1.
+	Proto  string
+	Header http.Header
 	// Client is the SPIFFE ID of the device.
 	Client string
 	Body   []byte
 	// Status is what the WFM answered.
 	Status int
 	Time   time.Time
+	// TLSVersion is the TLS version of the connection, ALPN the protocol
+	// negotiated, Resumed whether the session was resumed.
+	TLSVersion uint16
+	ALPN       string
+	Resumed    bool
+	// ClientChain is what the device presented, leaf first.
+	ClientChain []*x509.Certificate
 }
 
 // Fault is an error answer injected for requests matching Method and Path
@@ -86,9 +101,10 @@ type WFM struct {
 	t   testing.TB
 	srv *httptest.Server
 
-	certMu   sync.Mutex
-	serverID string
-	cert     tls.Certificate // the WFM's SVID, as served
+	certMu     sync.Mutex
+	serverID   string
+	cert       tls.Certificate // the WFM's SVID, as served
+	handshakes int             // TLS handshakes begun (ClientHellos)
 
 	mu           sync.Mutex
 	manifest     []byte
@@ -165,6 +181,12 @@ func Start(t testing.TB, o Options) *WFM {
 	if o.MaxTLS12 {
 		cfg.MaxVersion = tls.VersionTLS12
 	}
+	if o.LegacyTLS {
+		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	}
+	if o.HTTP2 {
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	}
 	w.srv = httptest.NewUnstartedServer(http.HandlerFunc(w.serve))
 	// httptest adds its own certificate when Certificates is empty, and
 	// GetCertificate is not asked without SNI: each handshake gets a
@@ -174,10 +196,11 @@ func Start(t testing.TB, o Options) *WFM {
 		c := cfg.Clone()
 		w.certMu.Lock()
 		c.Certificates = []tls.Certificate{w.cert}
+		w.handshakes++
 		w.certMu.Unlock()
 		return c, nil
 	}, Certificates: []tls.Certificate{w.cert}}
-	w.srv.EnableHTTP2 = false
+	w.srv.EnableHTTP2 = o.HTTP2
 	w.srv.Config.ErrorLog = nil
 	w.srv.StartTLS()
 	w.URL = w.srv.URL
@@ -201,6 +224,21 @@ func (w *WFM) Reissue(signer *CA) {
 	w.certMu.Lock()
 	w.cert = cert
 	w.certMu.Unlock()
+}
+
+// Handshakes returns the number of TLS handshakes clients began (each new
+// connection, resumed or not).
+func (w *WFM) Handshakes() int {
+	w.certMu.Lock()
+	defer w.certMu.Unlock()
+	return w.handshakes
+}
+
+// ServerCert returns the WFM's SVID leaf in force.
+func (w *WFM) ServerCert() *x509.Certificate {
+	w.certMu.Lock()
+	defer w.certMu.Unlock()
+	return w.cert.Leaf
 }
 
 // ClientSVID mints an SVID for the client name of this WFM.
