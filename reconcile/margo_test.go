@@ -368,11 +368,16 @@ func TestMargoStatusOutage(t *testing.T) {
 	if n := a.margo.rep.Pending(); n != 4 {
 		t.Fatalf("%d status posts queued, want 4", n)
 	}
-	// A restart keeps them; once the WFM takes posts, they arrive in order.
+	// A restart keeps them; once the WFM takes posts, they arrive in order,
+	// after the capabilities (the first call after connecting).
 	a = e.agent()
 	e.wfm.ClearFaults()
+	mark := len(e.wfm.Requests())
 	if r := e.once(a); r.Outcome != "unchanged" {
 		t.Fatal(r)
+	}
+	if first := e.wfm.Requests()[mark]; first.Method != "PUT" || first.Path != "/api/v1/capabilities/press-42" {
+		t.Errorf("first request after the restart: %s %s, want the capabilities", first.Method, first.Path)
 	}
 	var got []string
 	for _, s := range e.wfm.Statuses() {
