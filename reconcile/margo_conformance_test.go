@@ -1,13 +1,17 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/source/margo/margotest"
+	"github.com/berth-dev/berth/state"
 )
 
 // Deployments addressed to devices other than this one.
@@ -134,4 +138,79 @@ func lastStatus(w *margotest.WFM, id string) margotest.Status {
 		}
 	}
 	return margotest.Status{}
+}
+
+// stateApplier records the desired state of every revision applied.
+type stateApplier struct {
+	mu   sync.Mutex
+	apps [][]state.App
+}
+
+var _ Applier = (*stateApplier)(nil)
+
+func (a *stateApplier) Kind() string { return "compose" }
+
+func (a *stateApplier) Apply(_ context.Context, rev state.Revision, _ *state.Revision) ([]state.AppStatus, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.apps = append(a.apps, slices.Clone(rev.State.Apps))
+	var out []state.AppStatus
+	for _, app := range rev.State.Apps {
+		out = append(out, state.AppStatus{Name: app.Name, Kind: "compose", Outcome: "applied"})
+	}
+	return out, nil
+}
+
+// TestMargoComponentOrderWaitTimeout: the components of a deployment
+// become the appliers' apps in the listed order, each with its own wait
+// (wait: false: applied once started) and timeout (its install deadline).
+func TestMargoComponentOrderWaitTimeout(t *testing.T) {
+	e := newMargoEnv(t)
+	e.archive("acme/a", "1.0.0", "a1", true)
+	ap := &stateApplier{}
+	e.wfm.Publish(1, []byte(fmt.Sprintf(`id: %s
+metadata: {name: line, namespace: margo, deviceId: press-42}
+spec:
+  applicationId: acme-line
+  deploymentProfile:
+    type: compose
+    components:
+      - {name: db, properties: {repository: oci://%[2]s/acme/a, revision: 1.0.0}}
+      - {name: api, properties: {repository: oci://%[2]s/acme/a, revision: 1.0.0, wait: false, timeout: 2m30s}}
+      - {name: ui, properties: {repository: oci://%[2]s/acme/a, revision: 1.0.0, wait: true, timeout: 0m45s}}
+`, depA, e.host)))
+	global := fmt.Sprintf(`margo:
+  wfm: %s
+  deviceId: press-42
+  identity: {cert: %s, key: %s, trustBundle: %s}
+  verify: {keys: [%s]}
+  insecure: true
+  device: {vendor: Acme, modelNumber: E-100, serialNumber: SN1, interfaces: [ethernet]}
+apply:
+  compose: {}
+`, e.wfm.URL, e.ids.Cert, e.ids.Key, e.ids.Bundle, e.pub)
+	a := newAgent(t, e.config(global), ap)
+	if r := e.once(a); r.Outcome != "applied" || r.Error != "" {
+		t.Fatalf("install: %+v", r)
+	}
+	if len(ap.apps) != 1 {
+		t.Fatalf("%d applies, want 1", len(ap.apps))
+	}
+	type got struct {
+		name    string
+		noWait  bool
+		timeout time.Duration
+	}
+	var apps []got
+	for _, app := range ap.apps[0] {
+		if app.Compose == nil {
+			t.Fatalf("app %s is not a Compose app", app.Name)
+		}
+		apps = append(apps, got{app.Name, app.Compose.NoWait, app.Compose.Timeout})
+	}
+	want := []got{{"line-db", false, 0}, {"line-api", true, 150 * time.Second}, {"line-ui", false, 45 * time.Second}}
+	if !slices.Equal(apps, want) {
+		t.Errorf("apps %+v, want %+v (listed order, each component's wait and timeout)", apps, want)
+	}
+	e.checkViolations()
 }
