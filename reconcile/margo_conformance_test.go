@@ -77,7 +77,7 @@ func TestMargoGatewayDeploymentsRefused(t *testing.T) {
 			continue
 		}
 		s := lastStatus(e.wfm, tt.id)
-		if s.DeviceID != "press-42" || len(s.Components) != 1 || s.Components[0].Error["code"] != tt.code ||
+		if s.DeviceID != "press-42" || len(s.Components) != 1 || s.Components[0].Error["code"] != tt.code || s.Components[0].Error["source"] != "web" ||
 			!strings.Contains(fmt.Sprint(s.Components[0].Error["message"]), tt.dev) || s.Error["code"] != tt.code {
 			t.Errorf("status of the deployment for %s = %+v, want failed with code %s naming the device", tt.dev, s, tt.code)
 		}

@@ -281,6 +281,9 @@ func TestMargoLifecycle(t *testing.T) {
 	if got := e.states(depB); !slices.Equal(got[len(got)-2:], []string{"removing", "removed"}) {
 		t.Errorf("statuses of B = %v", got)
 	}
+	if s := lastStatus(e.wfm, depB); s.AdoptedManifestVersion != 4 || len(s.Components) != 1 || s.Components[0].State != "removed" {
+		t.Errorf("removal status of B = %+v, want removed at adopted manifestVersion 4", s)
+	}
 	if st := e.margoState(); len(st.Deployments) != 1 || st.ManifestVersion != 4 {
 		t.Errorf("after the removal: %+v", st)
 	}
