@@ -23,8 +23,8 @@ import (
 )
 
 // margoAttempt is one reconcile of the Margo source, step by step, in the
-// order package margo's doc gives: flush the queued status posts, report
-// the capabilities (first after connecting, then on change), poll (or, on
+// order package margo's doc gives: report the capabilities (the first call
+// after connecting, then on change), flush the queued status posts, poll (or, on
 // 304 with deployments still to retry, replay the accepted manifest),
 // materialize the deployments into a revision, post installing and
 // removing, switch the revision in and apply it, put the deployments
@@ -78,8 +78,8 @@ func (t *margoAttempt) run(ctx context.Context) error {
 		run      func(context.Context) error
 		deadline bool
 	}{
-		{t.flush, true},        // 1. the status posts a WFM outage queued, in order
-		{t.capabilities, true}, // 2. capabilities: first after connecting, then on change
+		{t.capabilities, true}, // 1. capabilities: first after connecting, then on change
+		{t.flush, true},        // 2. the status posts a WFM outage queued, in order
 		{t.poll, true},         // 3. the desired state, verified; or the failed deployments again
 		{t.materialize, true},  // 4. a revision folder, components verified, in the store
 		{t.installing, false},  // 5. installing, removing

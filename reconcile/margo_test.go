@@ -289,6 +289,9 @@ func TestMargoLifecycle(t *testing.T) {
 	if got := e.states(depB); !slices.Equal(got[len(got)-2:], []string{"removing", "removed"}) {
 		t.Errorf("statuses of B = %v", got)
 	}
+	if s := lastStatus(e.wfm, depB); s.AdoptedManifestVersion != 4 || len(s.Components) != 1 || s.Components[0].State != "removed" {
+		t.Errorf("removal status of B = %+v, want removed at adopted manifestVersion 4", s)
+	}
 	if st := e.margoState(); len(st.Deployments) != 1 || st.ManifestVersion != 4 {
 		t.Errorf("after the removal: %+v", st)
 	}
@@ -376,11 +379,16 @@ func TestMargoStatusOutage(t *testing.T) {
 	if n := a.margo.rep.Pending(); n != 4 {
 		t.Fatalf("%d status posts queued, want 4", n)
 	}
-	// A restart keeps them; once the WFM takes posts, they arrive in order.
+	// A restart keeps them; once the WFM takes posts, they arrive in order,
+	// after the capabilities (the first call after connecting).
 	a = e.agent()
 	e.wfm.ClearFaults()
+	mark := len(e.wfm.Requests())
 	if r := e.once(a); r.Outcome != "unchanged" {
 		t.Fatal(r)
+	}
+	if first := e.wfm.Requests()[mark]; first.Method != "PUT" || first.Path != "/api/v1/capabilities/press-42" {
+		t.Errorf("first request after the restart: %s %s, want the capabilities", first.Method, first.Path)
 	}
 	var got []string
 	for _, s := range e.wfm.Statuses() {

@@ -30,6 +30,9 @@ func TestTransportIdentity(t *testing.T) {
 		{name: "untrusted WFM certificate", wo: margotest.Options{ServerCA: margotest.NewCA(t, "plant.example")}, wantErr: "does not verify against the trust bundle", is: ErrIdentity},
 		{name: "wrong WFM SPIFFE ID", wo: margotest.Options{ServerID: "spiffe://plant.example/margo/wfm/line-4"}, wantErr: "presented the SPIFFE ID spiffe://plant.example/margo/wfm/line-4", is: ErrIdentity},
 		{name: "WFM presenting a client ID", wo: margotest.Options{ServerID: "spiffe://plant.example/margo/wfm/line-3/client/x"}, wantErr: "only talks to spiffe://plant.example/margo/wfm/line-3", is: ErrIdentity},
+		{name: "expired WFM SVID", wo: margotest.Options{ServerSVID: margotest.SVIDOptions{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}}, wantErr: "expired", is: ErrIdentity},
+		{name: "WFM SVID with two URI SANs", wo: margotest.Options{ServerSVID: margotest.SVIDOptions{ExtraURI: "spiffe://plant.example/margo/wfm/line-4"}}, wantErr: "more than one URI", is: ErrIdentity},
+		{name: "WFM SVID that is a CA", wo: margotest.Options{ServerSVID: margotest.SVIDOptions{CA: true}}, wantErr: "CA flag", is: ErrIdentity},
 		{name: "TLS 1.2 server refused", wo: margotest.Options{MaxTLS12: true}, wantErr: "protocol version"},
 		{name: "TLS 1.2 when allowed", wo: margotest.Options{MaxTLS12: true}, mutate: func(o *Options) { o.AllowTLS12 = true }},
 	}

@@ -40,8 +40,8 @@
 // At start: New (cfg.Margo.Client() plus a CacheDir), LoadState, outbox.Open
 // and NewReporter, Discover and SyncCapabilities(force), and
 // materialize.LoadPlan of the Margo revision in force. Every interval
-// inside the polling windows: Reporter.Flush; Discover and
-// SyncCapabilities; Poll (or, on 304 while State.Pending, Replay); then
+// inside the polling windows: Discover and SyncCapabilities (the first
+// call after connecting); Reporter.Flush; Poll (or, on 304 while State.Pending, Replay); then
 // materialize.Materialize, post Plan.Installing and RemovalStatus(removing),
 // apply the revision with the appliers, post Plan.Report and
 // RemovalStatus(removed), and only after the agent has recorded the revision

@@ -199,6 +199,10 @@ func TestPollRefused(t *testing.T) {
 			d := f.wfm.AddContent(depID(2), y)
 			f.wfm.PublishManifest([]byte(`{"manifestVersion": 11, "bundle": {"mediaType": "application/vnd.margo.bundle.v1+tar+gzip", "digest": "` + d + `", "url": "/api/v1/bundles/` + d + `"}, "deployments": [{"deploymentId": "` + depID(2) + `", "digest": "` + d + `", "url": "/api/v1/deployments/` + depID(2) + `/` + d + `"}]}`))
 		}, []error{spec.ErrInvalidDeployment}, "its YAML has id"},
+		{"unknown digest algorithm", func(t *testing.T, f *fixture) {
+			d := "sha512:" + strings.Repeat("ab", 64)
+			f.wfm.PublishManifest([]byte(`{"manifestVersion": 11, "bundle": {"mediaType": "application/vnd.margo.bundle.v1+tar+gzip", "digest": "` + d + `", "url": "/api/v1/bundles/` + d + `"}, "deployments": [{"deploymentId": "` + depID(2) + `", "digest": "` + d + `", "url": "/api/v1/deployments/` + depID(2) + `/` + d + `"}]}`))
+		}, []error{spec.ErrInvalidManifest, errdef.ErrRefused}, `unsupported digest algorithm "sha512"`},
 		{"invalid manifest", func(t *testing.T, f *fixture) {
 			f.wfm.PublishManifest([]byte(`{"manifestVersion": 11, "bundle": null, "deployments": [], "deployments": []}`))
 		}, []error{spec.ErrInvalidManifest, errdef.ErrRefused}, "duplicate key"},

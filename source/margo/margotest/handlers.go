@@ -1,6 +1,7 @@
 package margotest
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"mime"
@@ -22,20 +23,58 @@ func (w *WFM) serve(rw http.ResponseWriter, r *http.Request) {
 		client = r.TLS.PeerCertificates[0].URIs[0].String()
 	}
 	rec := &recorder{ResponseWriter: rw, status: http.StatusOK}
+	if w.gzip && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		rec.gzip = true
+		defer rec.close()
+	}
 	w.handle(rec, r, client, body)
+	req := Request{Method: r.Method, Path: r.URL.Path, Proto: r.Proto, Header: r.Header.Clone(), Client: client, Body: body, Status: rec.status, Encoding: rec.Header().Get("Content-Encoding"), Time: time.Now()}
+	if r.TLS != nil {
+		req.TLSVersion, req.ALPN, req.Resumed, req.ClientChain = r.TLS.Version, r.TLS.NegotiatedProtocol, r.TLS.DidResume, r.TLS.PeerCertificates
+	}
 	w.mu.Lock()
-	w.requests = append(w.requests, Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Client: client, Body: body, Status: rec.status, Time: time.Now()})
+	w.requests = append(w.requests, req)
 	w.mu.Unlock()
 }
 
+// recorder keeps the status answered; with gzip, it compresses a 200
+// answer's body (Content-Encoding: gzip).
 type recorder struct {
 	http.ResponseWriter
-	status int
+	status  int
+	written bool
+	gzip    bool
+	gz      *gzip.Writer
 }
 
 func (r *recorder) WriteHeader(code int) {
-	r.status = code
+	if r.written {
+		return
+	}
+	r.status, r.written = code, true
+	if r.gzip && code == http.StatusOK {
+		r.Header().Set("Content-Encoding", "gzip")
+		r.Header().Add("Vary", "Accept-Encoding")
+		r.Header().Del("Content-Length")
+		r.gz = gzip.NewWriter(r.ResponseWriter)
+	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.written {
+		r.WriteHeader(http.StatusOK)
+	}
+	if r.gz != nil {
+		return r.gz.Write(b)
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) close() {
+	if r.gz != nil {
+		r.gz.Close()
+	}
 }
 
 func problem(rw http.ResponseWriter, status int, typ, title, detail string) {

@@ -20,7 +20,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // Media types served.
@@ -47,18 +46,40 @@ type Options struct {
 	AllowTLS12 bool
 	// MaxTLS12 makes the server speak TLS 1.2 at most.
 	MaxTLS12 bool
+	// LegacyTLS makes the server speak TLS 1.0 and 1.1 only (a server the
+	// spec forbids).
+	LegacyTLS bool
+	// HTTP2 lets the server offer HTTP/2 by ALPN (a client must still
+	// speak HTTP/1.1).
+	HTTP2 bool
+	// ServerSVID changes the WFM's SVID (expired, two URI SANs, a CA: an
+	// SVID a device must refuse).
+	ServerSVID SVIDOptions
+	// Gzip compresses the 200 answers to GETs that accept gzip
+	// (Content-Encoding; digests are over the decoded bytes).
+	Gzip bool
 }
 
 // Request is a request the WFM received.
 type Request struct {
 	Method, Path string
-	Header       http.Header
+	// Proto is the HTTP version, such as HTTP/1.1.
+	Proto  string
+	Header http.Header
 	// Client is the SPIFFE ID of the device.
 	Client string
 	Body   []byte
-	// Status is what the WFM answered.
-	Status int
-	Time   time.Time
+	// Status is what the WFM answered, Encoding its Content-Encoding.
+	Status   int
+	Encoding string
+	Time     time.Time
+	// TLSVersion is the TLS version of the connection, ALPN the protocol
+	// negotiated, Resumed whether the session was resumed.
+	TLSVersion uint16
+	ALPN       string
+	Resumed    bool
+	// ClientChain is what the device presented, leaf first.
+	ClientChain []*x509.Certificate
 }
 
 // Fault is an error answer injected for requests matching Method and Path
@@ -83,12 +104,15 @@ type WFM struct {
 	// ID is the WFM's SPIFFE ID, spiffe://<td>/margo/wfm/<name>.
 	ID string
 
-	t   testing.TB
-	srv *httptest.Server
+	t    testing.TB
+	srv  *httptest.Server
+	gzip bool
 
-	certMu   sync.Mutex
-	serverID string
-	cert     tls.Certificate // the WFM's SVID, as served
+	certMu     sync.Mutex
+	serverID   string
+	serverOpts SVIDOptions
+	cert       tls.Certificate // the WFM's SVID, as served
+	handshakes int             // TLS handshakes begun (ClientHellos)
 
 	mu           sync.Mutex
 	manifest     []byte
@@ -134,7 +158,7 @@ func Start(t testing.TB, o Options) *WFM {
 	}
 	ca := NewCA(t, o.TrustDomain)
 	w := &WFM{
-		CA: ca, ID: "spiffe://" + o.TrustDomain + "/margo/wfm/" + o.Name, t: t,
+		CA: ca, ID: "spiffe://" + o.TrustDomain + "/margo/wfm/" + o.Name, t: t, gzip: o.Gzip,
 		content: map[string][]byte{}, contentOwner: map[string]string{}, bundles: map[string][]byte{},
 		corrupt: map[string][]byte{}, gone: map[string]bool{}, retired: map[string]bool{}, caps: map[string][]byte{},
 	}
@@ -146,7 +170,7 @@ func Start(t testing.TB, o Options) *WFM {
 	if o.ServerCA != nil {
 		signer = o.ServerCA
 	}
-	w.serverID = serverID
+	w.serverID, w.serverOpts = serverID, o.ServerSVID
 	w.Reissue(signer)
 	td := spiffeid.RequireTrustDomainFromString(o.TrustDomain)
 	bundle := x509bundle.FromX509Authorities(td, []*x509.Certificate{ca.Cert})
@@ -165,6 +189,12 @@ func Start(t testing.TB, o Options) *WFM {
 	if o.MaxTLS12 {
 		cfg.MaxVersion = tls.VersionTLS12
 	}
+	if o.LegacyTLS {
+		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	}
+	if o.HTTP2 {
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	}
 	w.srv = httptest.NewUnstartedServer(http.HandlerFunc(w.serve))
 	// httptest adds its own certificate when Certificates is empty, and
 	// GetCertificate is not asked without SNI: each handshake gets a
@@ -174,10 +204,11 @@ func Start(t testing.TB, o Options) *WFM {
 		c := cfg.Clone()
 		w.certMu.Lock()
 		c.Certificates = []tls.Certificate{w.cert}
+		w.handshakes++
 		w.certMu.Unlock()
 		return c, nil
 	}, Certificates: []tls.Certificate{w.cert}}
-	w.srv.EnableHTTP2 = false
+	w.srv.EnableHTTP2 = o.HTTP2
 	w.srv.Config.ErrorLog = nil
 	w.srv.StartTLS()
 	w.URL = w.srv.URL
@@ -189,18 +220,31 @@ func Start(t testing.TB, o Options) *WFM {
 // Reissue re-issues the WFM's SVID under signer (a rotated anchor of the
 // trust domain); new connections get it.
 func (w *WFM) Reissue(signer *CA) {
-	s := signer.Mint(w.t, w.serverID, SVIDOptions{})
-	svid, err := x509svid.Parse(s.CertPEM, s.KeyPEM)
+	s := signer.Mint(w.t, w.serverID, w.serverOpts)
+	// Not parsed as an SVID: the options may make an invalid one on purpose.
+	cert, err := tls.X509KeyPair(s.CertPEM, s.KeyPEM)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	cert := tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
-	for _, c := range svid.Certificates {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
+	cert.Leaf = s.Leaf
 	w.certMu.Lock()
 	w.cert = cert
 	w.certMu.Unlock()
+}
+
+// Handshakes returns the number of TLS handshakes clients began (each new
+// connection, resumed or not).
+func (w *WFM) Handshakes() int {
+	w.certMu.Lock()
+	defer w.certMu.Unlock()
+	return w.handshakes
+}
+
+// ServerCert returns the WFM's SVID leaf in force.
+func (w *WFM) ServerCert() *x509.Certificate {
+	w.certMu.Lock()
+	defer w.certMu.Unlock()
+	return w.cert.Leaf
 }
 
 // ClientSVID mints an SVID for the client name of this WFM.
