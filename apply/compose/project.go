@@ -223,6 +223,12 @@ func parseEnvFile(data []byte) (map[string]string, error) {
 	if v, ok := env[""]; ok {
 		return nil, fmt.Errorf("a line sets %q without a variable name", v)
 	}
+	for k := range env {
+		// dotenv takes "A\tB: v" (the YAML-like form) as the name "A\tB".
+		if strings.ContainsAny(k, "= \t\r\n\x00") {
+			return nil, fmt.Errorf("the variable name %q has a blank, '=' or NUL in it: write one NAME=value per line", k)
+		}
+	}
 	return env, nil
 }
 
