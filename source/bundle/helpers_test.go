@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -265,31 +264,4 @@ func (f *fixture) create(t testing.TB, platforms ...string) (*Bundle, string) {
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, out
-}
-
-// alterBlob flips a byte in the middle of a blob's data inside the tar.
-func alterBlob(t testing.TB, path string, d digest.Digest) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	idx, err := indexTar(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, ok := idx.blobs[d]
-	if !ok {
-		t.Fatalf("blob %s not in %s", d, path)
-	}
-	b := make([]byte, 1)
-	off := e.off + e.size/2
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }
