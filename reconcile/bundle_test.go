@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -23,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/store"
@@ -241,7 +241,7 @@ func TestBundleSourceRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		layer := m.Layers[0].Digest.String()
-		alterBlob(t, file, layer)
+		testenv.AlterBundleBlob(t, file, layer)
 		rec := newRecorder()
 		a := e.bundleConfig("", file, "").agent(t, e, rec)
 		r := one(t, poll(a, "usb"), "refused", signed)
@@ -268,33 +268,6 @@ func TestBundleSourceRefusals(t *testing.T) {
 // clientFor returns the env's client (the registry may be closed: only
 // for tests that still reach it).
 func (e *env) clientFor() *oci.Client { return e.client }
-
-// alterBlob flips a byte in the middle of blob d inside the bundle tar.
-func alterBlob(t *testing.T, file, d string) {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := "blobs/sha256/" + strings.TrimPrefix(d, "sha256:")
-	i := bytes.Index(data, []byte(name))
-	if i < 0 {
-		t.Fatalf("blob %s not in the bundle", d)
-	}
-	// The tar header is 512 bytes; the content follows it (PAX headers
-	// put the name in an extended header first, then a second header).
-	start := (i/512 + 1) * 512
-	for j := 0; j < 2 && !bytes.HasPrefix(data[start:], []byte{0x1f, 0x8b}); j++ {
-		start += 512
-	}
-	if !bytes.HasPrefix(data[start:], []byte{0x1f, 0x8b}) {
-		t.Fatalf("no gzip content after the header of %s", name)
-	}
-	data[start+100] ^= 0xff
-	if err := os.WriteFile(file, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()

@@ -24,6 +24,7 @@ import (
 	"helm.sh/helm/v3/pkg/registry"
 
 	"github.com/berth-dev/berth/internal/errdef"
+	"github.com/berth-dev/berth/internal/readcap"
 	"github.com/berth-dev/berth/source/mirror"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/state"
@@ -92,7 +93,7 @@ func loadPathChart(dir, p string) (*chart.Chart, string, error) {
 		return nil, "", fmt.Errorf("chart folder %q: %w", p, err)
 	}
 	rules := ignore.Empty()
-	if data, err := readCapped(fsys, ignore.HelmIgnore, MaxValuesSize); err == nil {
+	if data, err := readcap.File(fsys, ignore.HelmIgnore, MaxValuesSize); err == nil {
 		if rules, err = ignore.Parse(bytes.NewReader(data)); err != nil {
 			return nil, "", fmt.Errorf("chart folder %q: %s: %w", p, ignore.HelmIgnore, err)
 		}
@@ -137,7 +138,7 @@ func loadPathChart(dir, p string) (*chart.Chart, string, error) {
 		if total += fi.Size(); total > loader.MaxDecompressedChartSize {
 			return fmt.Errorf("the chart is larger than %d bytes", loader.MaxDecompressedChartSize)
 		}
-		data, err := readCapped(fsys, name, loader.MaxDecompressedFileSize)
+		data, err := readcap.File(fsys, name, loader.MaxDecompressedFileSize)
 		if err != nil {
 			return err
 		}
@@ -163,31 +164,6 @@ func writeField(w io.Writer, b []byte) {
 	binary.BigEndian.PutUint64(n[:], uint64(len(b)))
 	w.Write(n[:])
 	w.Write(b)
-}
-
-// readCapped reads the regular file name of fsys, refusing more than max
-// bytes.
-func readCapped(fsys fs.FS, name string, max int64) ([]byte, error) {
-	f, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", name)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", name, max)
-	}
-	return data, nil
 }
 
 // chartTag is the OCI tag of a chart version: Helm pushes "+" as "_".
@@ -337,7 +313,7 @@ func (a *Applier) values(rev state.Revision, app state.App) (map[string]any, err
 		}
 		defer root.Close()
 		for _, f := range h.ValuesFiles {
-			data, err := readCapped(root.FS(), f, MaxValuesSize)
+			data, err := readcap.File(root.FS(), f, MaxValuesSize)
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
 					return nil, fmt.Errorf("values file %q does not exist in the revision", f)
@@ -362,7 +338,7 @@ func (a *Applier) values(rev state.Revision, app state.App) (map[string]any, err
 		return nil, fmt.Errorf("device values folder %s: %w", a.opts.ValuesDir, err)
 	default:
 		defer dir.Close()
-		data, err := readCapped(dir.FS(), app.Name+".yaml", MaxValuesSize)
+		data, err := readcap.File(dir.FS(), app.Name+".yaml", MaxValuesSize)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:

@@ -28,6 +28,7 @@ var rules = []Rule{
 	{From: "internal/errdef", To: "...", Why: "error classes are a leaf"},
 	{From: "internal/yamlstrict", To: "...", Why: "the YAML helper is a leaf"},
 	{From: "internal/labels", To: "...", Why: "the label checks are a leaf"},
+	{From: "internal/readcap", To: "...", Why: "the capped file reader is a leaf"},
 }
 
 // TestImportDirection fails on any import against berth's direction.

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -100,19 +99,11 @@ type Kube struct {
 	unboundToken string
 
 	mu    sync.Mutex
-	procs []*kubeProc // etcd, then kube-apiserver
+	procs []*serverProc // etcd, then kube-apiserver
 }
 
 // kubeUnboundUser is a user without any permission.
 const kubeUnboundUser = "testenv-unbound"
-
-// kubeProc is one running server process.
-type kubeProc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	err  error         // cmd.Wait's, once done is closed
-}
 
 // StartKube starts etcd and kube-apiserver on free ports of 127.0.0.1,
 // waits until GET /readyz answers ok, and writes the kubeconfig files. Both
@@ -145,7 +136,7 @@ func StartKube(t testing.TB) *Kube {
 	t.Cleanup(func() {
 		k.stop()
 		if t.Failed() {
-			t.Logf("kube-apiserver %s log (last lines of %s):\n%s", k.Server, k.APIServerLog, fileTail(k.APIServerLog, 30))
+			t.Logf("kube-apiserver %s log (last lines of %s):\n%s", k.Server, k.APIServerLog, fileTail(k.APIServerLog, serverLogLines))
 		}
 	})
 	if err := k.writeFiles(); err != nil {
@@ -217,23 +208,10 @@ func KubeAPIServerBinary() (string, error) {
 	return p, nil
 }
 
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
-
 // etcdFallback is EtcdBinary, a variable for tests.
 var etcdFallback = EtcdBinary
 
-func findEtcdBinary() string {
-	if p, err := exec.LookPath("etcd"); err == nil {
-		return p
-	}
-	if isExecutable(etcdFallback) {
-		return etcdFallback
-	}
-	return ""
-}
+func findEtcdBinary() string { return findBinary("etcd", etcdFallback) }
 
 func (k *Kube) certFile() string    { return filepath.Join(k.Dir, "server.pem") }
 func (k *Kube) keyFile() string     { return filepath.Join(k.Dir, "server-key.pem") }
@@ -305,8 +283,9 @@ func (k *Kube) start(etcdBin, apiserverBin string) error {
 	if err != nil {
 		return err
 	}
-	if err := waitHealthy(etcd, k.EtcdLog, 30*time.Second, func(c *http.Client) error {
-		resp, err := c.Get(clientURL + "/health")
+	etcdClient := &http.Client{Timeout: 2 * time.Second}
+	if err := etcd.waitReady("answering GET /health", 30*time.Second, func() error {
+		resp, err := etcdClient.Get(clientURL + "/health")
 		if err != nil {
 			return err
 		}
@@ -316,7 +295,7 @@ func (k *Kube) start(etcdBin, apiserverBin string) error {
 			return fmt.Errorf("GET /health: %s %s", resp.Status, body)
 		}
 		return nil
-	}, &http.Client{Timeout: 2 * time.Second}); err != nil {
+	}); err != nil {
 		return err
 	}
 
@@ -345,13 +324,13 @@ func (k *Kube) start(etcdBin, apiserverBin string) error {
 	}
 	client := k.httpClient()
 	client.Timeout = 5 * time.Second
-	return waitHealthy(api, k.APIServerLog, kubeReadyTimeout, func(c *http.Client) error {
+	return api.waitReady("answering GET /readyz", kubeReadyTimeout, func() error {
 		req, err := http.NewRequest(http.MethodGet, k.Server+"/readyz", nil)
 		if err != nil {
 			return err
 		}
 		req.Header.Set("Authorization", "Bearer "+k.AdminToken)
-		resp, err := c.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}
@@ -361,7 +340,7 @@ func (k *Kube) start(etcdBin, apiserverBin string) error {
 			return fmt.Errorf("GET /readyz: %s: %s", resp.Status, failedChecks(string(body)))
 		}
 		return nil
-	}, client)
+	})
 }
 
 // failedChecks keeps the failed checks of a /readyz answer.
@@ -379,56 +358,15 @@ func failedChecks(body string) string {
 }
 
 // run starts one server with its output appended to logFile.
-func (k *Kube) run(name, logFile, bin string, args ...string) (*kubeProc, error) {
-	logf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+func (k *Kube) run(name, logFile, bin string, args ...string) (*serverProc, error) {
+	p, err := launch(name, k.Dir, logFile, bin+" "+strings.Join(args, " "), bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close() // the child has its own descriptor
-	fmt.Fprintf(logf, "# testenv: %s %s\n", bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = k.Dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + k.Dir, "TMPDIR=" + os.TempDir()}
-	setProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &kubeProc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
 	k.mu.Lock()
 	k.procs = append(k.procs, p)
 	k.mu.Unlock()
 	return p, nil
-}
-
-// waitHealthy polls check until it succeeds, the process exits or timeout
-// passes.
-func waitHealthy(p *kubeProc, logFile string, timeout time.Duration, check func(*http.Client) error, c *http.Client) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		select {
-		case <-p.done:
-			out := fileTail(logFile, 40)
-			if strings.Contains(out, "address already in use") {
-				return fmt.Errorf("%w: %s exited: %v\noutput of %s (%s):\n%s", errAddrInUse, p.name, p.err, p.name, logFile, out)
-			}
-			return fmt.Errorf("%s exited before it was ready: %v\noutput of %s (%s):\n%s", p.name, p.err, p.name, logFile, out)
-		default:
-		}
-		if last = check(c); last == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready within %s: %v\noutput of %s (%s):\n%s", p.name, timeout, last, p.name, logFile, fileTail(logFile, 40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // stop kills the servers, the API server first, and waits for them.
@@ -438,8 +376,7 @@ func (k *Kube) stop() {
 	k.procs = nil
 	k.mu.Unlock()
 	for _, p := range slices.Backward(procs) {
-		_ = killProcessGroup(p.cmd)
-		<-p.done
+		p.stop(0)
 	}
 }
 
@@ -485,13 +422,4 @@ func (k *Kube) CreateNamespace(t testing.TB, prefix string) string {
 		t.Fatalf("testenv: create namespace %s: %v", name, err)
 	}
 	return name
-}
-
-// fileTail returns the last n lines of a file.
-func fileTail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	return lastLines(string(data), n)
 }

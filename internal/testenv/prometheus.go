@@ -4,18 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,14 +62,8 @@ type Prometheus struct {
 
 	t      testing.TB
 	opts   PrometheusOptions
-	bin    string
-	port   int
 	caPool *x509.CertPool
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{}
-	starts int
+	srv    *server
 }
 
 // StartPrometheus starts Debian's prometheus and waits until it is ready.
@@ -84,14 +71,11 @@ type Prometheus struct {
 // how to install it.
 func StartPrometheus(t testing.TB, opts PrometheusOptions) *Prometheus {
 	t.Helper()
-	bin := findPrometheusBinary()
-	if bin == "" {
-		t.Fatalf("prometheus not found: run `make test` (installs it as root via test/scripts/ensure-deps.sh) or `sudo apt-get install -y prometheus`")
-	}
-	dir := t.TempDir()
+	srv := newServer(t, "prometheus", "prometheus", prometheusFallback, "prometheus.log")
+	dir := srv.dir
 	p := &Prometheus{
-		Dir: dir, DataDir: filepath.Join(dir, "data"), LogFile: filepath.Join(dir, "prometheus.log"),
-		t: t, opts: opts, bin: bin,
+		Dir: dir, DataDir: filepath.Join(dir, "data"), LogFile: srv.logFile,
+		t: t, opts: opts, srv: srv,
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "certs"), 0o755); err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -110,31 +94,18 @@ func StartPrometheus(t testing.TB, opts PrometheusOptions) *Prometheus {
 	if err := p.writeConfig(); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("prometheus %s log (last lines of %s):\n%s", p.Host(), p.LogFile, p.logTail(30))
-		}
-	})
-	const attempts = 5
-	for i := 1; ; i++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("testenv: find a free port: %v", err)
-		}
-		p.port = port
-		err = p.start()
-		if err == nil {
-			return p
-		}
-		if !errors.Is(err, errAddrInUse) || i == attempts {
-			t.Fatalf("testenv: start prometheus on %s: %v", p.Host(), err)
-		}
-	}
+	srv.args = p.args
+	srv.client = p.HTTPClient
+	srv.readyWhat = "answering GET /-/ready"
+	srv.probe = func(c *http.Client) error { return getOK(c, p.URL()+"/-/ready", http.StatusOK) }
+	srv.readyTimeout = prometheusReadyTimeout
+	srv.stopGrace = 20 * time.Second
+	srv.startOnFreePort(nil)
+	return p
 }
 
 // Host is "127.0.0.1:PORT".
-func (p *Prometheus) Host() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
+func (p *Prometheus) Host() string { return p.srv.host() }
 
 // URL is the server's base URL, http:// or https://.
 func (p *Prometheus) URL() string {
@@ -226,54 +197,16 @@ func (p *Prometheus) Matrix(q string) model.Matrix {
 
 // Stop ends the server (SIGTERM, then SIGKILL after 20 seconds) and waits
 // for it. Its data stays for Start. Stopping a stopped server does nothing.
-func (p *Prometheus) Stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.stopLocked()
-}
-
-func (p *Prometheus) stopLocked() {
-	if p.cmd == nil {
-		return
-	}
-	_ = signalProcessGroup(p.cmd, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = killProcessGroup(p.cmd)
-		<-p.done
-	}
-	p.cmd, p.done = nil, nil
-}
+func (p *Prometheus) Stop() { p.srv.stop() }
 
 // Start starts a stopped server again on the same port with the same data.
 func (p *Prometheus) Start() {
 	p.t.Helper()
-	var err error
-	for range 40 {
-		if err = p.start(); err == nil || !errors.Is(err, errAddrInUse) {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if err != nil {
-		p.t.Fatalf("testenv: restart prometheus on %s: %v", p.Host(), err)
-	}
+	p.srv.restart()
 }
 
-func (p *Prometheus) start() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		return fmt.Errorf("prometheus %s is already running", p.Host())
-	}
-	p.starts++
-	logf, err := os.OpenFile(p.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(logf, "# testenv: start %d of prometheus on %s at %s\n", p.starts, p.Host(), time.Now().UTC().Format(time.RFC3339Nano))
-	logStart, _ := logf.Seek(0, io.SeekEnd)
+// args is the command line of the server.
+func (p *Prometheus) args() []string {
 	args := []string{
 		"--config.file=" + filepath.Join(p.Dir, "prometheus.yml"),
 		"--web.config.file=" + filepath.Join(p.Dir, "web.yml"),
@@ -283,51 +216,7 @@ func (p *Prometheus) start() error {
 		"--storage.tsdb.retention.time=2d",
 		"--log.level=info",
 	}
-	cmd := exec.Command(p.bin, append(args, p.opts.Args...)...)
-	cmd.Dir = p.Dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + p.Dir, "TMPDIR=" + os.TempDir()}
-	setProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	logf.Close()
-	done := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(done)
-	}()
-	p.cmd, p.done = cmd, done
-
-	client := p.HTTPClient()
-	client.Timeout = 2 * time.Second
-	deadline := time.Now().Add(prometheusReadyTimeout)
-	for {
-		select {
-		case <-done:
-			p.cmd, p.done = nil, nil
-			out := p.logSince(logStart)
-			if strings.Contains(out, "address already in use") {
-				return fmt.Errorf("%w: %v", errAddrInUse, waitErr)
-			}
-			return fmt.Errorf("prometheus exited before it was ready: %v\noutput (%s):\n%s", waitErr, p.LogFile, lastLines(out, 30))
-		default:
-		}
-		resp, err := client.Get(p.URL() + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			p.stopLocked()
-			return fmt.Errorf("prometheus was not ready within %s: %v\noutput (%s):\n%s", prometheusReadyTimeout, err, p.LogFile, lastLines(p.logSince(logStart), 30))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return append(args, p.opts.Args...)
 }
 
 func (p *Prometheus) certFile() string { return filepath.Join(p.Dir, "certs", "server.pem") }
@@ -356,22 +245,6 @@ func (p *Prometheus) writeConfig() error {
 	return os.WriteFile(filepath.Join(p.Dir, "web.yml"), []byte(web), 0o644)
 }
 
-func (p *Prometheus) logTail(n int) string {
-	data, err := os.ReadFile(p.LogFile)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", p.LogFile, err)
-	}
-	return lastLines(string(data), n)
-}
-
-func (p *Prometheus) logSince(offset int64) string {
-	data, err := os.ReadFile(p.LogFile)
-	if err != nil || int64(len(data)) < offset {
-		return ""
-	}
-	return string(data[offset:])
-}
-
 // Log returns the server's output so far.
 func (p *Prometheus) Log() string {
 	data, _ := os.ReadFile(p.LogFile)
@@ -380,13 +253,3 @@ func (p *Prometheus) Log() string {
 
 // prometheusFallback is PrometheusBinary, a variable for tests.
 var prometheusFallback = PrometheusBinary
-
-func findPrometheusBinary() string {
-	if p, err := exec.LookPath("prometheus"); err == nil {
-		return p
-	}
-	if isExecutable(prometheusFallback) {
-		return prometheusFallback
-	}
-	return ""
-}

@@ -8,18 +8,15 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,16 +80,9 @@ type Registry struct {
 	// DockerConfigDir is DockerConfig's directory, for DOCKER_CONFIG.
 	DockerConfigDir string
 
-	t      testing.TB
 	opts   RegistryOptions
-	bin    string
-	port   int
 	caPool *x509.CertPool
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when cmd has exited
-	starts int
+	srv    *server
 }
 
 // StartRegistry starts Debian's docker-registry on a free port of 127.0.0.1
@@ -102,20 +92,16 @@ type Registry struct {
 // ends. A missing docker-registry binary fails the test.
 func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 	t.Helper()
-	bin := findRegistryBinary()
-	if bin == "" {
-		t.Fatalf("docker-registry not found: run `make test` (installs it as root) or `sudo apt-get install -y docker-registry`")
-	}
-	dir := t.TempDir()
+	srv := newServer(t, "docker-registry", "docker-registry", registryFallback, "registry.log")
+	dir := srv.dir
 	r := &Registry{
 		Dir:             dir,
 		ConfigFile:      filepath.Join(dir, "config.yml"),
 		StorageDir:      filepath.Join(dir, "storage"),
-		LogFile:         filepath.Join(dir, "registry.log"),
+		LogFile:         srv.logFile,
 		DockerConfigDir: filepath.Join(dir, "docker"),
-		t:               t,
 		opts:            opts,
-		bin:             bin,
+		srv:             srv,
 	}
 	r.DockerConfig = filepath.Join(r.DockerConfigDir, "config.json")
 	for _, d := range []string{r.StorageDir, r.DockerConfigDir, filepath.Join(dir, "certs")} {
@@ -123,9 +109,12 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
+	if opts.IP != "" {
+		srv.ip = opts.IP
+	}
 	if !opts.Plain {
 		r.CAFile = filepath.Join(dir, "certs", "ca.pem")
-		pool, err := writeTLSFiles(r.CAFile, r.certFile(), r.keyFile(), net.ParseIP(r.ip()))
+		pool, err := writeTLSFiles(r.CAFile, r.certFile(), r.keyFile(), net.ParseIP(srv.ip))
 		if err != nil {
 			t.Fatalf("testenv: generate registry TLS files: %v", err)
 		}
@@ -144,49 +133,23 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
-	t.Cleanup(func() {
-		r.Stop()
-		if t.Failed() {
-			t.Logf("registry %s log (last lines of %s):\n%s", r.Host(), r.LogFile, r.logTail(40))
-		}
-	})
-
-	// A port found free can be taken before the registry binds it: try
-	// another one then.
-	const attempts = 5
-	for i := 1; ; i++ {
-		port, err := freePortOn(r.ip())
-		if err != nil {
-			t.Fatalf("testenv: find a free port: %v", err)
-		}
-		r.port = port
-		if err := r.writeConfig(); err != nil {
-			t.Fatalf("testenv: %v", err)
-		}
-		err = r.start()
-		if err == nil {
-			return r
-		}
-		if !errors.Is(err, errAddrInUse) || i == attempts {
-			t.Fatalf("testenv: start docker-registry on %s: %v", r.Host(), err)
-		}
+	srv.args = func() []string { return []string{"serve", r.ConfigFile} }
+	srv.client = r.HTTPClient
+	srv.readyWhat = "answering GET /v2/"
+	srv.probe = func(c *http.Client) error {
+		return getOK(c, r.URL()+"/v2/", http.StatusOK, http.StatusUnauthorized)
 	}
+	srv.readyTimeout = registryReadyTimeout
+	srv.startOnFreePort(r.writeConfig)
+	return r
 }
 
 // Host is the registry's "127.0.0.1:PORT" (or "IP:PORT"), as used in
 // references.
-func (r *Registry) Host() string { return net.JoinHostPort(r.ip(), strconv.Itoa(r.port)) }
-
-// ip is the address the registry listens on.
-func (r *Registry) ip() string {
-	if r.opts.IP != "" {
-		return r.opts.IP
-	}
-	return "127.0.0.1"
-}
+func (r *Registry) Host() string { return r.srv.host() }
 
 // Port is the port the registry listens on; it is kept across Stop and Start.
-func (r *Registry) Port() int { return r.port }
+func (r *Registry) Port() int { return r.srv.port }
 
 // URL is the registry's base URL: "https://127.0.0.1:PORT", or "http://"
 // with Plain.
@@ -222,114 +185,14 @@ func (r *Registry) CertPool() *x509.CertPool { return r.caPool }
 // exit. New connections to Host are then refused; a client's kept-alive
 // connections fail with EOF or a reset instead. Stopping a stopped registry
 // does nothing.
-func (r *Registry) Stop() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stopLocked()
-}
-
-func (r *Registry) stopLocked() {
-	if r.cmd == nil {
-		return
-	}
-	_ = killProcessGroup(r.cmd)
-	<-r.done
-	r.cmd, r.done = nil, nil
-}
+func (r *Registry) Stop() { r.srv.stop() }
 
 // Start starts a stopped registry again on the same port with the same
 // storage, configuration and credentials, and waits until it answers.
 // It fails the test if the registry is running.
 func (r *Registry) Start() {
-	r.t.Helper()
-	if r.running() {
-		r.t.Fatalf("testenv: registry %s is already running", r.Host())
-	}
-	// The port is normally still free; if something took it meanwhile, give
-	// it a moment to go away.
-	var err error
-	for i := 0; i < 20; i++ {
-		if err = r.start(); err == nil || !errors.Is(err, errAddrInUse) {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if err != nil {
-		r.t.Fatalf("testenv: restart docker-registry on %s: %v", r.Host(), err)
-	}
-}
-
-func (r *Registry) running() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cmd != nil
-}
-
-var errAddrInUse = errors.New("address already in use")
-
-// start runs the registry and waits for it to answer GET /v2/.
-func (r *Registry) start() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.starts++
-	logf, err := os.OpenFile(r.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(logf, "# testenv: start %d of docker-registry on %s at %s\n", r.starts, r.Host(), time.Now().UTC().Format(time.RFC3339Nano))
-	logStart, _ := logf.Seek(0, io.SeekEnd)
-
-	cmd := exec.Command(r.bin, "serve", r.ConfigFile)
-	cmd.Dir = r.Dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	// Only what the registry needs: no REGISTRY_* override from the
-	// environment can change the configuration under test.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + r.Dir, "TMPDIR=" + os.TempDir()}
-	setProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	logf.Close() // the child has its own descriptor
-	done := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(done)
-	}()
-	r.cmd, r.done = cmd, done
-
-	client := r.HTTPClient()
-	client.Timeout = 2 * time.Second
-	deadline := time.Now().Add(registryReadyTimeout)
-	var lastErr error
-	for {
-		select {
-		case <-done:
-			r.cmd, r.done = nil, nil
-			out := r.logSince(logStart)
-			if strings.Contains(out, "address already in use") {
-				return fmt.Errorf("%w: %v\noutput of docker-registry (%s):\n%s", errAddrInUse, waitErr, r.LogFile, lastLines(out, 40))
-			}
-			return fmt.Errorf("docker-registry exited before answering GET /v2/: %v\noutput of docker-registry (%s):\n%s", waitErr, r.LogFile, lastLines(out, 40))
-		default:
-		}
-		resp, err := client.Get(r.URL() + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
-				return nil
-			}
-			err = fmt.Errorf("GET /v2/: %s", resp.Status)
-		}
-		lastErr = err
-		if time.Now().After(deadline) {
-			r.stopLocked()
-			return fmt.Errorf("docker-registry did not answer GET /v2/ within %s: %v\noutput of docker-registry (%s):\n%s", registryReadyTimeout, lastErr, r.LogFile, lastLines(r.logSince(logStart), 40))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	r.srv.t.Helper()
+	r.srv.restart()
 }
 
 func (r *Registry) certFile() string     { return filepath.Join(r.Dir, "certs", "server.pem") }
@@ -451,56 +314,10 @@ func (r *Registry) RequestCount(filterSubstring string) int {
 	return n
 }
 
-// logTail returns the last n lines of the log.
-func (r *Registry) logTail(n int) string {
-	data, err := os.ReadFile(r.LogFile)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", r.LogFile, err)
-	}
-	return lastLines(string(data), n)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("... (%d lines left out)", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
-}
-
-func (r *Registry) logSince(offset int64) string {
-	data, err := os.ReadFile(r.LogFile)
-	if err != nil || int64(len(data)) < offset {
-		return ""
-	}
-	return string(data[offset:])
-}
-
 // registryFallback is RegistryBinary, a variable for tests.
 var registryFallback = RegistryBinary
 
-func findRegistryBinary() string {
-	if p, err := exec.LookPath("docker-registry"); err == nil {
-		return p
-	}
-	if st, err := os.Stat(registryFallback); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-		return registryFallback
-	}
-	return ""
-}
-
-// freePort returns a port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) { return freePortOn("127.0.0.1") }
-
-// freePortOn returns a port of ip that was free a moment ago.
-func freePortOn(ip string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func findRegistryBinary() string { return findBinary("docker-registry", registryFallback) }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -20,11 +20,12 @@ import (
 	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	ocistatic "github.com/sigstore/cosign/v2/pkg/oci/static"
 	ctypes "github.com/sigstore/cosign/v2/pkg/types"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
 	sigPayload "github.com/sigstore/sigstore/pkg/signature/payload"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/berth-dev/berth/internal/signtest"
 )
 
 // The signature fuzzers sign with a fixed key (testdata/fuzz-key.pem, a
@@ -53,15 +54,8 @@ func newFuzzSigner(f testing.TB) *fuzzSigner {
 	if err != nil {
 		f.Fatal(err)
 	}
-	sv, err := signature.LoadDefaultSignerVerifier(priv)
-	if err != nil {
-		f.Fatal(err)
-	}
-	pubPEM, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		f.Fatal(err)
-	}
-	k, err := ParsePublicKey("fuzz", pubPEM)
+	sk := signtest.KeyOf(f, priv)
+	k, err := ParsePublicKey("fuzz", sk.PublicPEM)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -69,7 +63,7 @@ func newFuzzSigner(f testing.TB) *fuzzSigner {
 	if err != nil {
 		f.Fatal(err)
 	}
-	return &fuzzSigner{sv: sv, key: k, c: c, pem: pubPEM}
+	return &fuzzSigner{sv: sk.Signer, key: k, c: c, pem: sk.PublicPEM}
 }
 
 // bundle wraps payload, signed, in a DSSE envelope of payloadType in a

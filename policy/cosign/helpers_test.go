@@ -3,28 +3,21 @@ package cosign
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/berth-dev/berth/internal/signtest"
 )
 
 // registryModes are the two in-process registries every signing test runs
@@ -41,17 +34,8 @@ var registryModes = []struct {
 var formats = []Format{FormatBundle, FormatLegacy}
 
 // startRegistry serves go-containerregistry's in-memory registry and returns
-// its "127.0.0.1:PORT" host (plain HTTP, which go-containerregistry picks
-// for loopback addresses).
-func startRegistry(t *testing.T, referrers bool) string {
-	t.Helper()
-	srv := httptest.NewServer(registry.New(
-		registry.WithReferrersSupport(referrers),
-		registry.Logger(log.New(io.Discard, "", 0)),
-	))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
+// its "127.0.0.1:PORT" host.
+func startRegistry(t *testing.T, referrers bool) string { return signtest.Registry(t, referrers) }
 
 var repoSeq atomic.Int64
 
@@ -59,28 +43,17 @@ var repoSeq atomic.Int64
 // it "latest" and returns its digest.
 func pushImage(t *testing.T, host string, nopts ...name.Option) (name.Digest, v1.Image) {
 	t.Helper()
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	repo, err := name.NewRepository(fmt.Sprintf("%s/berth/app%d", host, repoSeq.Add(1)), nopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pushTo(t, repo, img), img
+	return signtest.PushRandom(t, repo.Tag("latest"))
 }
 
 // pushTo pushes img as repo:latest and returns its digest.
 func pushTo(t *testing.T, repo name.Repository, img v1.Image, ropts ...remote.Option) name.Digest {
 	t.Helper()
-	if err := remote.Write(repo.Tag("latest"), img, ropts...); err != nil {
-		t.Fatalf("push: %v", err)
-	}
-	h, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return repo.Digest(h.String())
+	return signtest.Push(t, repo.Tag("latest"), img, ropts...)
 }
 
 // testKey is an in-memory signing key and its public Key.
@@ -91,23 +64,12 @@ type testKey struct {
 
 func newTestKey(t *testing.T, name string) testKey {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sk := signtest.NewKey(t)
+	k, err := ParsePublicKey(name, sk.PublicPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv, err := signature.LoadDefaultSignerVerifier(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPEM, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ParsePublicKey(name, pubPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{sv: sv, key: k}
+	return testKey{sv: sk.Signer, key: k}
 }
 
 func mustSign(t *testing.T, d name.Digest, k testKey, f Format, ropts ...remote.Option) {

@@ -55,6 +55,44 @@ func TestHelperWriteStateLoop(t *testing.T) {
 	}
 }
 
+// startHelper runs the helper test name of this test binary in a child
+// process, with env added to its environment, and returns once the helper
+// prints ready: from then on the caller may kill it. Its standard error
+// goes to stderr. It fails the test if the helper prints anything else
+// first, or nothing within 30 seconds.
+func startHelper(t *testing.T, name, ready string, env ...string) (cmd *exec.Cmd, stderr *strings.Builder) {
+	t.Helper()
+	cmd = exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr = &strings.Builder{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		started <- strings.TrimSpace(line) == ready
+	}()
+	select {
+	case ok := <-started:
+		if !ok {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Fatalf("helper did not start %s: %s", ready, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal("helper did not start in time")
+	}
+	return cmd, stderr
+}
+
 // TestWriteStateCrash kills a process writing state.json in a loop at random
 // moments: every time, state.json must read back as one complete state that
 // was written, never a partial file, and Open must clear the temporary
@@ -71,40 +109,14 @@ func TestWriteStateCrash(t *testing.T) {
 	rounds := 25
 	deadline := time.Now().Add(15 * time.Second)
 	for round := 0; round < rounds && time.Now().Before(deadline); round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriteStateLoop$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashHelperEnv+"="+dir, fmt.Sprintf("%s_START=%d", crashHelperEnv, last+1))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// Wait until it writes, then kill it after a random delay.
-		started := make(chan bool, 1)
-		go func() {
-			line, _ := bufio.NewReader(stdout).ReadString('\n')
-			started <- strings.TrimSpace(line) == "writing"
-		}()
-		select {
-		case ok := <-started:
-			if !ok {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				t.Fatalf("helper did not start writing: %s", stderr.String())
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatal("helper did not start in time")
-		}
+		cmd, stderr := startHelper(t, "TestHelperWriteStateLoop", "writing",
+			crashHelperEnv+"="+dir, fmt.Sprintf("%s_START=%d", crashHelperEnv, last+1))
 		time.Sleep(time.Duration(rand.IntN(40_000)) * time.Microsecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		err = cmd.Wait()
+		err := cmd.Wait()
 		ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 		if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("helper ended with %v, not by SIGKILL: %s", err, stderr.String())

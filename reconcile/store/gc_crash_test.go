@@ -1,14 +1,11 @@
 package store
 
 import (
-	"bufio"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -112,34 +109,7 @@ func TestGCCrash(t *testing.T) {
 	const rounds = 8
 	for round := range rounds {
 		addBigRevision(t, s, big, bigRevisionFiles)
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperGC$", "-test.count=1")
-		cmd.Env = append(os.Environ(), gcHelperEnv+"="+s.Dir())
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		started := make(chan bool, 1)
-		go func() {
-			line, _ := bufio.NewReader(stdout).ReadString('\n')
-			started <- strings.TrimSpace(line) == "collecting"
-		}()
-		select {
-		case ok := <-started:
-			if !ok {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				t.Fatalf("helper did not start collecting: %s", stderr.String())
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatal("helper did not start in time")
-		}
+		cmd, stderr := startHelper(t, "TestHelperGC", "collecting", gcHelperEnv+"="+s.Dir())
 		// Kill somewhere in the first 80% of the removal.
 		time.Sleep(time.Duration(rand.Int64N(int64(took)*8/10 + 1)))
 		_ = cmd.Process.Signal(syscall.SIGKILL)

@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
@@ -183,7 +184,7 @@ func TestVerifyAlteredBlob(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, startRegistry(t, true), newClient(t))
 	_, path := f.create(t)
-	alterBlob(t, path, f.shared)
+	testenv.AlterBundleBlob(t, path, f.shared.String())
 
 	b, err := Open(ctx, path) // layers are checked when read
 	if err != nil {
@@ -216,7 +217,7 @@ func TestVerifyAlteredBlob(t *testing.T) {
 
 	// An altered manifest is refused when the bundle is opened.
 	_, path = f.create(t)
-	alterBlob(t, path, f.webKids["linux/arm64"])
+	testenv.AlterBundleBlob(t, path, f.webKids["linux/arm64"].String())
 	_, err = Open(ctx, path)
 	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), f.webKids["linux/arm64"].String()) || !strings.Contains(err.Error(), "linux/arm64") {
 		t.Errorf("Open with an altered manifest: %v", err)

@@ -104,7 +104,7 @@ func TestCommands(t *testing.T) {
 	// The pushed state verifies with berth verify.
 	run(0, "verify", "oci://"+plant+"/site/fleet/line-3:v1", "--key", pub)
 
-	alterBlob(t, site, f.shared)
+	testenv.AlterBundleBlob(t, site, f.shared.String())
 	if out := run(1, "bundle", "verify", site, "--key", pub); !strings.Contains(out, "digest mismatch") || !strings.Contains(out, f.shared.String()) {
 		t.Errorf("verify of an altered bundle: %s", out)
 	}

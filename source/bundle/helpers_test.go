@@ -5,22 +5,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"io"
-	"log"
 	"maps"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -30,9 +24,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/berth-dev/berth/internal/signtest"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/lock"
@@ -47,15 +41,7 @@ const (
 
 // startRegistry serves go-containerregistry's in-memory registry, with or
 // without the OCI referrers API, and returns its 127.0.0.1:PORT host.
-func startRegistry(t testing.TB, referrers bool) string {
-	t.Helper()
-	srv := httptest.NewServer(registry.New(
-		registry.WithReferrersSupport(referrers),
-		registry.Logger(log.New(io.Discard, "", 0)),
-	))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
+func startRegistry(t testing.TB, referrers bool) string { return signtest.Registry(t, referrers) }
 
 // newClient is a plain-HTTP client with an empty Docker config.
 func newClient(t testing.TB) *oci.Client {
@@ -76,23 +62,12 @@ type testKey struct {
 
 func newTestKey(t testing.TB) testKey {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sk := signtest.NewKey(t)
+	k, err := cosign.ParsePublicKey("test.pub", sk.PublicPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv, err := signature.LoadDefaultSignerVerifier(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := cosign.ParsePublicKey("test.pub", pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{sv: sv, key: k, pubPEM: pub}
+	return testKey{sv: sk.Signer, key: k, pubPEM: sk.PublicPEM}
 }
 
 // fixture is a signed state on a registry whose lock names a
@@ -289,31 +264,4 @@ func (f *fixture) create(t testing.TB, platforms ...string) (*Bundle, string) {
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, out
-}
-
-// alterBlob flips a byte in the middle of a blob's data inside the tar.
-func alterBlob(t testing.TB, path string, d digest.Digest) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	idx, err := indexTar(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, ok := idx.blobs[d]
-	if !ok {
-		t.Fatalf("blob %s not in %s", d, path)
-	}
-	b := make([]byte, 1)
-	off := e.off + e.size/2
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }

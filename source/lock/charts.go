@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-dev/berth/internal/readcap"
 	"github.com/berth-dev/berth/state"
 )
 
@@ -56,7 +57,7 @@ func checkValues(fsys fs.FS, p string) error {
 	if err := state.RegularFile(fsys, p); err != nil {
 		return fmt.Errorf("values file %w", err)
 	}
-	data, err := readFile(fsys, p, maxComposeSize)
+	data, err := readcap.File(fsys, p, maxComposeSize)
 	if err != nil {
 		return fmt.Errorf("values file: %w", err)
 	}

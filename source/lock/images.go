@@ -5,6 +5,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-dev/berth/internal/readcap"
 	"github.com/berth-dev/berth/state"
 )
 
@@ -77,7 +78,7 @@ func (l *locker) compose(p string) *parsedFile {
 	}
 	pf := &parsedFile{values: map[*yaml.Node]string{}}
 	l.files[p] = pf
-	data, err := readFile(l.fsys, p, maxComposeSize)
+	data, err := readcap.File(l.fsys, p, maxComposeSize)
 	if err != nil {
 		pf.err = err
 		return pf

@@ -41,7 +41,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"sort"
@@ -50,6 +49,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-dev/berth/internal/readcap"
 	"github.com/berth-dev/berth/state"
 )
 
@@ -166,7 +166,7 @@ func Lock(ctx context.Context, dir string, r Resolver) (*Result, error) {
 
 // lockFS is Lock on a file system.
 func lockFS(ctx context.Context, fsys fs.FS, r Resolver) (*Result, error) {
-	data, err := readFile(fsys, state.FileName, state.MaxFileSize)
+	data, err := readcap.File(fsys, state.FileName, state.MaxFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -393,28 +393,4 @@ func (l *locker) pin() {
 		}
 		l.entries = append(l.entries, e)
 	}
-}
-
-// readFile reads the regular file p of fsys, up to max bytes.
-func readFile(fsys fs.FS, p string, max int64) ([]byte, error) {
-	f, err := fsys.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%q is not a regular file", p)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %q: %w", p, err)
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%q is larger than %d bytes", p, max)
-	}
-	return data, nil
 }

@@ -81,125 +81,151 @@ func TestFetchBlobResumesInCall(t *testing.T) {
 	}
 }
 
-// TestFetchBlobGivesUp: with no resume left the failure is a transport
-// error naming what was received, never a refusal.
-func TestFetchBlobGivesUp(t *testing.T) {
-	ctx := context.Background()
-	f := newFaultServer(t)
-	c := newClient(t)
-	ref, _, _ := f.pushRandom(t, c, 256<<10)
-	f.all = true
-	f.set(faultTruncate, "/blobs/", 1)
-	f.then(faultNotFound)
-	_, err := readBlob(ctx, c, ref, f, BlobOptions{Resumes: 2}, t)
-	if !errors.Is(err, ErrTruncated) || errors.Is(err, errdef.ErrRefused) || !strings.Contains(err.Error(), "gave up after 2 resumes") {
-		t.Fatalf("err = %v, want ErrTruncated after 2 resumes, not refused", err)
-	}
-	if n := f.damaged.Load(); n != 3 {
-		t.Errorf("%d requests, want 3 (the first and 2 resumes)", n)
-	}
+// blobRun is one read of a blob from a faultServer, for the check of a
+// table case.
+type blobRun struct {
+	ctx   context.Context
+	c     *Client
+	f     *faultServer
+	ref   Reference
+	layer []byte
+	dir   string      // the partial folder; "" without one
+	opts  BlobOptions // what the read used
+	err   error       // what the read returned
 }
 
-// TestFetchBlobResumesAcrossCalls: what a cut-off download received is
-// kept in the partial folder with its hash state, and the next FetchBlob
-// (a restart) asks only for the rest; a verified blob leaves nothing.
-func TestFetchBlobResumesAcrossCalls(t *testing.T) {
-	ctx := context.Background()
-	f := newFaultServer(t)
-	c := newClient(t)
-	ref, _, layer := f.pushRandom(t, c, 1<<20)
-	dir := t.TempDir()
-	f.set(faultTruncate, "/blobs/", 1)
-	if _, err := readBlob(ctx, c, ref, f, BlobOptions{PartialDir: dir}, t); !errors.Is(err, ErrTruncated) {
-		t.Fatalf("first read: %v, want ErrTruncated", err)
-	}
-	files := partialFiles(t, dir)
-	if len(files) != 2 || !strings.HasSuffix(files[0], ".part") || !strings.HasSuffix(files[1], ".state") {
-		t.Fatalf("partial folder holds %v", files)
-	}
-	fi, _ := os.Stat(filepath.Join(dir, files[0]))
-	if fi.Size() == 0 || fi.Size() >= int64(len(layer)) {
-		t.Fatalf("partial blob is %d bytes", fi.Size())
-	}
-
-	got, err := readBlob(ctx, c, ref, f, BlobOptions{PartialDir: dir}, t)
-	if err != nil || !bytes.Equal(got, layer) {
-		t.Fatalf("resumed read: %d bytes, %v", len(got), err)
-	}
-	if n := f.ranges.Load(); n != 1 {
-		t.Errorf("%d Range requests, want 1", n)
-	}
-	if files := partialFiles(t, dir); len(files) != 0 {
-		t.Errorf("partial folder holds %v after the blob verified", files)
-	}
-}
-
-// TestFetchBlobDiscardsBadPartial: a partial blob whose bytes no longer
-// match their saved hash state is discarded, and the blob fetched whole.
-func TestFetchBlobDiscardsBadPartial(t *testing.T) {
-	ctx := context.Background()
-	f := newFaultServer(t)
-	c := newClient(t)
-	ref, _, layer := f.pushRandom(t, c, 1<<20)
-	dir := t.TempDir()
-	f.set(faultTruncate, "/blobs/", 1)
-	if _, err := readBlob(ctx, c, ref, f, BlobOptions{PartialDir: dir}, t); err == nil {
-		t.Fatal("first read succeeded")
-	}
-	part := filepath.Join(dir, partialFiles(t, dir)[0])
-	b, _ := os.ReadFile(part)
-	b[len(b)/3] ^= 0xff
-	if err := os.WriteFile(part, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	got, err := readBlob(ctx, c, ref, f, BlobOptions{PartialDir: dir}, t)
-	if err != nil || !bytes.Equal(got, layer) {
-		t.Fatalf("read after a bad partial: %d bytes, %v", len(got), err)
-	}
-	if n := f.ranges.Load(); n != 0 {
-		t.Errorf("%d Range requests: the bad partial was resumed", n)
-	}
-}
-
-// TestFetchBlobCorruptWithPartial: a blob that arrives whole and hashes
-// wrong is refused and its partial discarded.
-func TestFetchBlobCorruptWithPartial(t *testing.T) {
-	ctx := context.Background()
-	f := newFaultServer(t)
-	c := newClient(t)
-	ref, _, _ := f.pushRandom(t, c, 256<<10)
-	dir := t.TempDir()
-	f.set(faultCorrupt, "/blobs/", -1)
-	_, err := readBlob(ctx, c, ref, f, BlobOptions{PartialDir: dir, Resumes: 3}, t)
-	if !errors.Is(err, ErrDigestMismatch) {
-		t.Fatalf("err = %v, want ErrDigestMismatch", err)
-	}
-	if files := partialFiles(t, dir); len(files) != 0 {
-		t.Errorf("partial folder holds %v after a digest mismatch", files)
-	}
-}
-
-// TestFetchBlobKeepsPartialOnCancel: a download whose context ends keeps
-// what it received.
-func TestFetchBlobKeepsPartialOnCancel(t *testing.T) {
-	f := newFaultServer(t)
-	c := newClient(t)
-	ref, _, _ := f.pushRandom(t, c, 256<<10)
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	lim := rate.NewLimiter(32<<10, 16<<10)
-	_, err := readBlob(ctx, c, ref, f, BlobOptions{PartialDir: dir, Limiter: lim}, t)
-	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errdef.ErrRefused) {
-		t.Fatalf("err = %v, want the deadline (the limiter keeps the read under 32 KiB/s)", err)
-	}
-	files := partialFiles(t, dir)
-	if len(files) != 2 {
-		t.Fatalf("partial folder holds %v", files)
-	}
-	st, err := readPartialState(filepath.Join(dir, files[1]))
-	if err != nil || st.Offset <= 0 || st.Offset > 64<<10 {
-		t.Fatalf("saved state %+v, %v: want some bytes, at most what 32 KiB/s allows", st, err)
+// TestFetchBlobFaults reads a blob of a registry that damages its answers
+// one way or another, and checks what the read returns and what it leaves
+// in the partial folder.
+func TestFetchBlobFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int
+		all     bool  // damage Range requests too
+		fault   fault // faultNone: no damage
+		count   int
+		then    fault
+		partial bool // read with a partial folder
+		opts    BlobOptions
+		timeout time.Duration // of the read; 0: none
+		check   func(t *testing.T, r *blobRun)
+	}{{
+		// With no resume left the failure is a transport error naming
+		// what was received, never a refusal.
+		name: "GivesUp", size: 256 << 10, all: true, fault: faultTruncate, count: 1, then: faultNotFound,
+		opts: BlobOptions{Resumes: 2},
+		check: func(t *testing.T, r *blobRun) {
+			if err := r.err; !errors.Is(err, ErrTruncated) || errors.Is(err, errdef.ErrRefused) || !strings.Contains(err.Error(), "gave up after 2 resumes") {
+				t.Fatalf("err = %v, want ErrTruncated after 2 resumes, not refused", err)
+			}
+			if n := r.f.damaged.Load(); n != 3 {
+				t.Errorf("%d requests, want 3 (the first and 2 resumes)", n)
+			}
+		},
+	}, {
+		// What a cut-off download received is kept in the partial folder
+		// with its hash state, and the next FetchBlob (a restart) asks only
+		// for the rest; a verified blob leaves nothing.
+		name: "ResumesAcrossCalls", size: 1 << 20, fault: faultTruncate, count: 1, partial: true,
+		check: func(t *testing.T, r *blobRun) {
+			if !errors.Is(r.err, ErrTruncated) {
+				t.Fatalf("first read: %v, want ErrTruncated", r.err)
+			}
+			files := partialFiles(t, r.dir)
+			if len(files) != 2 || !strings.HasSuffix(files[0], ".part") || !strings.HasSuffix(files[1], ".state") {
+				t.Fatalf("partial folder holds %v", files)
+			}
+			fi, _ := os.Stat(filepath.Join(r.dir, files[0]))
+			if fi.Size() == 0 || fi.Size() >= int64(len(r.layer)) {
+				t.Fatalf("partial blob is %d bytes", fi.Size())
+			}
+			got, err := readBlob(r.ctx, r.c, r.ref, r.f, r.opts, t)
+			if err != nil || !bytes.Equal(got, r.layer) {
+				t.Fatalf("resumed read: %d bytes, %v", len(got), err)
+			}
+			if n := r.f.ranges.Load(); n != 1 {
+				t.Errorf("%d Range requests, want 1", n)
+			}
+			if files := partialFiles(t, r.dir); len(files) != 0 {
+				t.Errorf("partial folder holds %v after the blob verified", files)
+			}
+		},
+	}, {
+		// A partial blob whose bytes no longer match their saved hash state
+		// is discarded, and the blob fetched whole.
+		name: "DiscardsBadPartial", size: 1 << 20, fault: faultTruncate, count: 1, partial: true,
+		check: func(t *testing.T, r *blobRun) {
+			if r.err == nil {
+				t.Fatal("first read succeeded")
+			}
+			part := filepath.Join(r.dir, partialFiles(t, r.dir)[0])
+			b, _ := os.ReadFile(part)
+			b[len(b)/3] ^= 0xff
+			if err := os.WriteFile(part, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readBlob(r.ctx, r.c, r.ref, r.f, r.opts, t)
+			if err != nil || !bytes.Equal(got, r.layer) {
+				t.Fatalf("read after a bad partial: %d bytes, %v", len(got), err)
+			}
+			if n := r.f.ranges.Load(); n != 0 {
+				t.Errorf("%d Range requests: the bad partial was resumed", n)
+			}
+		},
+	}, {
+		// A blob that arrives whole and hashes wrong is refused and its
+		// partial discarded.
+		name: "CorruptWithPartial", size: 256 << 10, fault: faultCorrupt, count: -1, partial: true,
+		opts: BlobOptions{Resumes: 3},
+		check: func(t *testing.T, r *blobRun) {
+			if !errors.Is(r.err, ErrDigestMismatch) {
+				t.Fatalf("err = %v, want ErrDigestMismatch", r.err)
+			}
+			if files := partialFiles(t, r.dir); len(files) != 0 {
+				t.Errorf("partial folder holds %v after a digest mismatch", files)
+			}
+		},
+	}, {
+		// A download whose context ends keeps what it received.
+		name: "KeepsPartialOnCancel", size: 256 << 10, partial: true, timeout: 300 * time.Millisecond,
+		opts: BlobOptions{Limiter: rate.NewLimiter(32<<10, 16<<10)},
+		check: func(t *testing.T, r *blobRun) {
+			if err := r.err; !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errdef.ErrRefused) {
+				t.Fatalf("err = %v, want the deadline (the limiter keeps the read under 32 KiB/s)", err)
+			}
+			files := partialFiles(t, r.dir)
+			if len(files) != 2 {
+				t.Fatalf("partial folder holds %v", files)
+			}
+			st, err := readPartialState(filepath.Join(r.dir, files[1]))
+			if err != nil || st.Offset <= 0 || st.Offset > 64<<10 {
+				t.Fatalf("saved state %+v, %v: want some bytes, at most what 32 KiB/s allows", st, err)
+			}
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFaultServer(t)
+			c := newClient(t)
+			ref, _, layer := f.pushRandom(t, c, tc.size)
+			r := &blobRun{ctx: context.Background(), c: c, f: f, ref: ref, layer: layer, opts: tc.opts}
+			if tc.partial {
+				r.dir = t.TempDir()
+				r.opts.PartialDir = r.dir
+			}
+			f.all = tc.all
+			if tc.fault != faultNone {
+				f.set(tc.fault, "/blobs/", tc.count)
+				f.then(tc.then)
+			}
+			ctx := r.ctx
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			_, r.err = readBlob(ctx, c, ref, f, r.opts, t)
+			tc.check(t, r)
+		})
 	}
 }
 
@@ -262,66 +288,70 @@ func TestCleanPartials(t *testing.T) {
 	}
 }
 
-// TestFetchBlobMovesToMirror: a download that its registry cannot finish
-// goes on from a mirror holding the same blob, where it stopped.
-func TestFetchBlobMovesToMirror(t *testing.T) {
-	ctx := context.Background()
-	bad, good := newFaultServer(t), newFaultServer(t)
-	c := newClient(t)
-	ref, _, layer := bad.pushRandom(t, c, 512<<10)
-	gref, _, _ := good.pushRandom(t, c, 16)
-	_, m, _ := c.Manifest(ctx, ref)
-	// The same blob on the mirror.
-	if _, err := c.Push(ctx, gref.WithDigest("").WithTag("copy"), Artifact{Layer: blob(layer)}); err != nil {
-		t.Fatal(err)
-	}
-	bad.all = true
-	bad.set(faultTruncate, "/blobs/", 1)
-	bad.then(faultNotFound)
-	rc, err := c.FetchBlob(ctx, ref, m.Layers[0], BlobOptions{Resumes: 1, Mirrors: []Reference{gref.WithDigest("")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, layer) {
-		t.Fatalf("read %d bytes, %v", len(got), err)
-	}
-	if bad.damaged.Load() != 2 || good.ranges.Load() != 1 {
-		t.Errorf("%d answers cut by the registry, %d Range requests to the mirror; want 2 and 1", bad.damaged.Load(), good.ranges.Load())
-	}
-}
-
-// TestFetchBlobLeavesSlowMirror: a repository serving the blob far below
-// SlowRate is left for the next mirror, where the download goes on.
-func TestFetchBlobLeavesSlowMirror(t *testing.T) {
-	ctx := context.Background()
-	slow, good := newFaultServer(t), newFaultServer(t)
-	c := newClient(t)
-	ref, _, layer := slow.pushRandom(t, c, 256<<10)
-	gref, _, _ := good.pushRandom(t, c, 16)
-	if _, err := c.Push(ctx, gref.WithDigest("").WithTag("copy"), Artifact{Layer: blob(layer)}); err != nil {
-		t.Fatal(err)
-	}
-	_, m, _ := c.Manifest(ctx, ref)
-	slow.set(faultSlow, "/blobs/", -1)
-	rc, err := c.FetchBlob(ctx, ref, m.Layers[0], BlobOptions{Mirrors: []Reference{gref.WithDigest("")}, SlowWindow: 500 * time.Millisecond, SlowRate: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, layer) {
-		t.Fatalf("read %d bytes, %v", len(got), err)
-	}
-	if s := rc.(interface{ Served() int }).Served(); s != 1 || good.ranges.Load() != 1 {
-		t.Errorf("served by %d with %d Range requests to the mirror, want the mirror resuming once", s, good.ranges.Load())
-	}
-	// Without a mirror to go to, a slow download goes on.
-	ctx2, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	_, err = readBlob(ctx2, c, ref, slow, BlobOptions{SlowWindow: 100 * time.Millisecond, SlowRate: 64 << 10}, t)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("slow download without a mirror: %v, want it to run until the deadline", err)
+// TestFetchBlobMirrors: a download that its registry cannot finish, or
+// serves too slowly, goes on from a mirror holding the same blob, where it
+// stopped.
+func TestFetchBlobMirrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		size  int
+		all   bool // damage Range requests too
+		fault fault
+		count int
+		then  fault
+		opts  BlobOptions // Mirrors is set by the test
+		check func(t *testing.T, r *blobRun, rc io.ReadCloser, good *faultServer)
+	}{{
+		name: "MovesToMirror", size: 512 << 10, all: true, fault: faultTruncate, count: 1, then: faultNotFound,
+		opts: BlobOptions{Resumes: 1},
+		check: func(t *testing.T, r *blobRun, _ io.ReadCloser, good *faultServer) {
+			if r.f.damaged.Load() != 2 || good.ranges.Load() != 1 {
+				t.Errorf("%d answers cut by the registry, %d Range requests to the mirror; want 2 and 1", r.f.damaged.Load(), good.ranges.Load())
+			}
+		},
+	}, {
+		// A repository serving the blob far below SlowRate is left.
+		name: "LeavesSlowMirror", size: 256 << 10, fault: faultSlow, count: -1,
+		opts: BlobOptions{SlowWindow: 500 * time.Millisecond, SlowRate: 64 << 10},
+		check: func(t *testing.T, r *blobRun, rc io.ReadCloser, good *faultServer) {
+			if s := rc.(interface{ Served() int }).Served(); s != 1 || good.ranges.Load() != 1 {
+				t.Errorf("served by %d with %d Range requests to the mirror, want the mirror resuming once", s, good.ranges.Load())
+			}
+			// Without a mirror to go to, a slow download goes on.
+			ctx2, cancel := context.WithTimeout(r.ctx, time.Second)
+			defer cancel()
+			_, err := readBlob(ctx2, r.c, r.ref, r.f, BlobOptions{SlowWindow: 100 * time.Millisecond, SlowRate: 64 << 10}, t)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("slow download without a mirror: %v, want it to run until the deadline", err)
+			}
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			bad, good := newFaultServer(t), newFaultServer(t)
+			c := newClient(t)
+			ref, _, layer := bad.pushRandom(t, c, tc.size)
+			gref, _, _ := good.pushRandom(t, c, 16)
+			_, m, _ := c.Manifest(ctx, ref)
+			// The same blob on the mirror.
+			if _, err := c.Push(ctx, gref.WithDigest("").WithTag("copy"), Artifact{Layer: blob(layer)}); err != nil {
+				t.Fatal(err)
+			}
+			bad.all = tc.all
+			bad.set(tc.fault, "/blobs/", tc.count)
+			bad.then(tc.then)
+			opts := tc.opts
+			opts.Mirrors = []Reference{gref.WithDigest("")}
+			rc, err := c.FetchBlob(ctx, ref, m.Layers[0], opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !bytes.Equal(got, layer) {
+				t.Fatalf("read %d bytes, %v", len(got), err)
+			}
+			tc.check(t, &blobRun{ctx: ctx, c: c, f: bad, ref: ref, layer: layer, opts: opts}, rc, good)
+		})
 	}
 }

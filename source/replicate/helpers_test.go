@@ -3,9 +3,6 @@ package replicate
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"io"
 	"log"
 	"net/http"
@@ -25,9 +22,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/berth-dev/berth/internal/signtest"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/source/oci"
 )
@@ -185,23 +182,12 @@ type testKey struct {
 
 func newKey(t *testing.T) testKey {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sk := signtest.NewKey(t)
+	k, err := cosign.ParsePublicKey("test.pub", sk.PublicPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv, err := signature.LoadDefaultSignerVerifier(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := cosign.ParsePublicKey("test.pub", pem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testKey{sv: sv, pub: k}
+	return testKey{sv: sk.Signer, pub: k}
 }
 
 func (k testKey) sign(t *testing.T, repo, digest string, f cosign.Format) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/berth-dev/berth/apply/compose"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/source/bundle"
 	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/source/oci"
@@ -37,7 +37,7 @@ func TestAgentBundleSource(t *testing.T) {
 	alteredFile := filepath.Join(dir, "altered.tar")
 	image, layer := bundleImageLayer(t, goodFile)
 	copyBundle(t, goodFile, alteredFile)
-	alterBundleBlob(t, alteredFile, layer)
+	testenv.AlterBundleBlob(t, alteredFile, layer)
 
 	// From here on there is no registry, and the engine does not have the
 	// image.
@@ -186,34 +186,6 @@ func copyBundle(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(to, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// alterBundleBlob flips one byte inside blob d of the bundle tar, keeping
-// its size: what a damaged or tampered USB stick gives.
-func alterBundleBlob(t *testing.T, file, d string) {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entry := "blobs/sha256/" + strings.TrimPrefix(d, "sha256:")
-	i := bytes.Index(data, []byte(entry))
-	if i < 0 {
-		t.Fatalf("blob %s is not in the bundle", d)
-	}
-	// The content starts at the 512-byte block after the entry's header
-	// (after a PAX extended header, the next header).
-	start := (i/512 + 1) * 512
-	for j := 0; j < 2 && !bytes.HasPrefix(data[start:], []byte{0x1f, 0x8b}); j++ {
-		start += 512
-	}
-	if !bytes.HasPrefix(data[start:], []byte{0x1f, 0x8b}) {
-		t.Fatalf("no gzip layer after the header of %s", entry)
-	}
-	data[start+1000] ^= 0xff
-	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -40,7 +40,7 @@ var readAllAllowed = map[string]string{
 	"source/margo/state.go:LoadState":                  "the Margo state file, capped at maxStateFile+1",
 	"source/margo/sync.go:fetchManifest":               "the WFM's manifest answer, capped at spec.MaxManifestSize+1",
 	"source/margo/sync.go:fetchYAML":                   boundedOtherwise + "a temporary file fetchYAML wrote through a reader capped at spec.MaxDeploymentSize and verified",
-	"apply/helm/chart.go:readCapped":                   "a chart or values file of the revision, capped at max+1",
+	"internal/readcap/readcap.go:File":                 "a chart, values or state-folder file, capped at max+1",
 	"internal/testenv/docker.go:call":                  "test support: answers of the local test Docker Engine, capped at 64 MiB",
 	"internal/testenv/docker.go:send":                  "test support: an error answer of the local test Docker Engine, capped at 64 KiB",
 	"internal/testenv/kube.go:start":                   "test support: answers of the local test kube-apiserver, capped at 64 KiB",
@@ -50,7 +50,6 @@ var readAllAllowed = map[string]string{
 	"reconcile/config/check.go:readFile":               "a file agent.yaml names (key, CA), capped at maxCheckedFile+1",
 	"reconcile/config/config.go:Load":                  "agent.yaml, capped at MaxFileSize+1",
 	"source/bundle/create.go:readLock":                 "the lock file of a state folder, capped at maxLockSize+1",
-	"source/lock/lock.go:readFile":                     "a file of the state folder, capped at max+1",
 	"state/devicestate.go:Load":                        "berth.yaml of a revision, capped at MaxFileSize+1",
 }
 

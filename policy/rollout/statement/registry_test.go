@@ -3,14 +3,10 @@ package statement
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -20,16 +16,14 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/berth-dev/berth/internal/keylesstest"
+	"github.com/berth-dev/berth/internal/signtest"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/policy/rollout"
@@ -43,23 +37,12 @@ type key struct {
 
 func newKey(t testing.TB, name string) key {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sk := signtest.NewKey(t)
+	k, err := cosign.ParsePublicKey(name, sk.PublicPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv, err := signature.LoadDefaultSignerVerifier(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := cosign.ParsePublicKey(name, pem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key{sv: sv, pub: k}
+	return key{sv: sk.Signer, pub: k}
 }
 
 // target is a registry to run the scenarios against.
@@ -74,26 +57,17 @@ var repoSeq atomic.Int64
 // release pushes a random image as a release and returns its digest.
 func (tg target) release(t testing.TB) name.Digest {
 	t.Helper()
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
 	repo, err := name.NewRepository(fmt.Sprintf("%s/fleet/line%d", tg.host, repoSeq.Add(1)), tg.nopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(repo.Tag("v1"), img, tg.ropts...); err != nil {
-		t.Fatal(err)
-	}
-	h, _ := img.Digest()
-	return repo.Digest(h.String())
+	d, _ := signtest.PushRandom(t, repo.Tag("v1"), tg.ropts...)
+	return d
 }
 
 func inProcess(t *testing.T, referrers bool) target {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	return target{host: strings.TrimPrefix(srv.URL, "http://")}
+	return target{host: signtest.Registry(t, referrers)}
 }
 
 // rawManifest is a remote.Taggable for hand-made manifests.
