@@ -139,9 +139,13 @@ func TestExtractPreflight(t *testing.T) {
 	}
 	n := r.blobs.Load()
 	for _, mf := range []MinFree{{Bytes: int64(total)}, {Percent: 100}, {Bytes: int64(total), Percent: 100}} {
-		_, err := extract(t, c, ref, filepath.Join(t.TempDir(), "out"), ExtractOptions{MinFree: mf})
-		if !errors.Is(err, ErrNoSpace) || errors.Is(err, errdef.ErrRefused) {
-			t.Fatalf("MinFree %+v: %v, want ErrNoSpace", mf, err)
+		// also into folders that do not exist yet: measured where they
+		// will be created
+		for _, out := range []string{filepath.Join(t.TempDir(), "out"), filepath.Join(t.TempDir(), "new", "parent", "out")} {
+			_, err := extract(t, c, ref, out, ExtractOptions{MinFree: mf})
+			if !errors.Is(err, ErrNoSpace) || errors.Is(err, errdef.ErrRefused) {
+				t.Fatalf("MinFree %+v into %s: %v, want ErrNoSpace", mf, out, err)
+			}
 		}
 	}
 	if r.blobs.Load() != n {
