@@ -343,7 +343,8 @@ func (p *dparser) profile(n *yaml.Node, pr *Profile) {
 		names[c.Name] = cn.Line
 		pr.Components = append(pr.Components, *c)
 	}
-	if cv, ok := f["components"]; ok && cv.Val.Kind == yaml.SequenceNode && len(cv.Val.Content) == 0 {
+	// An empty list, or no list at all ("components:" alone is null).
+	if cv, ok := f["components"]; ok && (yamlstrict.IsNull(cv.Val) || cv.Val.Kind == yaml.SequenceNode && len(cv.Val.Content) == 0) {
 		p.Errorf(cv.Val, join(path, "components"), "needs at least one component")
 	}
 	if cf, ok := f["deviceConstraints"]; ok && !yamlstrict.IsNull(cf.Val) {
