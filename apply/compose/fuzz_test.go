@@ -183,7 +183,7 @@ func FuzzLoadAnswer(f *testing.F) {
 
 var (
 	errUndecodable = errors.New("undecodable")
-	errAmbiguous   = errors.New("a key spelt two ways")
+	errAmbiguous   = errors.New("a key given twice")
 )
 
 // pick is the value of key in m as encoding/json finds it (any case);
@@ -199,14 +199,54 @@ func pick(m map[string]any, key string) (any, bool) {
 	return v, n <= 1
 }
 
+// repeated reports whether the JSON object raw gives one of keys (in any
+// case) twice, at its top or, for errorDetail, inside it: encoding/json
+// then decodes every occurrence, the last winning or a mistyped one
+// failing the message, which a map does not show (found by this fuzzer:
+// {"error":{"":""},"error":""}).
+func repeated(raw json.RawMessage, keys ...string) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	seen := map[string]int{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		k, _ := t.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return false
+		}
+		for _, want := range keys {
+			if strings.EqualFold(k, want) {
+				seen[want]++
+				if seen[want] > 1 || strings.EqualFold(want, "errorDetail") && repeated(v, "message") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // expectedLoadAnswer is what reading data must give, decoded generically.
 func expectedLoadAnswer(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for {
-		var v any
-		if err := dec.Decode(&v); err == io.EOF {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err == io.EOF {
 			return nil
 		} else if err != nil {
+			return errUndecodable
+		}
+		if repeated(raw, "error", "errorDetail") {
+			return errAmbiguous
+		}
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
 			return errUndecodable
 		}
 		m, ok := v.(map[string]any)
