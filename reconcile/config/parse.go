@@ -249,7 +249,9 @@ type srcNode struct {
 // sources parses sources into c.Sources and returns the node of each.
 func (p *parser) sources(root *yaml.Node, f fields, c *Config) []srcNode {
 	var srcNodes []srcNode
-	_, hasMargo := f["margo"]
+	// "margo:" alone is null: no Margo source, so sources are needed.
+	mv, hasMargo := f["margo"]
+	hasMargo = hasMargo && !yamlstrict.IsNull(mv.Val)
 	switch sf, ok := f["sources"]; {
 	case hasMargo && (!ok || yamlstrict.IsNull(sf.Val) || sf.Val.Kind == yaml.SequenceNode && len(sf.Val.Content) == 0):
 		// A Margo device may track no OCI source.
