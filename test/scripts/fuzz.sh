@@ -15,14 +15,26 @@ one() {
 	local t=$1 pkg name log rc
 	pkg=./${t%%:*}; name=${t##*:}
 	log=$FUZZLOGS/$(echo "${t%%:*}" | tr / _)_$name.log
+	local corpus=$pkg/testdata/fuzz/$name before after
+	before=$(ls "$corpus" 2>/dev/null | wc -l)
 	# shellcheck disable=SC2086
 	$GO test -run='^$' -fuzz="^$name\$" -fuzztime="$FUZZTIME" \
 		-fuzzminimizetime="$FUZZMINIMIZETIME" $FUZZFLAGS "$pkg" >"$log" 2>&1
 	rc=$?
+	after=$(ls "$corpus" 2>/dev/null | wc -l)
+	# Go before 1.27 can fail a target at the very end of -fuzztime with a
+	# bare "context deadline exceeded" when a worker is slow to stop
+	# (go.dev/issue/75804): no input failed and none was written. Only
+	# that exact shape is let through, and said.
+	local note=""
+	if [ $rc -ne 0 ] && [ "$after" = "$before" ] && grep -q '^    context deadline exceeded$' "$log" &&
+		! grep -q 'Failing input written' "$log"; then
+		rc=0 note=" (stopped by Go's end-of-fuzztime race, go.dev/issue/75804; no failing input)"
+	fi
 	local execs new
 	execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | awk '{print $2}')
 	new=$(grep -o 'new interesting: [0-9]*' "$log" | tail -1 | awk '{print $3}')
-	if [ $rc -eq 0 ]; then res=ok; else res="FAIL (see $log)"; fi
+	if [ $rc -eq 0 ]; then res=ok$note; else res="FAIL (see $log)"; fi
 	printf '%-28s %-24s execs=%-12s new=%-6s %s\n' "${t%%:*}" "$name" "${execs:-?}" "${new:-?}" "$res"
 	return $rc
 }
