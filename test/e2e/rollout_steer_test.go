@@ -44,7 +44,7 @@ type steerSource struct {
 	Applied *struct{ Digest, Outcome string }
 	Last    *struct{ Digest, Outcome, Error, Message string }
 	Waiting *struct{ Digest, Reason, Message string }
-	History []struct{ Digest, Outcome, Error string }
+	History []steerRecord
 	Release []steerRelease `json:"releases"`
 }
 
@@ -61,15 +61,25 @@ type steerDevice struct {
 	id, cfg, state string
 	proc           *testenv.Process
 	v1Tree         string // the hash of its current tree on v1
+	// fails is what its failed v2 apply says (the applier that failed).
+	fails string
+}
+
+// steerRecord is one entry of a source's history in berth status.
+type steerRecord struct {
+	Digest, Outcome, Error string
+	Time                   time.Time
 }
 
 // steerFleet is the fleet of TestRolloutSteer: c00-c02 labelled ring:
-// canary (c01 and c02 with a Helm applier whose cluster is down), r03-r07
-// labelled ring: rest, all reporting to p.
+// canary (c01 with a Helm applier whose cluster is down, c02 running the
+// Compose app web with an env file that fails its health check where a
+// release reads it), r03-r07 labelled ring: rest, all reporting to p.
 type steerFleet struct {
 	*testenv.Fleet
 	t        *testing.T
 	p        *testenv.Prometheus
+	web      *steerWeb
 	interval time.Duration
 	devs     []*steerDevice
 	// healthy are the devices that take v2 (c00, r03-r07), failing the
@@ -83,10 +93,14 @@ type steerFleet struct {
 // statements:
 //
 //   - v1, without a plan, reaches every agent;
-//   - v2 adds a Helm app and a plan (canaries c00-c02 at once, r03-r07
-//     after 40s). The canaries c01 and c02 run a Helm applier whose
-//     cluster is down: the real applier fails v2 there and the agent goes
-//     back to v1; c00 and the others have no Helm applier (the app is
+//   - v2 adds a Helm app, makes the Compose app web read UNHEALTHY from
+//     the device's env file, and has a plan (canaries c00-c02 at once,
+//     r03-r07 after 40s). Two real failure modes: c01 runs a Helm applier
+//     whose cluster is down, so the Helm applier fails v2; c02 runs web
+//     on the test's Docker Engine with a device-local web.env that sets
+//     UNHEALTHY=1, so v2's container fails its health check and the
+//     Compose applier rolls web back to v1's container. Both agents go
+//     back to v1; c00 and the others have neither applier (the apps are
 //     skipped) and take v2 fine. berth rollout watch --max-failed 50%
 //     --min-devices 3 trips on 2 failures of 3: it exits 2, names c01 and
 //     c02, and its signed pause is in the registry;
@@ -98,16 +112,19 @@ type steerFleet struct {
 //   - a signed resume: the rest agents adopt v2;
 //   - a signed abort: every agent on v2 (c00, r03-r07) goes back to v1,
 //     byte for byte the tree it ran before, and none takes v2 again; the
-//     failing canaries stay on v1;
-//   - the next release, v3, reaches every agent.
+//     failing canaries stay on v1 (c02's web still v1's container);
+//   - the next release, v3 (without the Helm app, web no longer reading
+//     UNHEALTHY), reaches every agent, and c02 runs v3's web.
 func TestRolloutSteer(t *testing.T) {
 	const restAfter = 40 * time.Second
 	s := startSteerFleet(t, 2*time.Second)
+	s.web.write("v1", false)
 	d1 := s.Push("stable", time.Now().Add(-time.Hour).Truncate(time.Second), "")
 	for _, d := range s.devs {
 		d.proc = s.StartAgent(d.cfg)
 	}
 	s.all(s.devs, d1, "v1")
+	s.webOn(d1, "v1", "v1")
 	for _, d := range s.devs {
 		d.v1Tree = treeHash(t, filepath.Join(d.state, "sources", testenv.FleetSource, "current"))
 	}
@@ -116,8 +133,10 @@ func TestRolloutSteer(t *testing.T) {
 		return len(s.p.Vector(fmt.Sprintf(`berth_source_applied_info{source="line-3",digest=%q}`, d1))) == len(s.devs)
 	}, "the devices never reported v1 to Prometheus")
 
-	// v2: a Helm app, and the plan; the breaker trips on the canaries.
+	// v2: a Helm app, web reading the device's UNHEALTHY, and the plan;
+	// the breaker trips on the canaries.
 	writeChart(t, filepath.Join(s.Repo, "charts", "db"))
+	s.web.write("v2", true)
 	created := time.Now().Truncate(time.Second)
 	d2 := s.Push("stable", created, steerHelmApp+fmt.Sprintf(steerPlan, restAfter))
 	restOpens := created.Add(restAfter)
@@ -135,19 +154,19 @@ func TestRolloutSteer(t *testing.T) {
 
 	// The signed resume: the rest adopt v2 (their wave is open); the
 	// failing canaries still fail it and stay on v1.
-	s.OK("rollout", "resume", s.URL("stable"), "--sign-key", s.Key, "--reason", "canary failures are the canaries' cluster")
+	resumed := time.Now()
+	s.OK("rollout", "resume", s.URL("stable"), "--sign-key", s.Key, "--reason", "canary failures are the canaries' devices")
 	s.all(s.healthy, d2, "after resume")
-	for _, d := range s.failing {
-		if cur := testenv.FleetCurrent(d.state); cur != d1 {
-			t.Errorf("%s after resume: on %s, want v1 (its v2 apply fails)", d.id, cur)
-		}
-	}
+	s.failedV2(d1, d2, resumed, "after resume")
 
 	s.abort(d1, d2)
 
-	// The next release, without the Helm app, proceeds normally.
+	// The next release, without the Helm app and with a web that no
+	// longer reads UNHEALTHY, proceeds normally, c02's web included.
+	s.web.write("v3", false)
 	d3 := s.Push("stable", time.Now().Truncate(time.Second), "")
 	s.all(s.devs, d3, "v3 after the abort")
+	s.webOn(d3, "v3", "v3")
 }
 
 // startSteerFleet writes the fleet's agent configurations.
@@ -165,6 +184,7 @@ current-context: k3s
 `, closedAddr(t)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	s.web = startSteerWeb(t, s.Fleet)
 	for i := range 8 {
 		d := &steerDevice{id: fmt.Sprintf("c%02d", i)}
 		labels := map[string]string{"ring": "canary", "site": "berlin"}
@@ -173,8 +193,13 @@ current-context: k3s
 		case i >= 3:
 			d.id, labels["ring"] = fmt.Sprintf("r%02d", i), "rest"
 			s.rest = append(s.rest, d)
-		case i > 0:
+		case i == 1:
 			extra += fmt.Sprintf("apply:\n  helm: {kubeconfig: %s}\n", kubeconfig)
+			d.fails = "helm"
+			s.failing = append(s.failing, d)
+		case i == 2:
+			extra += s.web.applyBlock()
+			d.fails = `app "web" (project ` + steerWebProject + `): service "hello"`
 			s.failing = append(s.failing, d)
 		}
 		if i == 0 || i >= 3 {
@@ -185,7 +210,9 @@ current-context: k3s
 		})
 		s.devs = append(s.devs, d)
 	}
-	s.OK("agent", "--config", s.failing[0].cfg, "--check-config")
+	for _, d := range s.failing {
+		s.OK("agent", "--config", d.cfg, "--check-config")
+	}
 	return s
 }
 
@@ -218,15 +245,7 @@ func (s *steerFleet) breaker(created, restOpens time.Time, d1, d2 string) {
 	if errOut := watch.Stderr(); !strings.Contains(errOut, "c01, c02") {
 		t.Errorf("watch stderr does not name the failing devices:\n%s", errOut)
 	}
-	for _, d := range s.failing {
-		st := s.state(d)
-		if st.Applied == nil || st.Applied.Digest != d1 || testenv.FleetCurrent(d.state) != d1 || s.record(d, d2) == nil ||
-			!slices.ContainsFunc(st.History, func(r struct{ Digest, Outcome, Error string }) bool {
-				return r.Digest == d2 && r.Outcome == "failed" && strings.Contains(r.Error, "helm")
-			}) {
-			t.Errorf("%s after failing v2: %s", d.id, steerJSON(st))
-		}
-	}
+	s.failedV2(d1, d2, created, "after the breaker tripped")
 	// The pause is in the registry, signed with the trusted key.
 	var po planOut
 	if err := json.Unmarshal([]byte(s.OK("rollout", "plan", s.URL("stable"), "--key", s.Pub, "--output", "json")), &po); err != nil {
@@ -290,6 +309,16 @@ func (s *steerFleet) abort(d1, d2 string) {
 	t.Helper()
 	time.Sleep(1100 * time.Millisecond)
 	s.OK("rollout", "abort", s.URL("stable"), "--sign-key", s.Key, "--reason", "v2 hurts")
+	// The failing canaries retried v2 until they read the abort; once
+	// they have, none is in the middle of an apply of v2.
+	s.until(30*time.Second, "the failing canaries never read the abort", func() string {
+		for _, d := range s.failing {
+			if r := s.record(d, d2); r == nil || r.Action != "abort" {
+				return fmt.Sprintf("%s: release record %+v", d.id, r)
+			}
+		}
+		return ""
+	})
 	s.all(s.devs, d1, "after abort")
 	time.Sleep(3 * s.interval) // and it stays so: no agent takes v2 again
 	for _, d := range s.devs {
@@ -301,6 +330,7 @@ func (s *steerFleet) abort(d1, d2 string) {
 			t.Errorf("%s after the abort: the tree it runs (%s) is not the one it ran on v1 (%s)", d.id, got, d.v1Tree)
 		}
 	}
+	s.webOn(d1, "v1", "after the abort")
 	for _, d := range s.healthy {
 		if st := s.state(d); st.Applied == nil || st.Applied.Outcome != "rolled-back" {
 			t.Errorf("%s went back from v2 with %+v, want outcome rolled-back", d.id, st.Applied)
@@ -308,6 +338,68 @@ func (s *steerFleet) abort(d1, d2 string) {
 		if r := s.record(d, d2); r == nil || r.Action != "abort" {
 			t.Errorf("%s after the abort: release record %+v", d.id, r)
 		}
+	}
+}
+
+// failedV2 waits until each failing canary has failed v2 (d2) since
+// since, with its own applier's error, and is back on v1 (d1): its
+// `current`, what it reports applied, and for c02 its web app, v1's
+// container, healthy, serving v1. (They retry v2 while nothing holds
+// them, switching it in for the length of an apply, hence the wait.)
+func (s *steerFleet) failedV2(d1, d2 string, since time.Time, when string) {
+	s.t.Helper()
+	for _, d := range s.failing {
+		s.until(60*time.Second, d.id+" "+when, func() string {
+			st := s.state(d)
+			if cur := testenv.FleetCurrent(d.state); cur != d1 || st.Applied == nil || st.Applied.Digest != d1 || s.record(d, d2) == nil {
+				return fmt.Sprintf("on %s, want back on v1 %s with a record of v2:\n%s", cur, d1, steerJSON(st))
+			}
+			if !slices.ContainsFunc(st.History, func(r steerRecord) bool {
+				return r.Digest == d2 && r.Outcome == "failed" && !r.Time.Before(since) && strings.Contains(r.Error, d.fails)
+			}) {
+				return fmt.Sprintf("no failure of v2 since %s that says %q:\n%s", since.Format(time.RFC3339), d.fails, steerJSON(st))
+			}
+			if d.id != "c02" {
+				return ""
+			}
+			if !slices.ContainsFunc(st.History, func(r steerRecord) bool {
+				return r.Digest == d2 && strings.Contains(r.Error, "unhealthy") && strings.Contains(r.Error, "rolled back to revision "+d1)
+			}) {
+				return "its v2 failure does not say the health check failed and web went back to v1:\n" + steerJSON(st)
+			}
+			return s.web.on(d1, "v1")
+		})
+	}
+}
+
+// webOn waits until c02 has applied digest and its web app is the
+// container of digest, healthy, serving message.
+func (s *steerFleet) webOn(digest, message, when string) {
+	s.t.Helper()
+	c02 := s.failing[1]
+	s.until(60*time.Second, "c02's web "+when, func() string {
+		if st := s.state(c02); st.Applied == nil || st.Applied.Digest != digest || st.Applied.Outcome != "applied" {
+			return fmt.Sprintf("c02 has not applied %s:\n%s", digest, steerJSON(st))
+		}
+		return s.web.on(digest, message)
+	})
+}
+
+// until polls check until it returns "", and fails the test with what it
+// returned last when it still does not after timeout.
+func (s *steerFleet) until(timeout time.Duration, what string, check func() string) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		s.alive()
+		why := check()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: %s%s", what, why, s.dump(s.devs))
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
