@@ -16,7 +16,12 @@ func TestExitedAtStartFails(t *testing.T) {
 	f.a.opts.WaitTimeout = 2 * time.Minute
 	src := source("exits")
 	// The hello binary run as "healthcheck" finds no server and exits 1.
-	compose := "services:\n  web:\n    image: " + imageV1 + "\n    command: [\"healthcheck\"]\n    restart: \"no\"\n"
+	// The health check (never run: its interval is longer than the test)
+	// keeps the container "starting" until it exits, so that the wait
+	// sees the exit: without one, a container that is running for the
+	// few milliseconds before it exits can pass the wait first.
+	compose := "services:\n  web:\n    image: " + imageV1 + "\n    command: [\"healthcheck\"]\n    restart: \"no\"\n" +
+		"    healthcheck:\n      test: [\"CMD\", \"/hello\", \"healthcheck\"]\n      interval: 10m\n"
 	rev := revision(t, src, "v1", stateYAML("web"), map[string]string{"apps/web/compose.yaml": compose})
 	start := time.Now()
 	sts, err := f.a.Apply(context.Background(), rev, nil)
