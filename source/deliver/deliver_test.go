@@ -40,6 +40,7 @@ type reg struct {
 	hide     atomic.Bool  // answer 404 to blob GETs
 	truncate atomic.Int64 // blob GETs to cut in the middle, from now on
 	ranges   atomic.Int64 // blob GETs with a Range header
+	pings    atomic.Int64 // GET /v2/
 }
 
 func newReg(t *testing.T) *reg {
@@ -47,6 +48,9 @@ func newReg(t *testing.T) *reg {
 	r := &reg{}
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/v2/" {
+			r.pings.Add(1)
+		}
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
 			r.blobs.Add(1)
 			if rg := req.Header.Get("Range"); rg != "" {
@@ -302,6 +306,40 @@ func TestVerify(t *testing.T) {
 	gone.Registry = "127.0.0.1:1"
 	if _, err := down.Verify(ctx, gone, policy); err == nil || errors.Is(err, errdef.ErrRefused) {
 		t.Errorf("Verify on a dead registry: %v, want a transport error", err)
+	}
+}
+
+// TestVerifyPingsOnce: the signature checks of a repository ping the
+// registry (GET /v2/) once, not at every check; after a check that failed,
+// the next starts afresh (credentials rotated on the device are read
+// again).
+func TestVerifyPingsOnce(t *testing.T) {
+	ctx := context.Background()
+	c := newClient(t)
+	sv, policy := keys(t)
+	_, other := keys(t)
+	src := newReg(t)
+	ref := push(t, c, src, "fleet/app")
+	sign(t, c, ref, sv)
+	r := remote(t, c, src)
+	before := src.pings.Load()
+	for range 3 {
+		if _, err := r.Verify(ctx, ref, policy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := src.pings.Load() - before; n != 1 {
+		t.Errorf("three checks pinged %d times, want once", n)
+	}
+	if _, err := r.Verify(ctx, ref, other); !errors.Is(err, cosign.ErrKeyMismatch) {
+		t.Fatalf("Verify with another key: %v", err)
+	}
+	before = src.pings.Load()
+	if _, err := r.Verify(ctx, ref, policy); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.pings.Load() - before; n != 1 {
+		t.Errorf("the check after a failed one pinged %d times, want once (afresh)", n)
 	}
 }
 

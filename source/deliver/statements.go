@@ -34,7 +34,11 @@ func (r *Remote) Statements(ctx context.Context, ref oci.Reference, p cosign.Pol
 		if err != nil {
 			return nil, errdef.Refuse(err)
 		}
-		return statement.Read(ctx, d, p, o, r.Client.RemoteOptions(ctx)...)
+		res, err := statement.Read(ctx, d, p, o, r.Client.PullOptions(ctx)...)
+		if err != nil {
+			r.Client.ForgetPulls()
+		}
+		return res, err
 	})
 	if err != nil {
 		if !errors.Is(err, statement.ErrRegistry) && !errors.Is(err, errdef.ErrRefused) {

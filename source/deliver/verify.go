@@ -82,7 +82,11 @@ func (r *Remote) signature(ctx context.Context, ref oci.Reference, p cosign.Poli
 		if err != nil {
 			return nil, errdef.Refuse(err)
 		}
-		return cosign.VerifyPolicy(ctx, d, p, r.Client.RemoteOptions(ctx)...)
+		res, err := cosign.VerifyPolicy(ctx, d, p, r.Client.PullOptions(ctx)...)
+		if err != nil {
+			r.Client.ForgetPulls()
+		}
+		return res, err
 	})
 	if err != nil {
 		if ctx.Err() != nil || (errors.Is(err, cosign.ErrRegistry) && !r.Local) || errors.Is(err, errdef.ErrRefused) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,8 @@ type Client struct {
 	base http.RoundTripper
 	// plain remembers, per loopback host, whether it speaks plain HTTP.
 	plain sync.Map
+	// puller is what PullOptions reuse; nil until the first.
+	puller atomic.Pointer[ggcrremote.Puller]
 }
 
 // NewClient builds a Client. It reads the CA file and opens the credential
@@ -204,6 +207,29 @@ func (c *Client) RemoteOptions(ctx context.Context) []ggcrremote.Option {
 		ggcrremote.WithUserAgent(c.auth.Header.Get("User-Agent")),
 	}
 }
+
+// PullOptions are RemoteOptions for reads that reuse one
+// go-containerregistry Puller: the registry's /v2/ ping, the credentials
+// and the token exchange are done once per repository, not at every call
+// (a signature check made three pings, a poll during a rollout one more).
+// After a failed read, ForgetPulls starts afresh, so that credentials
+// rotated on the device, or a registry that changed its authentication,
+// are picked up.
+func (c *Client) PullOptions(ctx context.Context) []ggcrremote.Option {
+	p := c.puller.Load()
+	if p == nil {
+		np, err := ggcrremote.NewPuller(c.RemoteOptions(context.WithoutCancel(ctx))...)
+		if err != nil {
+			return c.RemoteOptions(ctx)
+		}
+		c.puller.CompareAndSwap(nil, np)
+		p = c.puller.Load()
+	}
+	return append(c.RemoteOptions(ctx), ggcrremote.Reuse(p))
+}
+
+// ForgetPulls drops what PullOptions reuse.
+func (c *Client) ForgetPulls() { c.puller.Store(nil) }
 
 // Name returns the go-containerregistry digest reference for ref, which must
 // carry a digest.
