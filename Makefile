@@ -89,7 +89,7 @@ FUZZFLAGS ?=
 FUZZJOBS ?= 1
 FUZZ_TARGETS := \
 	source/archive:FuzzExtract source/archive:FuzzDiff \
-	state:FuzzParse \
+	state:FuzzParse state:FuzzParseRolloutAnnotation \
 	source/lock:FuzzLockCompose source/lock:FuzzLockState \
 	source/bundle:FuzzOpen \
 	source/replicate:FuzzParse source/replicate:FuzzJobFields \

@@ -97,6 +97,8 @@ type Result struct {
 	// Lock lists every image and chart referenced, sorted by app, file,
 	// service, kind and reference.
 	Lock []Entry
+	// Rollout is berth.yaml's rollout plan; nil without one.
+	Rollout *state.Rollout
 }
 
 // Error is a reference that cannot be pinned, or a file that cannot be

@@ -39,7 +39,7 @@ type Entry struct {
 
 // result builds the overlay. st has the digests written in berth.yaml.
 func (l *locker) result(data []byte, doc *yaml.Node, st *state.DeviceState) (*Result, error) {
-	res := &Result{Overlay: map[string][]byte{}}
+	res := &Result{Overlay: map[string][]byte{}, Rollout: st.Rollout}
 	var paths []string
 	for p, pf := range l.files {
 		if len(pf.values) > 0 {

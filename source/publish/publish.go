@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/source/lock"
 	"github.com/berth-dev/berth/source/oci"
 	"github.com/berth-dev/berth/source/provenance"
+	"github.com/berth-dev/berth/state"
 )
 
 // ErrDirty is returned when the folder has uncommitted changes and the
@@ -81,8 +82,9 @@ func Push(ctx context.Context, c *oci.Client, o Options) (*Result, error) {
 	}
 	var overlay map[string][]byte
 	var entries []lock.Entry
+	var plan *state.Rollout
 	if locked != nil {
-		overlay, entries = locked.Overlay, locked.Lock
+		overlay, entries, plan = locked.Overlay, locked.Lock, locked.Rollout
 	}
 	f, built, err := buildTemp(ctx, o.Dir, archive.BuildOptions{Ignore: o.Ignore, Overlay: overlay, Progress: o.Packing})
 	if err != nil {
@@ -100,6 +102,13 @@ func Push(ctx context.Context, c *oci.Client, o Options) (*Result, error) {
 		ann[ocispec.AnnotationSource] = info.Source
 	} else {
 		delete(ann, ocispec.AnnotationSource)
+	}
+	// The plan, signed with the manifest, lets a device place itself
+	// before it downloads the layer; berth.yaml's is the only one.
+	if plan != nil {
+		ann[state.RolloutAnnotation] = plan.Annotation()
+	} else {
+		delete(ann, state.RolloutAnnotation)
 	}
 	layer := oci.Blob{
 		Digest: digest.Digest(built.Digest),
