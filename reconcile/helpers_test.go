@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -145,6 +146,8 @@ type artifact struct {
 	files    map[string]string // path -> content; a unique file is added
 	created  time.Time         // org.opencontainers.image.created; zero: none
 	unsigned bool
+	// annotations are more manifest annotations.
+	annotations map[string]string
 }
 
 // berthYAML is a desired state with one Compose app.
@@ -197,6 +200,7 @@ func (e *env) push(repo, tag string, a artifact) string {
 	if !a.created.IsZero() {
 		ann[ocispec.AnnotationCreated] = a.created.UTC().Format(time.RFC3339)
 	}
+	maps.Copy(ann, a.annotations)
 	ref := oci.Reference{Registry: e.host, Repository: repo, Tag: tag}
 	desc, err := e.client.Push(ctx, ref, oci.Artifact{
 		Layer: oci.Blob{

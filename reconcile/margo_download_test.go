@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,20 +53,8 @@ func TestMargoDownloadResumedAcrossReconciles(t *testing.T) {
 	e.sign("acme/a", p.Digest)
 	path := "/v2/acme/a/blobs/" + e.layerOf("acme/a", p.Digest)
 	// The first reconcile: the GET is cut, every resume finds nothing.
-	var left, missing, ranges atomic.Int64
-	left.Store(1)
-	missing.Store(downloadResumes)
-	c := cut(e.srvHandler(), path, &left)
-	counting := func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == path && r.Header.Get("Range") != "" {
-			ranges.Add(1)
-			if missing.Add(-1) >= 0 {
-				http.NotFound(w, r)
-				return true
-			}
-		}
-		return c(w, r)
-	}
+	var ranges atomic.Int64
+	counting := cutUnresumable(e.srvHandler(), path, &ranges)
 	e.intercept.Store(&counting)
 	e.wfm.Publish(1, e.deployment(depA, "alpha", "acme/a", "1.0.0"))
 	a := e.agent()

@@ -71,6 +71,27 @@ func cut(h http.Handler, path string, count *atomic.Int64) func(http.ResponseWri
 	}
 }
 
+// cutUnresumable is cut for the first GET of path, and answers the first
+// downloadResumes Range requests of it 404, as if the blob were gone from
+// the endpoint, so that a download is cut off for good; ranges counts the
+// Range requests.
+func cutUnresumable(h http.Handler, path string, ranges *atomic.Int64) func(http.ResponseWriter, *http.Request) bool {
+	var left, missing atomic.Int64
+	left.Store(1)
+	missing.Store(downloadResumes)
+	c := cut(h, path, &left)
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == path && r.Header.Get("Range") != "" {
+			ranges.Add(1)
+			if missing.Add(-1) >= 0 {
+				http.NotFound(w, r)
+				return true
+			}
+		}
+		return c(w, r)
+	}
+}
+
 // layerOf returns the content layer digest of repo@d.
 func (e *env) layerOf(repo, d string) string {
 	e.t.Helper()
@@ -141,21 +162,8 @@ func TestLayerResumedAcrossReconciles(t *testing.T) {
 	d := e.push("fleet/app", "stable", artifact{files: withState(map[string]string{"big": randomText(t, 2<<20)})})
 	path := "/v2/fleet/app/blobs/" + e.layerOf("fleet/app", d)
 	// The first pull: the GET is cut, every resume finds nothing.
-	var left atomic.Int64
-	left.Store(1)
-	var ranges, missing atomic.Int64
-	missing.Store(downloadResumes)
-	c := cut(e.srvHandler(), path, &left)
-	counting := func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == path && r.Header.Get("Range") != "" {
-			ranges.Add(1)
-			if missing.Add(-1) >= 0 {
-				http.NotFound(w, r)
-				return true
-			}
-		}
-		return c(w, r)
-	}
+	var ranges atomic.Int64
+	counting := cutUnresumable(e.srvHandler(), path, &ranges)
 	e.intercept.Store(&counting)
 	cfg := e.config("", src{name: "app", repo: "fleet/app"})
 	a := newAgent(t, cfg, newRecorder())
