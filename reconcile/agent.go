@@ -82,6 +82,9 @@ type source struct {
 	// held back (guarded by run): while it waits, a poll that resolves to
 	// it again does not fetch and verify its manifest and signature again.
 	prefetched *prefetched
+	// spread is the release whose verification and download wait for the
+	// device's time in the spread of its rollout (guarded by run).
+	spread *spreadHold
 	// dirty is set (guarded by Agent.mu) when an attempt changed a release
 	// record: state.json is written even for a quiet outcome.
 	dirty bool

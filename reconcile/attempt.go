@@ -73,13 +73,14 @@ func (a *Agent) attempt(ctx context.Context, name string, s *source, req request
 		{t.origin, true},    // 0. where to fetch from: the registry and its mirrors, or the bundle file
 		{t.resolve, true},   // 1. resolve to one digest
 		{t.unchanged, true}, // 2. already applied (unless a signed abort stops it), or failed before and backing off: nothing to do
-		{t.verify, true},    // 3. fetch the manifest of that exact digest and verify its signature
-		{t.downgrade, true}, // 4. refuse downgrades
-		{t.fetch, true},     // 5. pull by digest into the store, unless already there (inside the download window, at the device's time in a rollout)
-		{t.load, true},      // 6. read the desired state it carries
-		{t.gate, true},      // 7. its rollout wave, signed statements, the apply window and inhibitors may hold it back
-		{t.unload, false},   // 8. a bundle's images and charts: to the Docker Engine, to the local registry
-		{t.apply, false},    // 9. switch it in, apply, and switch back if the appliers fail
+		{t.spread, true},    // 3. a release whose wave opens later: at the device's time in the spread
+		{t.verify, true},    // 4. fetch the manifest of that exact digest and verify its signature
+		{t.downgrade, true}, // 5. refuse downgrades
+		{t.fetch, true},     // 6. pull by digest into the store, unless already there (inside the download window)
+		{t.load, true},      // 7. read the desired state it carries
+		{t.gate, true},      // 8. its rollout wave, signed statements, the apply window and inhibitors may hold it back
+		{t.unload, false},   // 9. a bundle's images and charts: to the Docker Engine, to the local registry
+		{t.apply, false},    // 10. switch it in, apply, and switch back if the appliers fail
 	} {
 		c := ctx
 		if step.deadline {
@@ -335,9 +336,6 @@ func (t *attempt) fetch(ctx context.Context) error {
 		return nil
 	}
 	if err := a.store.Discard(digest); err != nil { // a folder a crash left incomplete
-		return err
-	}
-	if err := t.spread(); err != nil {
 		return err
 	}
 	if err := t.downloadWindow(); err != nil {

@@ -102,7 +102,7 @@ func (a *Agent) reconcile(ctx context.Context, name string, s *source, req reque
 	switch outcome {
 	case store.OutcomeWaiting, store.OutcomeAborted, store.OutcomeError:
 	default:
-		s.prefetched = nil // switched in, or refused
+		s.prefetched, s.spread = nil, nil // switched in, or refused
 	}
 	a.record(name, s, rev, wait)
 	a.metrics.ObserveReconcile(name, string(outcome), time.Since(start))

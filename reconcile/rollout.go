@@ -15,7 +15,6 @@ import (
 	"github.com/berth-dev/berth/reconcile/config"
 	"github.com/berth-dev/berth/reconcile/metrics"
 	"github.com/berth-dev/berth/reconcile/store"
-	"github.com/berth-dev/berth/source/deliver"
 	"github.com/berth-dev/berth/state"
 )
 
@@ -41,9 +40,6 @@ type prefetched struct {
 	annotations map[string]string
 	created     time.Time
 	via         store.Via
-	// verified is the verified manifest of a release whose download is
-	// spread (spread): it is not in the store yet.
-	verified *deliver.Verified
 }
 
 // remember keeps what verify learnt of the revision for the next polls.
@@ -56,15 +52,13 @@ func (t *attempt) remember() {
 }
 
 // recall fills in what verify learnt of a prefetched revision; false when
-// the revision is not the one prefetched (or not in the store any more,
-// unless its download is spread).
+// the revision is not the one prefetched (or not in the store any more).
 // Bundle sources always verify: their content is loaded when applied.
 func (t *attempt) recall() bool {
 	p := t.s.prefetched
-	if p == nil || p.digest != t.rev.Digest || t.s.file != "" || t.req.rollback || p.verified == nil && !t.a.store.Has(p.digest) {
+	if p == nil || p.digest != t.rev.Digest || t.s.file != "" || t.req.rollback || !t.a.store.Has(p.digest) {
 		return false
 	}
-	t.verified = p.verified
 	t.rev.Mirror, t.rev.Annotations, t.rev.Created = p.mirror, p.annotations, p.created
 	if v := t.rev.Via; v != nil {
 		v.Manifest, v.Signatures = p.via.Manifest, p.via.Signatures

@@ -31,12 +31,13 @@ func fractionOf(id, digest string) float64 {
 	return float64(binary.BigEndian.Uint64(sum[:8])>>11) / (1 << 53)
 }
 
-// TestRolloutSpread: with the plan in the manifest, the canary downloads
-// and adopts a release at once; a device of a later wave downloads it only
-// at its own time in the spread (computed here from the formula), and
-// until then a poll is one request (the tag); the time survives a restart;
-// from its time on the device prefetches and waits for its wave as
-// without the spread, and adopts when the wave opens.
+// TestRolloutSpread: with the plan in the manifest, the canary verifies,
+// downloads and adopts a release at once; a device of a later wave reads
+// the manifest (two requests: the tag and the manifest) and verifies and
+// downloads the release only at its own time in the spread (computed here
+// from the formula); until then a poll is one request (the tag); the time
+// survives a restart; from its time on the device prefetches and waits
+// for its wave as without the spread, and adopts when the wave opens.
 func TestRolloutSpread(t *testing.T) {
 	e := newEnv(t)
 	clk := newClock(created.Add(-3 * time.Hour))
@@ -56,32 +57,47 @@ func TestRolloutSpread(t *testing.T) {
 	clk.Set(seen)
 	canary.expect(t, "applied", d1, d1)
 	for _, tc := range []struct {
-		d          *device
-		id, wave   string
-		opens      time.Time
-		start, end time.Time // of the spread: one interval after seen, to halfway to the opening
+		d        *device
+		id, wave string
+		opens    time.Time
+		// The spread, after created: from one interval after first sight to
+		// a quarter of the time before the opening, less the interval in
+		// which the wave early adopts (jitter is 0 here).
+		free [][2]time.Duration
 	}{
-		{ed, early, "early", created.Add(2 * time.Hour), seen.Add(interval), seen.Add(59*time.Minute + 30*time.Second)},
-		{ld, late, "all", created.Add(24 * time.Hour), seen.Add(interval), seen.Add(11*time.Hour + 59*time.Minute + 30*time.Second)},
+		{ed, early, "early", created.Add(2 * time.Hour), [][2]time.Duration{{11 * time.Minute, 90*time.Minute + 15*time.Second}}},
+		{ld, late, "all", created.Add(24 * time.Hour), [][2]time.Duration{{11 * time.Minute, 2 * time.Hour}, {2*time.Hour + 10*time.Minute, 18*time.Hour + 15*time.Second}}},
 	} {
-		at := tc.start.Add(time.Duration(fractionOf(tc.id, d1) * float64(tc.end.Sub(tc.start))))
+		var total time.Duration
+		for _, f := range tc.free {
+			total += f[1] - f[0]
+		}
+		pos := time.Duration(fractionOf(tc.id, d1) * float64(total))
+		var at time.Time
+		for _, f := range tc.free {
+			if pos < f[1]-f[0] {
+				at = created.Add(f[0] + pos)
+				break
+			}
+			pos -= f[1] - f[0]
+		}
 		clk.Set(seen)
 		n := e.requestCount()
 		res := tc.d.expect(t, "waiting", d1, d0)
-		if !strings.Contains(res.Message, "waiting for wave "+tc.wave) || !strings.Contains(res.Message, "downloading it from "+at.Format(time.RFC3339)) ||
+		if !strings.Contains(res.Message, "waiting for wave "+tc.wave) || !strings.Contains(res.Message, "verifying and downloading it from "+at.Format(time.RFC3339)) ||
 			res.Waiting == nil || res.Waiting.Reason != store.WaitWave || !res.Waiting.Until.Equal(at) {
 			t.Fatalf("%s: %+v %+v, want the download at %s", tc.d.name, res, res.Waiting, at)
 		}
-		if tc.d.a.store.Has(d1) || fetched(e.requestsSince(n), layers) {
-			t.Fatalf("%s: downloaded before its time in the spread", tc.d.name)
+		if got := e.requestsSince(n); tc.d.a.store.Has(d1) || fetched(got, layers) || len(got) != 2 {
+			t.Fatalf("%s: %d requests before its time in the spread (%v), want the tag and the manifest", tc.d.name, len(got), got)
 		}
 		st := tc.d.a.Status().Sources[0]
 		if len(st.Releases) != 1 || st.Releases[0].Wave != tc.wave || !st.Releases[0].FirstSeen.Equal(seen) || !st.Releases[0].Opens.Equal(tc.opens) {
 			t.Errorf("%s: status releases %+v", tc.d.name, st.Releases)
 		}
 
-		// Until its time, a poll costs the tag alone, after a restart too
-		// (which verifies the manifest again, and keeps the time).
+		// Until its time, a poll costs the tag alone; after a restart the
+		// tag and the manifest, and the time is kept.
 		clk.Set(at.Add(-time.Second))
 		n = e.requestCount()
 		if res := tc.d.expect(t, "waiting", d1, d0); !res.Waiting.Until.Equal(at) {
@@ -94,8 +110,9 @@ func TestRolloutSpread(t *testing.T) {
 			t.Errorf("%s: next poll in %v, want at its time, 1s away", tc.d.name, w)
 		}
 		restarted := newAgentWith(t, tc.d.cfg, clk, tc.d.rec)
-		if res := one(t, poll(restarted, "app"), "waiting", d1); !res.Waiting.Until.Equal(at) || restarted.store.Has(d1) {
-			t.Errorf("%s: after a restart %+v, in store %v", tc.d.name, res.Waiting, restarted.store.Has(d1))
+		n = e.requestCount()
+		if res := one(t, poll(restarted, "app"), "waiting", d1); !res.Waiting.Until.Equal(at) || restarted.store.Has(d1) || len(e.requestsSince(n)) != 2 {
+			t.Errorf("%s: after a restart %+v, in store %v, requests %v", tc.d.name, res.Waiting, restarted.store.Has(d1), e.requestsSince(n))
 		}
 
 		// At its time: downloaded, and waiting for the wave as before.
@@ -154,6 +171,31 @@ func TestRolloutSpreadAtOnce(t *testing.T) {
 	}
 }
 
+// TestRolloutSpreadUnsigned: the copy of the plan is read before the
+// signature is checked, so an unsigned release with a plan is refused by
+// the canary at once, and by a device of a later wave at its time in the
+// spread: never applied, never downloaded.
+func TestRolloutSpreadUnsigned(t *testing.T) {
+	e := newEnv(t)
+	clk := newClock(created.Add(-3 * time.Hour))
+	late := idIn("fleet/app", "dev", 1000, 10000)
+	canary := e.device("canary", "device: {id: c-1, labels: {ring: canary}}", clk, 10*time.Minute, "")
+	ld := e.device("late", "device: {id: "+late+"}", clk, 10*time.Minute, "")
+	d0 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: created.Add(-4 * time.Hour)})
+	canary.expect(t, "applied", d0, d0)
+	ld.expect(t, "applied", d0, d0)
+	d1 := e.push("fleet/app", "stable", artifact{files: withPlan(), created: created, annotations: planAnnotation(t), unsigned: true})
+	clk.Set(created.Add(time.Minute))
+	if res := canary.expect(t, "refused", d1, d0); !strings.Contains(res.Error, "signature") {
+		t.Errorf("canary: %+v", res)
+	}
+	res := ld.expect(t, "waiting", d1, d0)
+	clk.Set(res.Waiting.Until)
+	if res := ld.expect(t, "refused", d1, d0); !strings.Contains(res.Error, "signature") || ld.a.store.Has(d1) {
+		t.Errorf("late device at its time: %+v, in store %v", res, ld.a.store.Has(d1))
+	}
+}
+
 // fetched reports whether requests fetched one of the layers.
 func fetched(requests, layers []string) bool {
 	for _, r := range requests {
@@ -166,28 +208,38 @@ func fetched(requests, layers []string) bool {
 	return false
 }
 
-// TestSpreadAt: where in the time before its wave opens a device
-// downloads, at the ends of its place in the spread and when the wave
-// leaves little or no room.
+// TestSpreadAt: when in the time before its wave opens a device verifies
+// and downloads, at the ends of its place in the spread, around the
+// intervals in which earlier waves adopt, and when the wave leaves little
+// or no room.
 func TestSpreadAt(t *testing.T) {
 	t0 := created
 	const interval = 10 * time.Minute
+	canary := []time.Duration{-time.Minute} // opened just before first sight
 	for _, tc := range []struct {
-		name  string
-		opens time.Duration // after seen
-		frac  float64
-		want  time.Duration // after seen
+		name    string
+		opens   time.Duration   // after seen
+		earlier []time.Duration // earlier waves' openings, after seen
+		busy    time.Duration
+		frac    float64
+		want    time.Duration // after seen
 	}{
-		{"first of a wave in 2h", 2 * time.Hour, 0, interval},
-		{"middle of a wave in 2h", 2 * time.Hour, 0.5, interval + 25*time.Minute},
-		{"last of a wave in 2h: halfway", 2 * time.Hour, 1 - 1e-12, time.Hour},
-		{"a wave in a day: up to halfway", 24 * time.Hour, 0.5, interval + (12*time.Hour-interval)/2},
-		{"a wave in 30m: one interval before it", 30 * time.Minute, 0.5, interval + (15*time.Minute-interval)/2},
-		{"a wave in 15m: one interval before it", 15 * time.Minute, 0.9, 5 * time.Minute},
-		{"a wave in one interval: at once", interval, 0.5, 0},
-		{"a wave open already: at once", -time.Hour, 0.5, 0},
+		{"first of a wave in 2h", 2 * time.Hour, canary, 11 * time.Minute, 0, interval},
+		{"middle of a wave in 2h", 2 * time.Hour, canary, 11 * time.Minute, 0.5, interval + 40*time.Minute},
+		{"last of a wave in 2h: a quarter before it opens", 2 * time.Hour, canary, 11 * time.Minute, 1 - 1e-12, 90 * time.Minute},
+		{"a wave in a day, before the wave at 2h adopts", 24 * time.Hour, append(canary, 2*time.Hour), 11 * time.Minute, 0.05, interval + 52*time.Minute + 57*time.Second},
+		{"a wave in a day, after the wave at 2h adopted", 24 * time.Hour, append(canary, 2*time.Hour), 11 * time.Minute, 0.5, 2*time.Hour + 11*time.Minute + 6*time.Hour + 59*time.Minute + 30*time.Second},
+		{"a wave in 30m: one interval before it at the latest", 30 * time.Minute, canary, 11 * time.Minute, 0.5, 15 * time.Minute},
+		{"a wave in 15m: one interval before it", 15 * time.Minute, canary, 11 * time.Minute, 0.9, 5 * time.Minute},
+		{"a wave in one interval: at once", interval, canary, 11 * time.Minute, 0.5, 0},
+		{"a wave open already: at once", -time.Hour, nil, 11 * time.Minute, 0.5, 0},
+		{"earlier waves adopt all along: spread anyway", time.Hour, []time.Duration{9 * time.Minute}, time.Hour, 0.5, interval + 17*time.Minute + 30*time.Second},
 	} {
-		got := spreadAt(t0, t0.Add(tc.opens), interval, tc.frac).Sub(t0)
+		var earlier []time.Time
+		for _, e := range tc.earlier {
+			earlier = append(earlier, t0.Add(e))
+		}
+		got := spreadAt(t0, t0.Add(tc.opens), earlier, interval, tc.busy, tc.frac).Sub(t0)
 		if d := got - tc.want; d < -time.Millisecond || d > time.Millisecond {
 			t.Errorf("%s: at %v after first sight, want %v", tc.name, got, tc.want)
 		}
