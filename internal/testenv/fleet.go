@@ -134,6 +134,31 @@ func (f *Fleet) Push(tag string, created time.Time, extra string) string {
 	return res.Digest
 }
 
+// Layers returns the paths of the blobs of the layers of the release
+// digest in the registry's access log (/v2/<repository>/blobs/<digest>):
+// the downloads of its payload.
+func (f *Fleet) Layers(digest string) []string {
+	f.tb.Helper()
+	ref, err := name.NewDigest(f.Registry.Host() + "/" + FleetRepository + "@" + digest)
+	if err != nil {
+		f.tb.Fatal(err)
+	}
+	auth := &authn.Basic{Username: f.Registry.Username, Password: f.Registry.Password}
+	img, err := remote.Image(ref, remote.WithAuth(auth), remote.WithTransport(f.Registry.HTTPClient().Transport))
+	if err != nil {
+		f.tb.Fatalf("testenv: read %s: %v", ref, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		f.tb.Fatalf("testenv: read %s: %v", ref, err)
+	}
+	var out []string
+	for _, l := range m.Layers {
+		out = append(out, "/v2/"+FleetRepository+"/blobs/"+l.Digest.String())
+	}
+	return out
+}
+
 // FleetAgent is one device of a fleet, for AgentConfig.
 type FleetAgent struct {
 	// ID and Labels are the device's identity.
