@@ -37,6 +37,8 @@ type Agent struct {
 	// now is the agent's clock: every decision (rollout waves, statement
 	// look-ups, update windows, inhibitors, backoff) reads it.
 	now func() time.Time
+	// trim hands memory back to the device (Options.Trim).
+	trim func()
 
 	// mirrors are the registry mirrors of the configuration (nil: none),
 	// for every fetch of the sources and of the appliers.
@@ -105,6 +107,11 @@ type Options struct {
 	// look-ups, update windows, inhibitors, backoff); nil: time.Now. Tests
 	// pass a fake one. The poll timers run on the real clock.
 	Now func() time.Time
+	// Trim hands memory back to the device after a poll that did work
+	// (see trims); nil: memtrim.Trim. A simulation of many agents in one
+	// process passes a no-op: they share one heap and one program, which a
+	// device does not.
+	Trim func()
 }
 
 // New opens the state folder, loads keys and trust roots, and prepares one
@@ -148,9 +155,12 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Trim == nil {
+		o.Trim = memtrim.Trim
+	}
 	a := &Agent{
 		cfg: cfg, store: st, appliers: o.Appliers, metrics: o.Metrics, log: o.Log, version: o.Version,
-		device: device, now: o.Now,
+		device: device, now: o.Now, trim: o.Trim,
 		state: state, sources: map[string]*source{}, inUse: map[string]int{}, limiter: newLimiter(cfg.MaxBandwidth),
 	}
 	mirrors, err := cfg.Mirrors()
@@ -277,6 +287,7 @@ func (a *Agent) RunOnce(ctx context.Context) []api.ReconcileResult {
 
 func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func()) {
 	first := true
+	var prev api.ReconcileResult
 	for {
 		var res api.ReconcileResult
 		if a.suspended(name) {
@@ -284,12 +295,10 @@ func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func
 		} else {
 			res = a.reconcile(ctx, name, s, request{})
 		}
-		// Start-up and applies touch much code and memory that the idle agent
-		// does not need again: hand it back to the device. Steady polls
-		// leave nothing worth trimming.
-		if first || res.Outcome != string(store.OutcomeUnchanged) {
-			memtrim.Trim()
+		if trims(first, prev, res) {
+			a.trim()
 		}
+		prev = res
 		if first {
 			first = false
 			firstDone()
@@ -308,6 +317,24 @@ func (a *Agent) loop(ctx context.Context, name string, s *source, firstDone func
 			t.Stop()
 		}
 	}
+}
+
+// trims reports whether the loop hands memory back to the device after
+// res, the poll after prev. Start-up, applies and rollbacks touch much code
+// and memory that the idle agent does not need again, and so may a poll
+// whose outcome is new (a release prefetched, a first failure). A poll
+// that found nothing new leaves nothing worth trimming, nor does one held
+// back, or failing, again as the last one was: a release waits for its
+// wave for hours and is polled every interval meanwhile, and a trim costs
+// a full garbage collection and the program's pages read back in.
+func trims(first bool, prev, res api.ReconcileResult) bool {
+	switch res.Outcome {
+	case string(store.OutcomeUnchanged), "backoff":
+		return first
+	case string(store.OutcomeApplied), string(store.OutcomeRolledBack), string(store.OutcomeFailed):
+		return true
+	}
+	return first || res.Outcome != prev.Outcome || res.Digest != prev.Digest || res.Message != prev.Message || res.Error != prev.Error
 }
 
 // nextWait is the interval with jitter after a success, and an exponential

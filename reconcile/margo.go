@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/berth-dev/berth/internal/memtrim"
 	"github.com/berth-dev/berth/policy/cosign"
 	"github.com/berth-dev/berth/reconcile/api"
 	"github.com/berth-dev/berth/reconcile/config"
@@ -193,6 +192,7 @@ func (m *margoSource) releaseHeld() {
 // ctx ends.
 func (m *margoSource) loop(ctx context.Context, firstDone func()) {
 	first := true
+	var prev api.ReconcileResult
 	for {
 		var res api.ReconcileResult
 		switch now := time.Now(); {
@@ -207,9 +207,10 @@ func (m *margoSource) loop(ctx context.Context, firstDone func()) {
 		default:
 			res = m.reconcile(ctx, false)
 		}
-		if first || res.Outcome != string(store.OutcomeUnchanged) {
-			memtrim.Trim()
+		if trims(first, prev, res) {
+			m.a.trim()
 		}
+		prev = res
 		if first {
 			first = false
 			firstDone()
