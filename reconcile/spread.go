@@ -54,13 +54,11 @@ func (t *attempt) spread(ctx context.Context) error {
 		}
 		return nil
 	}
-	if err := a.open(ctx, t.o); err != nil {
-		return nil // verify reports it
-	}
 	m, err := t.o.remote.Unverified(ctx, t.ref)
 	if err != nil {
 		return nil // verify reports it
 	}
+	t.read = m // verify checks its signature, without reading it again
 	ann := m.Manifest.Annotations
 	value, ok := ann[state.RolloutAnnotation]
 	if !ok {

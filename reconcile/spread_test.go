@@ -42,10 +42,7 @@ func TestRolloutSpread(t *testing.T) {
 	e := newEnv(t)
 	clk := newClock(created.Add(-3 * time.Hour))
 	const interval = 10 * time.Minute
-	early, late := idIn("fleet/app", "dev", 0, 1000), idIn("fleet/app", "dev", 1000, 10000)
-	canary := e.device("canary", "device: {id: c-1, labels: {ring: canary}}", clk, interval, "")
-	ed := e.device("early", "device: {id: "+early+"}", clk, interval, "")
-	ld := e.device("late", "device: {id: "+late+"}", clk, interval, "")
+	canary, ed, ld := e.wavesFleet(clk, interval)
 	d0 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: created.Add(-4 * time.Hour)})
 	for _, d := range []*device{canary, ed, ld} {
 		d.expect(t, "applied", d0, d0)
@@ -55,24 +52,34 @@ func TestRolloutSpread(t *testing.T) {
 
 	seen := created.Add(time.Minute)
 	clk.Set(seen)
+	n := e.requestCount()
 	canary.expect(t, "applied", d1, d1)
+	manifests := 0
+	for _, r := range e.requestsSince(n) {
+		if r == "GET /v2/fleet/app/manifests/"+d1 {
+			manifests++
+		}
+	}
+	if manifests != 1 {
+		t.Errorf("the canary read the manifest %d times, want once (the plan's copy and the signature check share it)", manifests)
+	}
 	for _, tc := range []struct {
-		d        *device
-		id, wave string
-		opens    time.Time
+		d     *device
+		wave  string
+		opens time.Time
 		// The spread, after created: from one interval after first sight to
 		// a quarter of the time before the opening, less the interval in
 		// which the wave early adopts (jitter is 0 here).
 		free [][2]time.Duration
 	}{
-		{ed, early, "early", created.Add(2 * time.Hour), [][2]time.Duration{{11 * time.Minute, 90*time.Minute + 15*time.Second}}},
-		{ld, late, "all", created.Add(24 * time.Hour), [][2]time.Duration{{11 * time.Minute, 2 * time.Hour}, {2*time.Hour + 10*time.Minute, 18*time.Hour + 15*time.Second}}},
+		{ed, "early", created.Add(2 * time.Hour), [][2]time.Duration{{11 * time.Minute, 90*time.Minute + 15*time.Second}}},
+		{ld, "all", created.Add(24 * time.Hour), [][2]time.Duration{{11 * time.Minute, 2 * time.Hour}, {2*time.Hour + 10*time.Minute, 18*time.Hour + 15*time.Second}}},
 	} {
 		var total time.Duration
 		for _, f := range tc.free {
 			total += f[1] - f[0]
 		}
-		pos := time.Duration(fractionOf(tc.id, d1) * float64(total))
+		pos := time.Duration(fractionOf(tc.d.id, d1) * float64(total))
 		var at time.Time
 		for _, f := range tc.free {
 			if pos < f[1]-f[0] {
@@ -82,7 +89,7 @@ func TestRolloutSpread(t *testing.T) {
 			pos -= f[1] - f[0]
 		}
 		clk.Set(seen)
-		n := e.requestCount()
+		n = e.requestCount()
 		res := tc.d.expect(t, "waiting", d1, d0)
 		if !strings.Contains(res.Message, "waiting for wave "+tc.wave) || !strings.Contains(res.Message, "verifying and downloading it from "+at.Format(time.RFC3339)) ||
 			res.Waiting == nil || res.Waiting.Reason != store.WaitWave || !res.Waiting.Until.Equal(at) {

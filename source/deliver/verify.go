@@ -47,12 +47,23 @@ func (r *Remote) Verify(ctx context.Context, ref oci.Reference, p cosign.Policy)
 	if err != nil {
 		return nil, err
 	}
-	res, i, err := r.signature(ctx, ref, p, v.eps, v.refs)
-	if err != nil {
+	if err := v.Check(ctx, p); err != nil {
 		return nil, err
 	}
-	v.Signature, v.SignatureVia = res, v.eps[i]
 	return v, nil
+}
+
+// Check is the second half of Verify, for a manifest Unverified read: it
+// checks that a signature the policy accepts names the manifest's digest,
+// and sets Signature and SignatureVia. Failures are classified as Verify's
+// are.
+func (v *Verified) Check(ctx context.Context, p cosign.Policy) error {
+	res, i, err := v.remote.signature(ctx, v.Ref, p, v.eps, v.refs)
+	if err != nil {
+		return err
+	}
+	v.Signature, v.SignatureVia = res, v.eps[i]
+	return nil
 }
 
 // Signature checks that a signature the policy accepts names the digest
@@ -99,7 +110,8 @@ func (r *Remote) signature(ctx context.Context, ref oci.Reference, p cosign.Poli
 
 // Unverified fetches the manifest of ref (which must carry a digest) like
 // Verify, and checks no signature: for callers that were told, explicitly
-// and loudly, to run without a trust policy.
+// and loudly, to run without a trust policy, and for those that look at
+// the manifest before they Check it.
 func (r *Remote) Unverified(ctx context.Context, ref oci.Reference) (*Verified, error) {
 	return r.manifest(ctx, ref)
 }
