@@ -67,6 +67,7 @@ func idIn(repo, prefix string, lo, hi int) string {
 // applier.
 type device struct {
 	name string
+	id   string // set by wavesFleet
 	cfg  *config.Config
 	a    *Agent
 	rec  *recorder
@@ -83,6 +84,20 @@ func (e *env) device(name, deviceYAML string, clk *fakeClock, interval time.Dura
 	a := newAgentWith(e.t, cfg, clk, rec)
 	rec.attach(a)
 	return &device{name: name, cfg: cfg, a: a, rec: rec}
+}
+
+// wavesFleet makes a device of each wave of planYAML on clk: a canary
+// (id c-1, ring: canary), one whose bucket is in the first 10 % (wave
+// early) and one whose bucket is not (wave all).
+func (e *env) wavesFleet(clk *fakeClock, interval time.Duration) (canary, early, late *device) {
+	mk := func(name, id, labels string) *device {
+		d := e.device(name, "device: {id: "+id+labels+"}", clk, interval, "")
+		d.id = id
+		return d
+	}
+	return mk("canary", "c-1", ", labels: {ring: canary}"),
+		mk("early", idIn("fleet/app", "dev", 0, 1000), ""),
+		mk("late", idIn("fleet/app", "dev", 1000, 10000), "")
 }
 
 // poll runs one poll of the device's source.

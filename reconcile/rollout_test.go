@@ -29,10 +29,7 @@ func TestRolloutWaves(t *testing.T) {
 	e := newEnv(t)
 	clk := newClock(created.Add(-3 * time.Hour))
 	const interval = 10 * time.Minute
-	early, late := idIn("fleet/app", "dev", 0, 1000), idIn("fleet/app", "dev", 1000, 10000)
-	canary := e.device("canary", "device: {id: c-1, labels: {ring: canary}}", clk, interval, "")
-	ed := e.device("early", "device: {id: "+early+"}", clk, interval, "")
-	ld := e.device("late", "device: {id: "+late+"}", clk, interval, "")
+	canary, ed, ld := e.wavesFleet(clk, interval)
 	devs := []*device{canary, ed, ld}
 
 	d0 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: created.Add(-4 * time.Hour)})
@@ -137,9 +134,7 @@ func TestRolloutStatements(t *testing.T) {
 	_, sv := signingKey(t)
 	clk := newClock(created.Add(-3 * time.Hour))
 	const interval = 10 * time.Minute
-	canary := e.device("canary", "device: {id: c-1, labels: {ring: canary}}", clk, interval, "")
-	ed := e.device("early", "device: {id: "+idIn("fleet/app", "dev", 0, 1000)+"}", clk, interval, "")
-	ld := e.device("late", "device: {id: "+idIn("fleet/app", "dev", 1000, 10000)+"}", clk, interval, "")
+	canary, ed, ld := e.wavesFleet(clk, interval)
 
 	d0 := e.push("fleet/app", "stable", artifact{files: withState(nil), created: created.Add(-4 * time.Hour)})
 	for _, d := range []*device{canary, ed, ld} {
